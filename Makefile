@@ -1,0 +1,72 @@
+# pgolf build. `make` builds build/pgolf (CPU backend always; CUDA backend too when nvcc is found,
+# unless CUDA=0). `make test` installs missing Debian packages (as root), builds and runs every test.
+# `make demo` runs the main job on the embedded default dataset.
+
+CC      ?= gcc
+ARCH    ?= -march=x86-64-v3
+OPT     ?= -O2
+WERROR  ?= $(if $(CI),-Werror,)
+BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
+BLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
+CFLAGS  += -std=c11 $(OPT) $(ARCH) -g -fopenmp -Wall -Wextra $(WERROR) -D_GNU_SOURCE -Isrc -I$(BLAS_INC) -MMD -MP
+LDLIBS  += -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lz -lzstd -llzma -lbrotlienc -lbrotlidec -lm -fopenmp
+
+# ---- CUDA (optional) ----
+NVCC_FOUND := $(shell command -v nvcc 2>/dev/null || ( [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc ))
+CUDA ?= $(if $(NVCC_FOUND),1,0)
+NVCC ?= $(NVCC_FOUND)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+NVCCFLAGS ?= -O3 -std=c++17 -Isrc -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_80,code=compute_80 \
+             --expt-relaxed-constexpr -Xcompiler -Wall,-Wextra$(if $(CI),$(comma)-Werror,) $(if $(CI),-Werror all-warnings,) -MMD -MP
+comma := ,
+
+BUILD   := build
+SRC_C   := $(wildcard src/*.c src/cpu/*.c)
+SRC_CU  := $(if $(filter 1,$(CUDA)),$(wildcard src/cuda/*.cu),)
+OBJ_C   := $(patsubst %.c,$(BUILD)/%.o,$(SRC_C))
+OBJ_CU  := $(patsubst %.cu,$(BUILD)/%.o,$(SRC_CU))
+LIB_OBJ := $(filter-out $(BUILD)/src/main.o,$(OBJ_C)) $(OBJ_CU)
+TEST_C  := $(wildcard tests/*.c)
+TEST_OBJ:= $(patsubst %.c,$(BUILD)/%.o,$(TEST_C))
+
+ifeq ($(CUDA),1)
+CFLAGS  += -DPGOLF_CUDA=1 -I$(CUDA_HOME)/include
+LDLIBS  += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib64/stubs -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -lstdc++
+endif
+
+.PHONY: all test demo clean deps bench
+all: $(BUILD)/pgolf $(BUILD)/pgolf_tests
+
+$(BUILD)/pgolf: $(OBJ_C) $(OBJ_CU)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/pgolf_tests: $(LIB_OBJ) $(TEST_OBJ)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+
+# The embedded source bundle counted as "code bytes" in the artifact (see src/artifact.c).
+deps:
+	@bash scripts/setup.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@bash tests/run.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@bash scripts/demo.sh
+
+bench: deps all
+	@bash bench/run_cpu.sh
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(OBJ_C:.o=.d) $(OBJ_CU:.o=.d) $(TEST_OBJ:.o=.d)

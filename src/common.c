@@ -1,0 +1,238 @@
+/* common.c: implementations of the helpers declared in common.h (errors, allocation, clocks,
+ * atomic file writes, half/bfloat16 conversions). */
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void pg_die(const char *fmt, ...) {
+    va_list ap;
+    fflush(stdout);
+    fputs("pgolf: error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+int pg_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+void pg_check_failed(const char *expr, const char *file, int line) {
+    fflush(stdout);
+    fprintf(stderr, "pgolf: internal error: check failed: %s (%s:%d)\n", expr, file, line);
+    abort();
+}
+
+void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) pg_die("out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *xcalloc(size_t count, size_t size) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) pg_die("out of memory allocating %zu x %zu bytes", count, size);
+    return p;
+}
+
+void *xrealloc(void *p, size_t n) {
+    void *q = realloc(p, n ? n : 1);
+    if (!q) pg_die("out of memory reallocating %zu bytes", n);
+    return q;
+}
+
+char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = xmalloc(n);
+    memcpy(d, s, n);
+    return d;
+}
+
+void *xmalloc_aligned(size_t n) {
+    void *p = NULL;
+    size_t sz = (n + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, sz ? sz : 64) != 0) pg_die("out of memory allocating %zu bytes", n);
+    return p;
+}
+
+double pg_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int pg_read_file(const char *path, uint8_t **data, size_t *len, char *err, size_t errlen) {
+    *data = NULL;
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return pg_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return pg_err(err, errlen, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    uint8_t *buf = xmalloc(n + 1);
+    size_t got = n ? fread(buf, 1, n, f) : 0;
+    fclose(f);
+    if (got != n) {
+        free(buf);
+        return pg_err(err, errlen, "%s: short read (%zu of %zu bytes)", path, got, n);
+    }
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return 0;
+}
+
+int pg_atomic_open(pg_atomic_file *af, const char *path, char *err, size_t errlen) {
+    memset(af, 0, sizeof(*af));
+    size_t n = strlen(path) + 32;
+    af->path = xstrdup(path);
+    af->tmp = xmalloc(n);
+    snprintf(af->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    af->f = fopen(af->tmp, "wb");
+    if (!af->f) {
+        int e = errno;
+        free(af->path);
+        free(af->tmp);
+        memset(af, 0, sizeof(*af));
+        return pg_err(err, errlen, "%s: cannot write: %s", path, strerror(e));
+    }
+    return 0;
+}
+
+int pg_atomic_commit(pg_atomic_file *af, char *err, size_t errlen) {
+    int bad = 0, e = 0;
+    if (fflush(af->f) != 0) bad = 1, e = errno;
+    if (!bad && fsync(fileno(af->f)) != 0) bad = 1, e = errno;
+    if (fclose(af->f) != 0 && !bad) bad = 1, e = errno;
+    af->f = NULL;
+    if (!bad && rename(af->tmp, af->path) != 0) bad = 1, e = errno;
+    int rc = 0;
+    if (bad) {
+        unlink(af->tmp);
+        rc = pg_err(err, errlen, "%s: write failed: %s", af->path, strerror(e));
+    }
+    free(af->path);
+    free(af->tmp);
+    memset(af, 0, sizeof(*af));
+    return rc;
+}
+
+void pg_atomic_abort(pg_atomic_file *af) {
+    if (af->f) fclose(af->f);
+    if (af->tmp) unlink(af->tmp);
+    free(af->path);
+    free(af->tmp);
+    memset(af, 0, sizeof(*af));
+}
+
+int pg_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen) {
+    pg_atomic_file af;
+    if (pg_atomic_open(&af, path, err, errlen) != 0) return -1;
+    if (len && fwrite(data, 1, len, af.f) != len) {
+        int e = errno;
+        pg_atomic_abort(&af);
+        return pg_err(err, errlen, "%s: write failed: %s", path, strerror(e));
+    }
+    return pg_atomic_commit(&af, err, errlen);
+}
+
+int pg_mkdirs(const char *path, char *err, size_t errlen) {
+    char *p = xstrdup(path);
+    size_t n = strlen(p);
+    for (size_t i = 1; i <= n; i++) {
+        if (p[i] == '/' || p[i] == 0) {
+            char c = p[i];
+            p[i] = 0;
+            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+                int e = errno;
+                int rc = pg_err(err, errlen, "%s: cannot create directory: %s", p, strerror(e));
+                free(p);
+                return rc;
+            }
+            p[i] = c;
+        }
+    }
+    struct stat st;
+    int ok = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    free(p);
+    if (!ok) return pg_err(err, errlen, "%s: not a directory", path);
+    return 0;
+}
+
+static inline uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+uint16_t pg_f32_to_bf16(float f) {
+    uint32_t u = f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    uint32_t lsb = (u >> 16) & 1u;
+    u += 0x7fffu + lsb;
+    return (uint16_t)(u >> 16);
+}
+
+float pg_bf16_to_f32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
+
+uint16_t pg_f32_to_f16(float f) {
+    uint32_t x = f32_bits(f);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t absx = x & 0x7fffffffu;
+    if (absx > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
+    if (absx >= 0x477ff000u) {
+        /* >= 65520 rounds to inf (65504 is max; halfway 65520 rounds to even = inf) */
+        return (uint16_t)(sign | 0x7c00u);
+    }
+    if (absx < 0x38800000u) {
+        /* subnormal half (or zero): value = m * 2^-24 */
+        float a = bits_f32(absx);
+        /* scale so that the half subnormal ulp is 1.0 and use round-to-nearest-even via rint */
+        float scaled = a * 16777216.0f; /* 2^24 */
+        /* exact in float for a < 2^-14: scaled < 1024 */
+        uint32_t m = (uint32_t)__builtin_rintf(scaled);
+        return (uint16_t)(sign | m);
+    }
+    /* normal: rebias exponent from 127 to 15 and round mantissa 23 -> 10 bits (nearest even) */
+    uint32_t mant = absx & 0x7fffffu;
+    uint32_t exp = (absx >> 23) - 127 + 15;
+    uint32_t h = (exp << 10) | (mant >> 13);
+    uint32_t rem = mant & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+    return (uint16_t)(sign | h);
+}
+
+float pg_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    if (exp == 0) {
+        float v = (float)mant * (1.0f / 16777216.0f);
+        return sign ? -v : v;
+    }
+    if (exp == 31) return bits_f32(sign | 0x7f800000u | (mant << 13));
+    return bits_f32(sign | ((exp - 15 + 127) << 23) | (mant << 13));
+}

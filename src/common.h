@@ -1,0 +1,80 @@
+/* common.h: error reporting, checked allocation, timing and file helpers shared by every pgolf
+ * module. Two error styles coexist on purpose: readers of untrusted input (shards, tokenizer models,
+ * artifacts, safetensors) return -1 and fill an error buffer so they can be fuzzed and tested
+ * without exiting; command-level code calls pg_die(), which prints one `pgolf: error: ...` line and
+ * exits with status 1. */
+#ifndef PGOLF_COMMON_H
+#define PGOLF_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define PG_ERRLEN 512
+
+/* Print "pgolf: error: <msg>" to stderr and exit(1). */
+void pg_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+/* Format into err (if non-NULL) and return -1, so readers can write `return pg_err(err, n, ...)`. */
+int pg_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Abort with file:line when an internal invariant fails (a bug, never bad user input). */
+#define PG_CHECK(cond)                                                                             \
+    do {                                                                                           \
+        if (!(cond)) pg_check_failed(#cond, __FILE__, __LINE__);                                  \
+    } while (0)
+void pg_check_failed(const char *expr, const char *file, int line) __attribute__((noreturn));
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t count, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+/* 64-byte aligned allocation (free with free()). */
+void *xmalloc_aligned(size_t n);
+
+/* Monotonic wall clock in seconds. */
+double pg_now(void);
+
+/* Read a whole file. Returns 0 or -1 with "<path>: <reason>" in err. */
+int pg_read_file(const char *path, uint8_t **data, size_t *len, char *err, size_t errlen);
+/* Write a file atomically: a temporary file beside it, fsync, rename. On failure nothing is left
+ * at path and the temporary is removed. */
+int pg_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
+/* Atomic writer for streamed output: open returns a FILE* on "<path>.tmp.<pid>"; commit fsyncs and
+ * renames; abort removes the temporary. */
+typedef struct {
+    FILE *f;
+    char *path;
+    char *tmp;
+} pg_atomic_file;
+int pg_atomic_open(pg_atomic_file *af, const char *path, char *err, size_t errlen);
+int pg_atomic_commit(pg_atomic_file *af, char *err, size_t errlen);
+void pg_atomic_abort(pg_atomic_file *af);
+
+/* Create a directory and its parents (like mkdir -p). Returns 0 or -1 with err. */
+int pg_mkdirs(const char *path, char *err, size_t errlen);
+
+/* Little-endian loads/stores (explicit, independent of host order). */
+static inline uint32_t pg_rd_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline uint64_t pg_rd_u64(const uint8_t *p) {
+    return (uint64_t)pg_rd_u32(p) | ((uint64_t)pg_rd_u32(p + 4) << 32);
+}
+static inline void pg_wr_u32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+static inline void pg_wr_u64(uint8_t *p, uint64_t v) {
+    pg_wr_u32(p, (uint32_t)v);
+    pg_wr_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* IEEE half and bfloat16 conversions (round to nearest even, NaN preserved). */
+uint16_t pg_f32_to_f16(float f);
+float pg_f16_to_f32(uint16_t h);
+uint16_t pg_f32_to_bf16(float f);
+float pg_bf16_to_f32(uint16_t h);
+/* Round an fp32 value to the nearest bf16-representable fp32 value (the `.bfloat16().float()` of
+ * PyTorch). */
+static inline float pg_round_bf16(float f) { return pg_bf16_to_f32(pg_f32_to_bf16(f)); }
+
+#endif
