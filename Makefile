@@ -30,7 +30,7 @@ TEST_C  := $(wildcard tests/*.c)
 TEST_OBJ:= $(patsubst %.c,$(BUILD)/%.o,$(TEST_C))
 
 ifeq ($(CUDA),1)
-CFLAGS  += -DPGOLF_CUDA=1 -I$(CUDA_HOME)/include
+CFLAGS  += $(if $(wildcard src/cuda/ops_cuda.cu),-DPGOLF_CUDA=1,) -I$(CUDA_HOME)/include
 LDLIBS  += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib64/stubs -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -lstdc++
 endif
 

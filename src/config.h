@@ -1,0 +1,120 @@
+/* config.h: pgolf's one configuration vocabulary. Every key is listed once, in PG_CONFIG_KEYS,
+ * with its type, default, range and help; the struct, the parser, validation, `--help` and the
+ * resolved-config dump are all generated from that list. Names and defaults are train_gpt.py's
+ * environment variables (spec §2.1); pgolf's own additions start with PGOLF_ or are the records'
+ * names. Sources, lowest priority first: defaults, preset files (KEY=VALUE lines), environment. */
+#ifndef PGOLF_CONFIG_H
+#define PGOLF_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* X(type, KEY, field, default, min, max, help)   type: STR, INT, FLOAT, BOOL */
+#define PG_CONFIG_KEYS(X)                                                                          \
+    /* data and run */                                                                             \
+    X(STR, DATA_PATH, data_path, "./data/datasets/fineweb10B_sp1024", 0, 0,                        \
+      "directory holding fineweb_train_*.bin and fineweb_val_*.bin shards")                        \
+    X(STR, TOKENIZER_PATH, tokenizer_path, "./data/tokenizers/fineweb_1024_bpe.model", 0, 0,       \
+      "SentencePiece .model used for the val_bpb byte counts")                                     \
+    X(STR, RUN_ID, run_id, "", 0, 0, "log name logs/$RUN_ID.txt (default: a random uuid4)")        \
+    X(INT, SEED, seed, "1337", 0, 4294967295.0, "random seed of the initialisation")               \
+    X(INT, VAL_BATCH_SIZE, val_batch_size, "524288", 1, 1e12, "validation tokens per batch (all ranks)") \
+    X(INT, VAL_LOSS_EVERY, val_loss_every, "1000", 0, 1e12, "validate every N steps (0: only at the end)") \
+    X(INT, TRAIN_LOG_EVERY, train_log_every, "200", 0, 1e12, "log train_loss every N steps (and steps 1-10)") \
+    X(INT, ITERATIONS, iterations, "20000", 0, 1e12, "number of optimizer steps")                  \
+    X(INT, WARMDOWN_ITERS, warmdown_iters, "1200", 0, 1e12, "linear lr warmdown length in steps")  \
+    X(INT, WARMUP_STEPS, warmup_steps, "20", 0, 1e6,                                               \
+      "priming steps run then undone (weights, optimizer, data restored), as train_gpt.py")        \
+    X(INT, TRAIN_BATCH_TOKENS, train_batch_tokens, "524288", 1, 1e12, "tokens per optimizer step (all ranks)") \
+    X(INT, TRAIN_SEQ_LEN, train_seq_len, "1024", 2, 1048576, "training sequence length")           \
+    X(FLOAT, MAX_WALLCLOCK_SECONDS, max_wallclock_seconds, "600.0", -1e18, 1e18,                  \
+      "training time cap in seconds (<= 0: no cap, step-based warmdown)")                           \
+    /* model shape */                                                                              \
+    X(FLOAT, QK_GAIN_INIT, qk_gain_init, "1.5", -1e6, 1e6, "initial per-head query gain")          \
+    X(INT, VOCAB_SIZE, vocab_size, "1024", 2, 65536, "vocabulary size (must equal the tokenizer's)") \
+    X(INT, NUM_LAYERS, num_layers, "9", 1, 256, "transformer blocks")                              \
+    X(INT, NUM_KV_HEADS, num_kv_heads, "4", 1, 256, "key/value heads (GQA)")                       \
+    X(INT, MODEL_DIM, model_dim, "512", 2, 65536, "model width")                                   \
+    X(INT, NUM_HEADS, num_heads, "8", 1, 256, "query heads")                                       \
+    X(FLOAT, MLP_MULT, mlp_mult, "2", 0.0001, 64, "MLP hidden = int(MLP_MULT * MODEL_DIM)")        \
+    X(BOOL, TIE_EMBEDDINGS, tie_embeddings, "1", 0, 1, "tie the output head to the token embedding") \
+    X(FLOAT, ROPE_BASE, rope_base, "10000.0", 1e-6, 1e18, "RoPE base")                             \
+    X(FLOAT, LOGIT_SOFTCAP, logit_softcap, "30.0", 1e-6, 1e18, "logits = c*tanh(z/c)")             \
+    /* optimizer */                                                                                \
+    X(FLOAT, EMBED_LR, embed_lr, "0.6", 0, 1e6, "token embedding lr when untied")                  \
+    X(FLOAT, HEAD_LR, head_lr, "0.008", 0, 1e6, "untied lm_head lr")                               \
+    X(FLOAT, TIED_EMBED_LR, tied_embed_lr, "0.05", 0, 1e6, "token embedding lr when tied")         \
+    X(FLOAT, TIED_EMBED_INIT_STD, tied_embed_init_std, "0.005", 0, 1e6, "std of the tied embedding init") \
+    X(FLOAT, MATRIX_LR, matrix_lr, "0.04", 0, 1e6, "Muon lr of the block matrices")                \
+    X(FLOAT, SCALAR_LR, scalar_lr, "0.04", 0, 1e6, "Adam lr of vectors, scalars and control tensors") \
+    X(FLOAT, MUON_MOMENTUM, muon_momentum, "0.95", 0, 1, "Muon momentum after warmup")             \
+    X(INT, MUON_BACKEND_STEPS, muon_backend_steps, "5", 0, 100, "Newton-Schulz iterations")        \
+    X(FLOAT, MUON_MOMENTUM_WARMUP_START, muon_momentum_warmup_start, "0.85", 0, 1,                 \
+      "Muon momentum at step 0")                                                                   \
+    X(INT, MUON_MOMENTUM_WARMUP_STEPS, muon_momentum_warmup_steps, "500", 0, 1e12,                 \
+      "steps of linear momentum warmup")                                                           \
+    X(FLOAT, BETA1, beta1, "0.9", 0, 0.999999, "Adam beta1")                                       \
+    X(FLOAT, BETA2, beta2, "0.95", 0, 0.999999, "Adam beta2")                                      \
+    X(FLOAT, ADAM_EPS, adam_eps, "1e-8", 0, 1, "Adam epsilon")                                     \
+    X(FLOAT, GRAD_CLIP_NORM, grad_clip_norm, "0.0", 0, 1e18, "global grad-norm clip (0: off)")     \
+    /* export */                                                                                   \
+    X(STR, CONTROL_TENSOR_NAME_PATTERNS, control_tensor_name_patterns,                            \
+      "attn_scale,attn_scales,mlp_scale,mlp_scales,resid_mix,resid_mixes,q_gain,skip_weight,skip_weights", 0, 0, \
+      "name substrings of control tensors (scalar optimizer group; fp32 at export)")              \
+    X(STR, INT8_KEEP_FLOAT_FP32_NAME_PATTERNS, int8_keep_float_fp32_name_patterns, "", 0, 0,      \
+      "small tensors kept fp32 at export (default: CONTROL_TENSOR_NAME_PATTERNS)")                 \
+    X(STR, QUANT_SCHEME, quant_scheme, "int8_baseline", 0, 0, "export quantisation scheme")        \
+    X(STR, EXPORT_CODEC, export_codec, "zlib-9", 0, 0, "artifact compressor: zlib-9, zstd-22, lzma-9, lzma-9e, brotli-11") \
+    /* distributed (torchrun / mpirun) */                                                          \
+    X(INT, RANK, rank, "0", 0, 65535, "this process's rank")                                       \
+    X(INT, WORLD_SIZE, world_size, "1", 1, 8, "number of ranks (must divide 8)")                   \
+    X(INT, LOCAL_RANK, local_rank, "0", 0, 65535, "rank on this machine (selects the GPU)")        \
+    /* pgolf additions */                                                                          \
+    X(STR, PGOLF_BACKEND, backend, "auto", 0, 0, "cpu, cuda, or auto (cuda when a GPU is present)") \
+    X(STR, PGOLF_OUT_DIR, out_dir, ".", 0, 0, "where final_model.* are written")                   \
+    X(STR, PGOLF_LOG_DIR, log_dir, "logs", 0, 0, "where $RUN_ID.txt is written")                   \
+    X(STR, INIT_FROM, init_from, "", 0, 0, "safetensors file of initial weights (parity tests)")   \
+    X(BOOL, PGOLF_NON_RECORD, non_record, "0", 0, 1, "allow an artifact above 16,000,000 bytes")   \
+    X(BOOL, PGOLF_BF16_ROPE_TABLE, bf16_rope_table, "1", 0, 1,                                     \
+      "replicate the baseline's bf16 RoPE positions/inv_freq/cos/sin (spec 7.1)")
+
+typedef enum { CFG_STR, CFG_INT, CFG_FLOAT, CFG_BOOL } pg_cfg_type;
+
+typedef struct {
+#define PG_CFG_FIELD_STR(f) char *f;
+#define PG_CFG_FIELD_INT(f) int64_t f;
+#define PG_CFG_FIELD_FLOAT(f) double f;
+#define PG_CFG_FIELD_BOOL(f) int f;
+#define X(type, key, field, def, lo, hi, help) PG_CFG_FIELD_##type(field)
+    PG_CONFIG_KEYS(X)
+#undef X
+    /* which keys were set explicitly, and where (for the resolved-config dump) */
+    char set_from[128][16];
+} pg_config;
+
+/* Defaults only. */
+void config_defaults(pg_config *c);
+/* Apply one KEY=VALUE; returns 0 or -1 with err ("KEY: not a number: 'x'", "KEY: 3 out of range
+ * [1, 2]", "unknown key KEY"). `source` is recorded for the dump ("env", "preset"). */
+int config_set(pg_config *c, const char *key, const char *value, const char *source, char *err, size_t errlen);
+/* Read a preset file of KEY=VALUE lines (# comments, blank lines). Unknown keys are errors. */
+int config_load_preset(pg_config *c, const char *path, char *err, size_t errlen);
+/* Apply every known key present in the environment; also rejects environment variables of the
+ * records that this build does not implement (a silent ignore would train a different model). */
+int config_load_env(pg_config *c, char *err, size_t errlen);
+/* Cross-key validation (divisibility, shapes, world size, ...). */
+int config_validate(const pg_config *c, char *err, size_t errlen);
+/* Defaults + optional preset + environment + validation; dies with one error line on failure. */
+void config_resolve(pg_config *c, const char *preset_path);
+void config_free(pg_config *c);
+/* The resolved configuration as one JSON object {KEY: value, ...} (malloc'd). */
+char *config_to_json(const pg_config *c);
+/* Apply a JSON object of KEY: value (from an artifact); unknown keys are errors. */
+int config_from_json(pg_config *c, const char *json, char *err, size_t errlen);
+/* Print `KEY=value  # help` lines (--help) or the resolved values. */
+void config_print_help(void);
+void config_dump(const pg_config *c, void (*emit)(const char *line, void *ctx), void *ctx);
+/* MLP hidden width int(MLP_MULT * MODEL_DIM) as Python computes it. */
+int config_mlp_hidden(const pg_config *c);
+
+#endif

@@ -1,0 +1,562 @@
+/* ops_cpu.c: the CPU backend, the reference implementation of every op in ops.h. fp32
+ * throughout; OpenBLAS sgemm for matrix products (the OpenMP build, so a call inside an OpenMP
+ * parallel region runs single-threaded); OpenMP over rows elsewhere. Reductions over tokens that
+ * produce parameter gradients use per-thread partial sums combined in a fixed order, so results
+ * do not depend on scheduling for a given thread count. */
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common.h"
+#include "../ops.h"
+
+#define F(p) ((float *)(p))
+#define CF(p) ((const float *)(p))
+
+static const float RMS_EPS = FLT_EPSILON;
+static size_t g_peak, g_cur;
+
+/* ---- memory ---- */
+static void *cpu_alloc(size_t bytes) {
+    size_t *p = xmalloc_aligned(bytes + 64);
+    p[0] = bytes;
+    g_cur += bytes;
+    if (g_cur > g_peak) g_peak = g_cur;
+    return (char *)p + 64;
+}
+static void cpu_free(void *p) {
+    if (!p) return;
+    size_t *h = (size_t *)((char *)p - 64);
+    g_cur -= h[0];
+    free(h);
+}
+static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
+static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+static void cpu_sync(void) {}
+static size_t cpu_peak(void) { return g_peak; }
+static void cpu_weights_to_compute(pg_wc *wc, const float *w, size_t n) {
+    if ((const void *)wc != (const void *)w) memcpy(wc, w, n * sizeof(float));
+}
+static void cpu_act_from_f32(pg_act *dst, const float *host, size_t n) { memcpy(dst, host, n * sizeof(float)); }
+static void cpu_act_to_f32(float *host, const pg_act *src, size_t n) { memcpy(host, src, n * sizeof(float)); }
+
+/* Column sums over rows with fixed-order combination: out[c] += sum_n a[n,c]*b[n,c]. */
+static void colsum_prod(float *out, const float *a, const float *b, int N, int C) {
+    int nt = omp_get_max_threads();
+    double *part = xcalloc((size_t)nt * (size_t)C, sizeof(double));
+#pragma omp parallel
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        double *acc = part + (size_t)t * C;
+        long n0 = (long)N * t / T, n1 = (long)N * (t + 1) / T;
+        for (long n = n0; n < n1; n++) {
+            const float *ar = a + n * C, *br = b + n * C;
+            for (int c = 0; c < C; c++) acc[c] += (double)ar[c] * br[c];
+        }
+    }
+    for (int c = 0; c < C; c++) {
+        double s = 0;
+        for (int t = 0; t < nt; t++) s += part[(size_t)t * C + c];
+        out[c] += (float)s;
+    }
+    free(part);
+}
+
+/* ---- embedding ---- */
+static void cpu_embed_fwd(pg_act *y, const int32_t *idx, const pg_wc *table, int N, int C) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) memcpy(F(y) + (size_t)n * C, CF(table) + (size_t)idx[n] * C, C * sizeof(float));
+}
+
+static void cpu_embed_bwd(float *dtable, const pg_act *dy, const int32_t *idx, int N, int C) {
+    /* parallel over channels: each thread owns a column slice, rows in order (deterministic) */
+#pragma omp parallel
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int c0 = C * t / T, c1 = C * (t + 1) / T;
+        for (int n = 0; n < N; n++) {
+            float *dst = dtable + (size_t)idx[n] * C;
+            const float *src = CF(dy) + (size_t)n * C;
+            for (int c = c0; c < c1; c++) dst[c] += src[c];
+        }
+    }
+}
+
+/* ---- norms ---- */
+static inline float row_rstd(const float *x, int C) {
+    double ss = 0; /* fp32 inputs, wide accumulation: mean(x^2) */
+    for (int c = 0; c < C; c++) ss += (double)x[c] * x[c];
+    return (float)(1.0 / sqrt(ss / C + RMS_EPS));
+}
+
+static void cpu_rmsnorm_fwd(pg_act *y, float *rstd, const pg_act *x, int N, int C) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *xr = CF(x) + (size_t)n * C;
+        float *yr = F(y) + (size_t)n * C;
+        float r = row_rstd(xr, C);
+        rstd[n] = r;
+        for (int c = 0; c < C; c++) yr[c] = xr[c] * r;
+    }
+}
+
+static inline void rms_bwd_row(float *dx, const float *dy, const float *y, float r, int C, int acc) {
+    double dot = 0;
+    for (int c = 0; c < C; c++) dot += (double)dy[c] * y[c];
+    float m = (float)(dot / C);
+    if (acc)
+        for (int c = 0; c < C; c++) dx[c] += r * (dy[c] - y[c] * m);
+    else
+        for (int c = 0; c < C; c++) dx[c] = r * (dy[c] - y[c] * m);
+}
+
+static void cpu_rmsnorm_bwd(pg_act *dx, const pg_act *dy, const pg_act *y, const float *rstd, int N, int C,
+                            int accumulate) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        rms_bwd_row(F(dx) + (size_t)n * C, CF(dy) + (size_t)n * C, CF(y) + (size_t)n * C, rstd[n], C, accumulate);
+}
+
+static void cpu_mix_norm_fwd(pg_act *xm, pg_act *y, float *rstd, const pg_act *x, const pg_act *x0, const float *mix,
+                             int N, int C) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *xr = CF(x) + (size_t)n * C, *x0r = CF(x0) + (size_t)n * C;
+        float *mr = F(xm) + (size_t)n * C, *yr = F(y) + (size_t)n * C;
+        for (int c = 0; c < C; c++) mr[c] = mix[c] * xr[c] + mix[C + c] * x0r[c];
+        float r = row_rstd(mr, C);
+        rstd[n] = r;
+        for (int c = 0; c < C; c++) yr[c] = mr[c] * r;
+    }
+}
+
+static void cpu_mix_bwd(pg_act *dx, pg_act *dx0, float *dmix, const pg_act *dxm, const pg_act *x, const pg_act *x0,
+                        const float *mix, int N, int C) {
+    /* parameter grads first: they read dxm, which dx may alias */
+    colsum_prod(dmix, CF(dxm), CF(x), N, C);
+    colsum_prod(dmix + C, CF(dxm), CF(x0), N, C);
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *g = CF(dxm) + (size_t)n * C;
+        float *d = F(dx) + (size_t)n * C, *d0 = F(dx0) + (size_t)n * C;
+        for (int c = 0; c < C; c++) {
+            float gv = g[c];
+            d0[c] += mix[C + c] * gv;
+            d[c] = mix[c] * gv;
+        }
+    }
+}
+
+/* ---- matmuls ---- */
+static void cpu_matmul_fwd(pg_act *y, const pg_act *x, const pg_wc *W, int N, int IN, int OUT) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.0f, CF(x), IN, CF(W), IN, 0.0f, F(y), OUT);
+}
+
+static void cpu_matmul_bwd(pg_act *dx, float *dW, const pg_act *dy, const pg_act *x, const pg_wc *W, int N, int IN,
+                           int OUT, int accumulate_dx) {
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT, 1.0f, CF(dy), OUT, CF(W), IN,
+                    accumulate_dx ? 1.0f : 0.0f, F(dx), IN);
+    if (dW) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.0f, CF(dy), OUT, CF(x), IN, 1.0f, dW, IN);
+}
+
+/* ---- q/k preparation: per-head RMSNorm, RoPE (rotate-half), gain ---- */
+static inline void rope_row(float *o, const float *in, const float *cs, const float *sn, int half) {
+    for (int j = 0; j < half; j++) {
+        float x1 = in[j], x2 = in[j + half];
+        o[j] = x1 * cs[j] + x2 * sn[j];
+        o[j + half] = -x1 * sn[j] + x2 * cs[j];
+    }
+}
+
+static void qk_fwd_one(float *out, float *rstd, const float *raw, const float *gain, const float *cos,
+                       const float *sin, int N, int T, int nh, int D, int rope_dims) {
+    int half = rope_dims / 2;
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        int t = n % T;
+        const float *cs = cos + (size_t)t * half, *sn = sin + (size_t)t * half;
+        for (int h = 0; h < nh; h++) {
+            const float *x = raw + ((size_t)n * nh + h) * D;
+            float *o = out + ((size_t)n * nh + h) * D;
+            float r = row_rstd(x, D);
+            rstd[(size_t)n * nh + h] = r;
+            float tmp[1024];
+            for (int d = 0; d < D; d++) tmp[d] = x[d] * r;
+            rope_row(o, tmp, cs, sn, half);
+            for (int d = rope_dims; d < D; d++) o[d] = tmp[d];
+            if (gain) {
+                float g = gain[h];
+                for (int d = 0; d < D; d++) o[d] *= g;
+            }
+        }
+    }
+}
+
+static void cpu_qk_prep_fwd(pg_act *q, pg_act *k, float *rstd_q, float *rstd_k, const pg_act *q_raw,
+                            const pg_act *k_raw, const float *gain, const float *cos, const float *sin, int N, int T,
+                            int H, int Hk, int D, int rope_dims) {
+    PG_CHECK(D <= 1024);
+    qk_fwd_one(F(q), rstd_q, CF(q_raw), gain, cos, sin, N, T, H, D, rope_dims);
+    qk_fwd_one(F(k), rstd_k, CF(k_raw), NULL, cos, sin, N, T, Hk, D, rope_dims);
+}
+
+static void qk_bwd_one(float *draw, float *dgain, const float *dout, const float *raw, const float *rstd,
+                       const float *gain, const float *cos, const float *sin, int N, int T, int nh, int D,
+                       int rope_dims) {
+    int half = rope_dims / 2;
+    int nt = omp_get_max_threads();
+    double *gpart = xcalloc((size_t)nt * nh, sizeof(double));
+#pragma omp parallel
+    {
+        double *gacc = gpart + (size_t)omp_get_thread_num() * nh;
+#pragma omp for
+        for (int n = 0; n < N; n++) {
+            int t = n % T;
+            const float *cs = cos + (size_t)t * half, *sn = sin + (size_t)t * half;
+            for (int h = 0; h < nh; h++) {
+                size_t off = ((size_t)n * nh + h) * D;
+                const float *x = raw + off, *g = dout + off;
+                float r = rstd[(size_t)n * nh + h];
+                float xn[1024], rot[1024], gr[1024], dn[1024];
+                for (int d = 0; d < D; d++) xn[d] = x[d] * r;
+                float gh = gain ? gain[h] : 1.0f;
+                if (gain) {
+                    rope_row(rot, xn, cs, sn, half);
+                    for (int d = rope_dims; d < D; d++) rot[d] = xn[d];
+                    double s = 0;
+                    for (int d = 0; d < D; d++) s += (double)g[d] * rot[d];
+                    gacc[h] += s;
+                }
+                for (int d = 0; d < D; d++) gr[d] = g[d] * gh;
+                /* transpose of the rotation */
+                for (int j = 0; j < half; j++) {
+                    float g1 = gr[j], g2 = gr[j + half];
+                    dn[j] = g1 * cs[j] - g2 * sn[j];
+                    dn[j + half] = g1 * sn[j] + g2 * cs[j];
+                }
+                for (int d = rope_dims; d < D; d++) dn[d] = gr[d];
+                rms_bwd_row(draw + off, dn, xn, r, D, 0);
+            }
+        }
+    }
+    if (dgain)
+        for (int h = 0; h < nh; h++) {
+            double s = 0;
+            for (int t = 0; t < nt; t++) s += gpart[(size_t)t * nh + h];
+            dgain[h] += (float)s;
+        }
+    free(gpart);
+}
+
+static void cpu_qk_prep_bwd(pg_act *dq_raw, pg_act *dk_raw, float *dgain, const pg_act *dq, const pg_act *dk,
+                            const pg_act *q_raw, const pg_act *k_raw, const float *rstd_q, const float *rstd_k,
+                            const float *gain, const float *cos, const float *sin, int N, int T, int H, int Hk, int D,
+                            int rope_dims) {
+    qk_bwd_one(F(dq_raw), dgain, CF(dq), CF(q_raw), rstd_q, gain, cos, sin, N, T, H, D, rope_dims);
+    qk_bwd_one(F(dk_raw), NULL, CF(dk), CF(k_raw), rstd_k, NULL, cos, sin, N, T, Hk, D, rope_dims);
+}
+
+/* ---- attention: per (batch, head) row blocks through sgemm, causal, exact softmax ---- */
+#define ATT_RB 128
+
+static void cpu_attn_fwd(pg_act *o, float *lse, const pg_act *q, const pg_act *k, const pg_act *v, int B, int T, int H,
+                         int Hk, int D) {
+    const float scale = 1.0f / sqrtf((float)D);
+    const int grp = H / Hk;
+    const long qs = (long)H * D, ks = (long)Hk * D;
+#pragma omp parallel
+    {
+        float *S = xmalloc_aligned((size_t)ATT_RB * T * sizeof(float));
+#pragma omp for collapse(2) schedule(dynamic)
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++) {
+                const float *Q = CF(q) + (size_t)b * T * qs + (size_t)h * D;
+                const float *K = CF(k) + (size_t)b * T * ks + (size_t)(h / grp) * D;
+                const float *V = CF(v) + (size_t)b * T * ks + (size_t)(h / grp) * D;
+                float *O = F(o) + (size_t)b * T * qs + (size_t)h * D;
+                float *L = lse + ((size_t)b * H + h) * T;
+                for (int r0 = 0; r0 < T; r0 += ATT_RB) {
+                    int rb = T - r0 < ATT_RB ? T - r0 : ATT_RB;
+                    int cols = r0 + rb; /* keys 0..cols-1 can be visible */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rb, cols, D, scale, Q + (size_t)r0 * qs, qs,
+                                K, ks, 0.0f, S, cols);
+                    for (int i = 0; i < rb; i++) {
+                        float *s = S + (size_t)i * cols;
+                        int last = r0 + i; /* inclusive */
+                        float mx = -INFINITY;
+                        for (int j = 0; j <= last; j++) mx = s[j] > mx ? s[j] : mx;
+                        double sum = 0;
+                        for (int j = 0; j <= last; j++) {
+                            s[j] = expf(s[j] - mx);
+                            sum += s[j];
+                        }
+                        float inv = (float)(1.0 / sum);
+                        for (int j = 0; j <= last; j++) s[j] *= inv;
+                        for (int j = last + 1; j < cols; j++) s[j] = 0.0f;
+                        L[r0 + i] = mx + (float)log(sum);
+                    }
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, D, cols, 1.0f, S, cols, V, ks, 0.0f,
+                                O + (size_t)r0 * qs, qs);
+                }
+            }
+        free(S);
+    }
+}
+
+static void cpu_attn_bwd(pg_act *dq, pg_act *dk, pg_act *dv, const pg_act *dout, const pg_act *q, const pg_act *k,
+                         const pg_act *v, const pg_act *o, const float *lse, int B, int T, int H, int Hk, int D) {
+    const float scale = 1.0f / sqrtf((float)D);
+    const int grp = H / Hk;
+    const long qs = (long)H * D, ks = (long)Hk * D;
+    /* one task per (batch, kv head): it owns dk/dv of that head, so no races */
+#pragma omp parallel
+    {
+        float *P = xmalloc_aligned((size_t)ATT_RB * T * sizeof(float));
+        float *dP = xmalloc_aligned((size_t)ATT_RB * T * sizeof(float));
+        float *Di = xmalloc_aligned(ATT_RB * sizeof(float));
+#pragma omp for collapse(2) schedule(dynamic)
+        for (int b = 0; b < B; b++)
+            for (int g = 0; g < Hk; g++) {
+                const float *K = CF(k) + (size_t)b * T * ks + (size_t)g * D;
+                const float *V = CF(v) + (size_t)b * T * ks + (size_t)g * D;
+                float *dK = F(dk) + (size_t)b * T * ks + (size_t)g * D;
+                float *dV = F(dv) + (size_t)b * T * ks + (size_t)g * D;
+                for (int t = 0; t < T; t++) {
+                    memset(dK + (size_t)t * ks, 0, D * sizeof(float));
+                    memset(dV + (size_t)t * ks, 0, D * sizeof(float));
+                }
+                for (int h = g * grp; h < (g + 1) * grp; h++) {
+                    const float *Q = CF(q) + (size_t)b * T * qs + (size_t)h * D;
+                    const float *O = CF(o) + (size_t)b * T * qs + (size_t)h * D;
+                    const float *dO = CF(dout) + (size_t)b * T * qs + (size_t)h * D;
+                    float *dQ = F(dq) + (size_t)b * T * qs + (size_t)h * D;
+                    const float *L = lse + ((size_t)b * H + h) * T;
+                    for (int r0 = 0; r0 < T; r0 += ATT_RB) {
+                        int rb = T - r0 < ATT_RB ? T - r0 : ATT_RB;
+                        int cols = r0 + rb;
+                        /* recompute P = exp(scale*QK^T - lse), causal */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rb, cols, D, scale, Q + (size_t)r0 * qs,
+                                    qs, K, ks, 0.0f, P, cols);
+                        for (int i = 0; i < rb; i++) {
+                            float *p = P + (size_t)i * cols;
+                            int last = r0 + i;
+                            float l = L[r0 + i];
+                            for (int j = 0; j <= last; j++) p[j] = expf(p[j] - l);
+                            for (int j = last + 1; j < cols; j++) p[j] = 0.0f;
+                            const float *orow = O + (size_t)(r0 + i) * qs, *grow = dO + (size_t)(r0 + i) * qs;
+                            double dsum = 0;
+                            for (int d = 0; d < D; d++) dsum += (double)orow[d] * grow[d];
+                            Di[i] = (float)dsum;
+                        }
+                        /* dV += P^T dO */
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, D, rb, 1.0f, P, cols,
+                                    dO + (size_t)r0 * qs, qs, 1.0f, dV, ks);
+                        /* dP = dO V^T */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rb, cols, D, 1.0f, dO + (size_t)r0 * qs,
+                                    qs, V, ks, 0.0f, dP, cols);
+                        /* dS = P * (dP - D_i) * scale (stored in dP) */
+                        for (int i = 0; i < rb; i++) {
+                            float *ds = dP + (size_t)i * cols;
+                            const float *p = P + (size_t)i * cols;
+                            for (int j = 0; j < cols; j++) ds[j] = p[j] * (ds[j] - Di[i]) * scale;
+                        }
+                        /* dQ = dS K ; dK += dS^T Q */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rb, D, cols, 1.0f, dP, cols, K, ks,
+                                    0.0f, dQ + (size_t)r0 * qs, qs);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cols, D, rb, 1.0f, dP, cols,
+                                    Q + (size_t)r0 * qs, qs, 1.0f, dK, ks);
+                    }
+                }
+            }
+        free(P);
+        free(dP);
+        free(Di);
+    }
+}
+
+/* ---- residuals and activations ---- */
+static void cpu_resid_fwd(pg_act *y, const pg_act *x, const pg_act *a, const float *scale, int N, int C) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *xr = CF(x) + (size_t)n * C, *ar = CF(a) + (size_t)n * C;
+        float *yr = F(y) + (size_t)n * C;
+        for (int c = 0; c < C; c++) yr[c] = xr[c] + scale[c] * ar[c];
+    }
+}
+
+static void cpu_resid_bwd(pg_act *da, float *dscale, const pg_act *dy, const pg_act *a, const float *scale, int N,
+                          int C, int accumulate_da) {
+    colsum_prod(dscale, CF(dy), CF(a), N, C);
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *g = CF(dy) + (size_t)n * C;
+        float *d = F(da) + (size_t)n * C;
+        if (accumulate_da)
+            for (int c = 0; c < C; c++) d[c] += scale[c] * g[c];
+        else
+            for (int c = 0; c < C; c++) d[c] = scale[c] * g[c];
+    }
+}
+
+static void cpu_relu2_fwd(pg_act *u, const pg_act *h, size_t n) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float r = CF(h)[i] > 0 ? CF(h)[i] : 0.0f;
+        F(u)[i] = r * r;
+    }
+}
+
+static void cpu_relu2_bwd(pg_act *dh, const pg_act *du, const pg_act *h, size_t n) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float r = CF(h)[i] > 0 ? CF(h)[i] : 0.0f;
+        F(dh)[i] = CF(du)[i] * 2.0f * r;
+    }
+}
+
+static void cpu_add_inplace(pg_act *dx, const pg_act *dy, size_t n) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) F(dx)[i] += CF(dy)[i];
+}
+
+static void cpu_softcap_ce(float *losses, pg_act *z, const int32_t *targets, int N, int V, float softcap,
+                           float grad_scale) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        float *zr = F(z) + (size_t)n * V;
+        float mx = -INFINITY;
+        for (int v = 0; v < V; v++) {
+            float l = softcap * tanhf(zr[v] / softcap);
+            zr[v] = l;
+            mx = l > mx ? l : mx;
+        }
+        double sum = 0;
+        for (int v = 0; v < V; v++) sum += exp((double)(zr[v] - mx));
+        double lse = mx + log(sum);
+        int y = targets[n];
+        losses[n] = (float)(lse - zr[y]);
+        if (grad_scale != 0.0f) {
+            for (int v = 0; v < V; v++) {
+                float l = zr[v];
+                float p = (float)exp((double)l - lse);
+                float dl = p - (v == y ? 1.0f : 0.0f);
+                float th = l / softcap;
+                zr[v] = dl * (1.0f - th * th) * grad_scale;
+            }
+        }
+    }
+}
+
+/* ---- optimizers ---- */
+static void cpu_adam_step(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
+                          float eps, float bc1, float bc2, float wd) {
+    const float step = lr / bc1, bc2s = sqrtf(bc2);
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float gi = g[i];
+        if (wd != 0.0f) p[i] *= 1.0f - lr * wd;
+        m[i] = beta1 * m[i] + (1.0f - beta1) * gi;
+        v[i] = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        p[i] -= step * m[i] / (sqrtf(v[i]) / bc2s + eps);
+    }
+}
+
+static size_t cpu_muon_work_floats(int rows, int cols) {
+    size_t r = rows < cols ? rows : cols, c = rows < cols ? cols : rows;
+    return 2 * r * c + 3 * r * r;
+}
+
+/* Newton-Schulz quintic iteration on X (r, c) with r <= c, in place; work >= r*c + 3*r*r floats */
+static void ns5(float *X, int r, int c, int steps, float *work) {
+    const float a = 3.4445f, b = -4.7750f, cc = 2.0315f;
+    float *A = work, *A2 = A + (size_t)r * r, *Bm = A2 + (size_t)r * r, *Xn = Bm + (size_t)r * r;
+    for (int it = 0; it < steps; it++) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, r, c, 1.0f, X, c, X, c, 0.0f, A, r);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, r, r, 1.0f, A, r, A, r, 0.0f, A2, r);
+        for (size_t i = 0; i < (size_t)r * r; i++) Bm[i] = b * A[i] + cc * A2[i];
+        memcpy(Xn, X, (size_t)r * c * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, c, r, 1.0f, Bm, r, Xn, c, a, X, c);
+    }
+}
+
+static void cpu_muon_step(float *W, const float *g, float *buf, int rows, int cols, float lr, float mu, int steps,
+                          float wd, float *work) {
+    size_t n = (size_t)rows * cols;
+    int tr = rows > cols;
+    int r = tr ? cols : rows, c = tr ? rows : cols;
+    float *X = work; /* (r, c) */
+    float *ns_work = work + n;
+    double ss = 0;
+    for (size_t i = 0; i < n; i++) {
+        buf[i] = mu * buf[i] + g[i];
+        float u = g[i] + mu * buf[i];
+        if (tr) X[(i % cols) * rows + i / cols] = u; /* transpose into (cols, rows) */
+        else X[i] = u;
+        ss += (double)u * u;
+    }
+    float inv = (float)(1.0 / (sqrt(ss) + 1e-7));
+    for (size_t i = 0; i < n; i++) X[i] *= inv;
+    ns5(X, r, c, steps, ns_work);
+    float sc = sqrtf(fmaxf(1.0f, (float)rows / (float)cols));
+    if (wd != 0.0f)
+        for (size_t i = 0; i < n; i++) W[i] *= 1.0f - lr * wd;
+    for (size_t i = 0; i < n; i++) {
+        float x = tr ? X[(i % cols) * rows + i / cols] : X[i];
+        W[i] -= lr * sc * x;
+    }
+}
+
+static double cpu_sum_squares(const float *x, size_t n) {
+    double s = 0;
+#pragma omp parallel for reduction(+ : s)
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
+
+static void cpu_scale_inplace(float *x, size_t n, float s) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) x[i] *= s;
+}
+
+const pg_ops pg_cpu_ops = {
+    .name = "cpu",
+    .act_bytes = sizeof(float),
+    .wc_bytes = sizeof(float),
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .zero = cpu_zero,
+    .to_device = cpu_copy,
+    .to_host = cpu_copy,
+    .sync = cpu_sync,
+    .peak_bytes = cpu_peak,
+    .weights_to_compute = cpu_weights_to_compute,
+    .act_from_f32 = cpu_act_from_f32,
+    .act_to_f32 = cpu_act_to_f32,
+    .embed_fwd = cpu_embed_fwd,
+    .embed_bwd = cpu_embed_bwd,
+    .rmsnorm_fwd = cpu_rmsnorm_fwd,
+    .rmsnorm_bwd = cpu_rmsnorm_bwd,
+    .mix_norm_fwd = cpu_mix_norm_fwd,
+    .mix_bwd = cpu_mix_bwd,
+    .matmul_fwd = cpu_matmul_fwd,
+    .matmul_bwd = cpu_matmul_bwd,
+    .qk_prep_fwd = cpu_qk_prep_fwd,
+    .qk_prep_bwd = cpu_qk_prep_bwd,
+    .attn_fwd = cpu_attn_fwd,
+    .attn_bwd = cpu_attn_bwd,
+    .resid_fwd = cpu_resid_fwd,
+    .resid_bwd = cpu_resid_bwd,
+    .relu2_fwd = cpu_relu2_fwd,
+    .relu2_bwd = cpu_relu2_bwd,
+    .add_inplace = cpu_add_inplace,
+    .softcap_ce = cpu_softcap_ce,
+    .adam_step = cpu_adam_step,
+    .muon_step = cpu_muon_step,
+    .muon_work_floats = cpu_muon_work_floats,
+    .sum_squares = cpu_sum_squares,
+    .scale_inplace = cpu_scale_inplace,
+};

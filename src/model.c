@@ -1,0 +1,525 @@
+/* model.c: the baseline GPT of train_gpt.py: parameter table, initialisation, forward and
+ * hand-written backward (spec §2.2-§2.4), written top to bottom as op calls (ops.h).
+ *
+ * Forward (N = B*T tokens):
+ *   x0 = rmsnorm(tok_emb[idx]); x = x0
+ *   encoder blocks 0..n_enc-1: x = block(x, x0), outputs kept for the U-Net skips
+ *   decoder block j: x = x + skip_weights[j] * enc_out[n_enc-1-j] (j < n_skip); x = block(x, x0)
+ *   logits = softcap(rmsnorm(x) @ head^T); loss = mean CE
+ * block(x, x0):
+ *   xm = m0*x + m1*x0; n1 = rmsnorm(xm)
+ *   q,k,v = n1 Wq^T, n1 Wk^T, n1 Wv^T; q,k = rope(rmsnorm_head(.)), q *= q_gain
+ *   xa = xm + attn_scale * (attn(q,k,v) Wo^T)
+ *   xout = xa + mlp_scale * (relu(rmsnorm(xa) Wfc^T)^2 Wp^T)
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+/* ---- random numbers for initialisation (xoshiro256**; not PyTorch's stream) ---- */
+typedef struct {
+    uint64_t s[4];
+} rng_t;
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static void rng_seed(rng_t *r, uint64_t seed) {
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+}
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rng_next(rng_t *r) {
+    uint64_t *s = r->s;
+    uint64_t res = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return res;
+}
+static double rng_uniform(rng_t *r) { return (double)(rng_next(r) >> 11) * (1.0 / 9007199254740992.0); }
+static double rng_normal(rng_t *r) {
+    double u1 = rng_uniform(r), u2 = rng_uniform(r);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+int name_matches_patterns(const char *name, const char *patterns) {
+    const char *p = patterns;
+    while (p && *p) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        if (n > 0) {
+            char pat[128];
+            if (n >= sizeof(pat)) n = sizeof(pat) - 1;
+            memcpy(pat, p, n);
+            pat[n] = 0;
+            if (strstr(name, pat)) return 1;
+        }
+        p = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
+/* ---- parameter table ---- */
+static int add_param(gpt_model *m, int cap, const char *name, int ndim, int64_t r, int64_t c, param_group grp,
+                     param_init init, float a, pg_dtype sd_dtype) {
+    PG_CHECK(m->n_params < cap);
+    param_info *p = &m->params[m->n_params];
+    memset(p, 0, sizeof(*p));
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    p->ndim = ndim;
+    p->shape[0] = r;
+    p->shape[1] = c;
+    p->numel = (size_t)r * (ndim == 2 ? (size_t)c : 1);
+    p->offset = m->n_floats;
+    p->group = grp;
+    p->init = init;
+    p->init_a = a;
+    p->sd_dtype = sd_dtype;
+    m->n_floats += p->numel;
+    return m->n_params++;
+}
+
+static void build_table(gpt_model *m, const pg_config *cfg) {
+    int cap = 16 + 12 * m->L;
+    m->params = xcalloc((size_t)cap, sizeof(param_info));
+    const char *ctrl = cfg->control_tensor_name_patterns;
+    const int d = m->d, hd = m->H * m->D, kvd = m->Hk * m->D;
+    char nm[96];
+    /* PyTorch state-dict order: a module's own parameters, then its children in registration order */
+    int i_skip = m->n_skip > 0 ? add_param(m, cap, "skip_weights", 2, m->n_skip, d, GROUP_SCALAR, INIT_ONES, 0, DT_F32) : -1;
+    (void)i_skip;
+    float emb_std = m->tied ? (float)cfg->tied_embed_init_std : 1.0f; /* untied: nn.Embedding's N(0,1) */
+    m->i_tok_emb = add_param(m, cap, "tok_emb.weight", 2, m->V, d, GROUP_TOKEN, INIT_NORMAL, emb_std, DT_BF16);
+    const float bound = 1.0f / sqrtf((float)d); /* nn.Linear default U(+-1/sqrt(fan_in)) */
+    const float bound_h = 1.0f / sqrtf((float)m->hidden);
+    (void)bound_h;
+    for (int l = 0; l < m->L; l++) {
+        struct {
+            const char *suffix;
+            int ndim;
+            int64_t r, c;
+            param_init init;
+            float a;
+        } ps[] = {
+            {"attn_scale", 1, d, 1, INIT_ONES, 0},
+            {"mlp_scale", 1, d, 1, INIT_ONES, 0},
+            {"resid_mix", 2, 2, d, INIT_RESID_MIX, 0},
+            {"attn.c_q.weight", 2, hd, d, INIT_UNIFORM, bound},
+            {"attn.c_k.weight", 2, kvd, d, INIT_UNIFORM, bound},
+            {"attn.c_v.weight", 2, kvd, d, INIT_UNIFORM, bound},
+            {"attn.proj.weight", 2, d, hd, INIT_ZERO, 0},
+            {"attn.q_gain", 1, m->H, 1, INIT_CONST, (float)cfg->qk_gain_init},
+            {"mlp.fc.weight", 2, m->hidden, d, INIT_UNIFORM, bound},
+            {"mlp.proj.weight", 2, d, m->hidden, INIT_ZERO, 0},
+        };
+        for (size_t k = 0; k < sizeof(ps) / sizeof(ps[0]); k++) {
+            snprintf(nm, sizeof(nm), "blocks.%d.%s", l, ps[k].suffix);
+            /* spec §2.5: 2-D block params not matching a control pattern -> Muon; the rest -> scalar Adam */
+            param_group grp = (ps[k].ndim == 2 && !name_matches_patterns(nm, ctrl)) ? GROUP_MUON : GROUP_SCALAR;
+            add_param(m, cap, nm, ps[k].ndim, ps[k].r, ps[k].c, grp, ps[k].init, ps[k].a, DT_F32);
+        }
+    }
+    m->i_lm_head = m->tied ? -1 : add_param(m, cap, "lm_head.weight", 2, m->V, d, GROUP_HEAD, INIT_ZERO, 0, DT_F32);
+}
+
+static void set_views(gpt_model *m) {
+    float *w = m->w;
+    m->tok_emb = w + m->params[m->i_tok_emb].offset;
+    m->lm_head = m->tied ? NULL : w + m->params[m->i_lm_head].offset;
+    m->skip_weights = NULL;
+    m->blk = xcalloc((size_t)m->L, sizeof(block_params));
+    for (int i = 0; i < m->n_params; i++) {
+        const char *n = m->params[i].name;
+        float *p = w + m->params[i].offset;
+        if (!strcmp(n, "skip_weights")) m->skip_weights = p;
+        int l;
+        char rest[96];
+        if (sscanf(n, "blocks.%d.%95s", &l, rest) == 2) {
+            block_params *b = &m->blk[l];
+            if (!strcmp(rest, "attn_scale")) b->attn_scale = p;
+            else if (!strcmp(rest, "mlp_scale")) b->mlp_scale = p;
+            else if (!strcmp(rest, "resid_mix")) b->resid_mix = p;
+            else if (!strcmp(rest, "attn.c_q.weight")) b->c_q = p;
+            else if (!strcmp(rest, "attn.c_k.weight")) b->c_k = p;
+            else if (!strcmp(rest, "attn.c_v.weight")) b->c_v = p;
+            else if (!strcmp(rest, "attn.proj.weight")) b->proj = p;
+            else if (!strcmp(rest, "attn.q_gain")) b->q_gain = p;
+            else if (!strcmp(rest, "mlp.fc.weight")) b->fc = p;
+            else if (!strcmp(rest, "mlp.proj.weight")) b->mproj = p;
+        }
+    }
+}
+
+/* pointer into the compute-weight arena for a master pointer */
+static const pg_wc *WC(const gpt_model *m, const float *master) {
+    return (const pg_wc *)((const char *)m->wc + (size_t)(master - m->w) * m->ops->wc_bytes);
+}
+/* corresponding gradient pointer */
+static float *GR(const gpt_model *m, const float *master) { return m->g + (master - m->w); }
+
+static void build_rope(gpt_model *m, const pg_config *cfg) {
+    int half = m->rope_dims / 2, T = m->T;
+    float *c = xmalloc((size_t)T * half * sizeof(float)), *s = xmalloc((size_t)T * half * sizeof(float));
+    for (int j = 0; j < half; j++) {
+        /* inv_freq = 1 / base^(2j/rope_dims), in fp32 as torch computes it */
+        float ex = (float)(2 * j) / (float)m->rope_dims;
+        float inv = 1.0f / powf((float)cfg->rope_base, ex);
+        if (cfg->bf16_rope_table) inv = pg_round_bf16(inv);
+        for (int t = 0; t < T; t++) {
+            float p = cfg->bf16_rope_table ? pg_round_bf16((float)t) : (float)t;
+            float ang = p * inv;
+            float cv = cosf(ang), sv = sinf(ang);
+            if (cfg->bf16_rope_table) cv = pg_round_bf16(cv), sv = pg_round_bf16(sv);
+            c[(size_t)t * half + j] = cv;
+            s[(size_t)t * half + j] = sv;
+        }
+    }
+    size_t bytes = (size_t)T * half * sizeof(float);
+    m->rope_cos = m->ops->alloc(bytes);
+    m->rope_sin = m->ops->alloc(bytes);
+    m->ops->to_device(m->rope_cos, c, bytes);
+    m->ops->to_device(m->rope_sin, s, bytes);
+    free(c);
+    free(s);
+}
+
+static pg_act *aalloc(const gpt_model *m, size_t n) { return m->ops->alloc(n * m->ops->act_bytes); }
+static float *falloc(const gpt_model *m, size_t n) { return m->ops->alloc(n * sizeof(float)); }
+
+void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T) {
+    memset(m, 0, sizeof(*m));
+    m->ops = ops;
+    m->V = (int)cfg->vocab_size;
+    m->d = (int)cfg->model_dim;
+    m->L = (int)cfg->num_layers;
+    m->H = (int)cfg->num_heads;
+    m->Hk = (int)cfg->num_kv_heads;
+    m->D = m->d / m->H;
+    m->hidden = config_mlp_hidden(cfg);
+    m->n_enc = m->L / 2;
+    m->n_dec = m->L - m->n_enc;
+    m->n_skip = m->n_enc < m->n_dec ? m->n_enc : m->n_dec;
+    m->tied = cfg->tie_embeddings;
+    m->rope_dims = m->D;
+    m->softcap = (float)cfg->logit_softcap;
+    m->B = B;
+    m->T = T;
+    build_table(m, cfg);
+
+    m->w = falloc(m, m->n_floats);
+    m->g = falloc(m, m->n_floats);
+    ops->zero(m->w, m->n_floats * sizeof(float));
+    ops->zero(m->g, m->n_floats * sizeof(float));
+    if (ops->wc_bytes == sizeof(float) && !strcmp(ops->name, "cpu")) {
+        m->wc = (pg_wc *)m->w;
+        m->wc_owned = 0;
+    } else {
+        m->wc = ops->alloc(m->n_floats * ops->wc_bytes);
+        m->wc_owned = 1;
+    }
+    set_views(m);
+    build_rope(m, cfg);
+
+    const size_t N = (size_t)B * T, d = (size_t)m->d, hd = (size_t)m->H * m->D, kvd = (size_t)m->Hk * m->D,
+                 hid = (size_t)m->hidden;
+    m->idx = ops->alloc(N * sizeof(int32_t));
+    m->tgt = ops->alloc(N * sizeof(int32_t));
+    m->emb = aalloc(m, N * d);
+    m->x0 = aalloc(m, N * d);
+    m->nf = aalloc(m, N * d);
+    m->logits = aalloc(m, N * (size_t)m->V);
+    m->rstd0 = falloc(m, N);
+    m->rstdf = falloc(m, N);
+    m->losses = falloc(m, N);
+    m->losses_host = xmalloc(N * sizeof(float));
+    m->acts = xcalloc((size_t)m->L, sizeof(block_acts));
+    for (int l = 0; l < m->L; l++) {
+        block_acts *a = &m->acts[l];
+        a->xm = aalloc(m, N * d);
+        a->n1 = aalloc(m, N * d);
+        a->q_raw = aalloc(m, N * hd);
+        a->k_raw = aalloc(m, N * kvd);
+        a->v = aalloc(m, N * kvd);
+        a->q = aalloc(m, N * hd);
+        a->k = aalloc(m, N * kvd);
+        a->att = aalloc(m, N * hd);
+        a->a = aalloc(m, N * d);
+        a->xa = aalloc(m, N * d);
+        a->n2 = aalloc(m, N * d);
+        a->h = aalloc(m, N * hid);
+        a->u = aalloc(m, N * hid);
+        a->m = aalloc(m, N * d);
+        a->xout = aalloc(m, N * d);
+        int j = l - m->n_enc;
+        a->xin_skip = (j >= 0 && j < m->n_skip) ? aalloc(m, N * d) : NULL;
+        a->rstd1 = falloc(m, N);
+        a->rstd_q = falloc(m, N * m->H);
+        a->rstd_k = falloc(m, N * m->Hk);
+        a->lse = falloc(m, N * m->H);
+        a->rstd2 = falloc(m, N);
+    }
+    m->dx = aalloc(m, N * d);
+    m->dx0 = aalloc(m, N * d);
+    m->dskip = xcalloc((size_t)(m->n_skip ? m->n_skip : 1), sizeof(pg_act *));
+    for (int j = 0; j < m->n_skip; j++) m->dskip[j] = aalloc(m, N * d);
+    m->s_d = aalloc(m, N * d);
+    m->s_d2 = aalloc(m, N * d);
+    m->s_hid = aalloc(m, N * hid);
+    m->s_hd = aalloc(m, N * hd);
+    m->s_dq = aalloc(m, N * hd);
+    m->s_dk = aalloc(m, N * kvd);
+    m->s_dv = aalloc(m, N * kvd);
+    m->s_dqr = aalloc(m, N * hd);
+    m->s_dkr = aalloc(m, N * kvd);
+}
+
+void gpt_free(gpt_model *m) {
+    const pg_ops *o = m->ops;
+    if (!o) return;
+    o->free(m->w);
+    o->free(m->g);
+    if (m->wc_owned) o->free(m->wc);
+    o->free(m->rope_cos);
+    o->free(m->rope_sin);
+    o->free(m->idx);
+    o->free(m->tgt);
+    o->free(m->emb);
+    o->free(m->x0);
+    o->free(m->nf);
+    o->free(m->logits);
+    o->free(m->rstd0);
+    o->free(m->rstdf);
+    o->free(m->losses);
+    for (int l = 0; l < m->L; l++) {
+        block_acts *a = &m->acts[l];
+        void *ps[] = {a->xm, a->n1, a->q_raw, a->k_raw, a->v, a->q, a->k, a->att, a->a, a->xa, a->n2, a->h,
+                      a->u, a->m, a->xout, a->xin_skip, a->rstd1, a->rstd_q, a->rstd_k, a->lse, a->rstd2};
+        for (size_t k = 0; k < sizeof(ps) / sizeof(ps[0]); k++) o->free(ps[k]);
+    }
+    for (int j = 0; j < m->n_skip; j++) o->free(m->dskip[j]);
+    void *ss[] = {m->dx, m->dx0, m->s_d, m->s_d2, m->s_hid, m->s_hd, m->s_dq, m->s_dk, m->s_dv, m->s_dqr, m->s_dkr};
+    for (size_t k = 0; k < sizeof(ss) / sizeof(ss[0]); k++) o->free(ss[k]);
+    free(m->dskip);
+    free(m->acts);
+    free(m->blk);
+    free(m->params);
+    free(m->losses_host);
+    memset(m, 0, sizeof(*m));
+}
+
+size_t gpt_param_count(const gpt_model *m) { return m->n_floats; }
+
+void gpt_sync_weights(gpt_model *m) { m->ops->weights_to_compute(m->wc, m->w, m->n_floats); }
+
+void gpt_init(gpt_model *m, const pg_config *cfg, uint64_t seed) {
+    (void)cfg;
+    float *host = xmalloc(m->n_floats * sizeof(float));
+    for (int i = 0; i < m->n_params; i++) {
+        const param_info *p = &m->params[i];
+        float *w = host + p->offset;
+        /* an independent stream per tensor, so adding a parameter does not reshuffle the others */
+        rng_t r;
+        uint64_t s = seed * 0x9e3779b97f4a7c15ull;
+        for (const char *c = p->name; *c; c++) s = (s ^ (uint64_t)(unsigned char)*c) * 0x100000001b3ull;
+        rng_seed(&r, s);
+        for (size_t k = 0; k < p->numel; k++) {
+            float v = 0;
+            switch (p->init) {
+            case INIT_ZERO: v = 0; break;
+            case INIT_ONES: v = 1; break;
+            case INIT_CONST: v = p->init_a; break;
+            case INIT_NORMAL: v = (float)(rng_normal(&r) * p->init_a); break;
+            case INIT_UNIFORM: v = (float)((2.0 * rng_uniform(&r) - 1.0) * p->init_a); break;
+            case INIT_RESID_MIX: v = k < (size_t)p->shape[1] ? 1.0f : 0.0f; break;
+            }
+            /* the records build in fp32, cast the model to bf16 and back: every initial value is bf16 */
+            w[k] = pg_round_bf16(v);
+        }
+    }
+    m->ops->to_device(m->w, host, m->n_floats * sizeof(float));
+    free(host);
+    gpt_sync_weights(m);
+}
+
+void gpt_zero_grad(gpt_model *m) { m->ops->zero(m->g, m->n_floats * sizeof(float)); }
+
+/* ---- forward / backward ---- */
+
+static const pg_act *block_input(const gpt_model *m, int l) {
+    if (m->acts[l].xin_skip) return m->acts[l].xin_skip;
+    return l == 0 ? m->x0 : m->acts[l - 1].xout;
+}
+
+static void block_fwd(gpt_model *m, int l, int N, int B) {
+    const pg_ops *o = m->ops;
+    const block_params *p = &m->blk[l];
+    block_acts *a = &m->acts[l];
+    const int d = m->d, hd = m->H * m->D, kvd = m->Hk * m->D;
+    const pg_act *x = block_input(m, l);
+    o->mix_norm_fwd(a->xm, a->n1, a->rstd1, x, m->x0, p->resid_mix, N, d);
+    o->matmul_fwd(a->q_raw, a->n1, WC(m, p->c_q), N, d, hd);
+    o->matmul_fwd(a->k_raw, a->n1, WC(m, p->c_k), N, d, kvd);
+    o->matmul_fwd(a->v, a->n1, WC(m, p->c_v), N, d, kvd);
+    o->qk_prep_fwd(a->q, a->k, a->rstd_q, a->rstd_k, a->q_raw, a->k_raw, p->q_gain, m->rope_cos, m->rope_sin, N, m->T,
+                   m->H, m->Hk, m->D, m->rope_dims);
+    o->attn_fwd(a->att, a->lse, a->q, a->k, a->v, B, m->T, m->H, m->Hk, m->D);
+    o->matmul_fwd(a->a, a->att, WC(m, p->proj), N, hd, d);
+    o->resid_fwd(a->xa, a->xm, a->a, p->attn_scale, N, d);
+    o->rmsnorm_fwd(a->n2, a->rstd2, a->xa, N, d);
+    o->matmul_fwd(a->h, a->n2, WC(m, p->fc), N, d, m->hidden);
+    o->relu2_fwd(a->u, a->h, (size_t)N * m->hidden);
+    o->matmul_fwd(a->m, a->u, WC(m, p->mproj), N, m->hidden, d);
+    o->resid_fwd(a->xout, a->xa, a->m, p->mlp_scale, N, d);
+}
+
+/* dxo: gradient wrt the block output on entry; on return it holds the gradient wrt the block input */
+static void block_bwd(gpt_model *m, int l, int N, int B, pg_act *dxo) {
+    const pg_ops *o = m->ops;
+    const block_params *p = &m->blk[l];
+    block_acts *a = &m->acts[l];
+    const int d = m->d, hd = m->H * m->D, kvd = m->Hk * m->D;
+    /* MLP branch: xout = xa + mlp_scale * m */
+    o->resid_bwd(m->s_d, GR(m, p->mlp_scale), dxo, a->m, p->mlp_scale, N, d, 0);
+    o->matmul_bwd(m->s_hid, GR(m, p->mproj), m->s_d, a->u, WC(m, p->mproj), N, m->hidden, d, 0);
+    o->relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden);
+    o->matmul_bwd(m->s_d2, GR(m, p->fc), m->s_hid, a->n2, WC(m, p->fc), N, d, m->hidden, 0);
+    o->rmsnorm_bwd(dxo, m->s_d2, a->n2, a->rstd2, N, d, 1); /* dxo is now d xa */
+    /* attention branch: xa = xm + attn_scale * a */
+    o->resid_bwd(m->s_d, GR(m, p->attn_scale), dxo, a->a, p->attn_scale, N, d, 0);
+    o->matmul_bwd(m->s_hd, GR(m, p->proj), m->s_d, a->att, WC(m, p->proj), N, hd, d, 0);
+    o->attn_bwd(m->s_dq, m->s_dk, m->s_dv, m->s_hd, a->q, a->k, a->v, a->att, a->lse, B, m->T, m->H, m->Hk, m->D);
+    o->qk_prep_bwd(m->s_dqr, m->s_dkr, GR(m, p->q_gain), m->s_dq, m->s_dk, a->q_raw, a->k_raw, a->rstd_q, a->rstd_k,
+                   p->q_gain, m->rope_cos, m->rope_sin, N, m->T, m->H, m->Hk, m->D, m->rope_dims);
+    o->matmul_bwd(m->s_d2, GR(m, p->c_q), m->s_dqr, a->n1, WC(m, p->c_q), N, d, hd, 0);
+    o->matmul_bwd(m->s_d2, GR(m, p->c_k), m->s_dkr, a->n1, WC(m, p->c_k), N, d, kvd, 1);
+    o->matmul_bwd(m->s_d2, GR(m, p->c_v), m->s_dv, a->n1, WC(m, p->c_v), N, d, kvd, 1);
+    o->rmsnorm_bwd(dxo, m->s_d2, a->n1, a->rstd1, N, d, 1); /* dxo is now d xm */
+    /* xm = m0*x + m1*x0 */
+    o->mix_bwd(dxo, m->dx0, GR(m, p->resid_mix), dxo, block_input(m, l), m->x0, p->resid_mix, N, d);
+}
+
+double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, int B_run, float grad_scale,
+                            float *per_token_loss) {
+    const pg_ops *o = m->ops;
+    PG_CHECK(B_run >= 1 && B_run <= m->B);
+    const int N = B_run * m->T, d = m->d;
+    o->to_device(m->idx, x, (size_t)N * sizeof(int32_t));
+    o->to_device(m->tgt, y, (size_t)N * sizeof(int32_t));
+
+    /* embedding and its norm */
+    o->embed_fwd(m->emb, m->idx, WC(m, m->tok_emb), N, d);
+    o->rmsnorm_fwd(m->x0, m->rstd0, m->emb, N, d);
+    /* encoder, then decoder with U-Net skips */
+    for (int l = 0; l < m->L; l++) {
+        int j = l - m->n_enc;
+        if (j >= 0 && j < m->n_skip)
+            o->resid_fwd(m->acts[l].xin_skip, m->acts[l - 1].xout, m->acts[m->n_enc - 1 - j].xout,
+                         m->skip_weights + (size_t)j * d, N, d);
+        block_fwd(m, l, N, B_run);
+    }
+    /* head: final norm, tied (or untied) projection, softcap + cross entropy */
+    const float *head = m->tied ? m->tok_emb : m->lm_head;
+    o->rmsnorm_fwd(m->nf, m->rstdf, m->acts[m->L - 1].xout, N, d);
+    o->matmul_fwd(m->logits, m->nf, WC(m, head), N, d, m->V);
+    o->softcap_ce(m->losses, m->logits, m->tgt, N, m->V, m->softcap, grad_scale / (float)N);
+    o->to_host(m->losses_host, m->losses, (size_t)N * sizeof(float));
+    double sum = 0;
+    for (int n = 0; n < N; n++) sum += m->losses_host[n];
+    if (per_token_loss) memcpy(per_token_loss, m->losses_host, (size_t)N * sizeof(float));
+    if (grad_scale == 0.0f) return sum / N;
+
+    /* ---- backward ---- */
+    o->matmul_bwd(m->s_d, GR(m, head), m->logits, m->nf, WC(m, head), N, d, m->V, 0);
+    o->rmsnorm_bwd(m->dx, m->s_d, m->nf, m->rstdf, N, d, 0);
+    o->zero(m->dx0, (size_t)N * d * o->act_bytes);
+    for (int l = m->L - 1; l >= 0; l--) {
+        int je = m->n_enc - 1 - l; /* skip index fed by encoder block l */
+        if (l < m->n_enc && je < m->n_skip) o->add_inplace(m->dx, m->dskip[je], (size_t)N * d);
+        block_bwd(m, l, N, B_run, m->dx);
+        int j = l - m->n_enc;
+        if (j >= 0 && j < m->n_skip) /* x_in = x_prev + skip_w[j] * enc_out: dx passes through */
+            o->resid_bwd(m->dskip[j], GR(m, m->skip_weights) + (size_t)j * d, m->dx, m->acts[m->n_enc - 1 - j].xout,
+                         m->skip_weights + (size_t)j * d, N, d, 0);
+    }
+    o->add_inplace(m->dx0, m->dx, (size_t)N * d); /* block 0's input is x0 */
+    o->rmsnorm_bwd(m->emb, m->dx0, m->x0, m->rstd0, N, d, 0);
+    o->embed_bwd(GR(m, m->tok_emb), m->emb, m->idx, N, d);
+    return sum / N;
+}
+
+/* ---- state dicts ---- */
+
+void gpt_to_statedict(const gpt_model *m, statedict *sd) {
+    sd_init(sd);
+    float *host = xmalloc(m->n_floats * sizeof(float));
+    m->ops->to_host(host, m->w, m->n_floats * sizeof(float));
+    for (int i = 0; i < m->n_params; i++) {
+        const param_info *p = &m->params[i];
+        const float *src = host + p->offset;
+        if (p->sd_dtype == DT_BF16) {
+            uint16_t *b = xmalloc(p->numel * 2);
+            for (size_t k = 0; k < p->numel; k++) b[k] = pg_f32_to_bf16(src[k]);
+            sd_add(sd, p->name, DT_BF16, p->ndim, p->shape, b);
+            free(b);
+        } else
+            sd_add(sd, p->name, DT_F32, p->ndim, p->shape, src);
+    }
+    free(host);
+}
+
+void gpt_grads_to_statedict(const gpt_model *m, statedict *sd) {
+    sd_init(sd);
+    float *host = xmalloc(m->n_floats * sizeof(float));
+    m->ops->to_host(host, m->g, m->n_floats * sizeof(float));
+    for (int i = 0; i < m->n_params; i++) {
+        char nm[128];
+        snprintf(nm, sizeof(nm), "grad.%s", m->params[i].name);
+        sd_add(sd, nm, DT_F32, m->params[i].ndim, m->params[i].shape, host + m->params[i].offset);
+    }
+    free(host);
+}
+
+int gpt_from_statedict(gpt_model *m, const statedict *sd, const char *what, char *err, size_t errlen) {
+    float *host = xmalloc(m->n_floats * sizeof(float));
+    for (int i = 0; i < m->n_params; i++) {
+        const param_info *p = &m->params[i];
+        const sd_tensor *t = sd_find(sd, p->name);
+        if (!t) {
+            free(host);
+            return pg_err(err, errlen, "%s: missing tensor %s", what, p->name);
+        }
+        int ok = (size_t)sd_numel(t) == p->numel && (t->ndim == p->ndim || (t->ndim == 1 && p->ndim == 1));
+        for (int k = 0; ok && k < p->ndim; k++) ok = t->shape[k] == p->shape[k];
+        if (!ok) {
+            free(host);
+            return pg_err(err, errlen, "%s: tensor %s has shape [%lld%s%lld], model expects [%lld%s%lld]", what,
+                          p->name, (long long)t->shape[0], t->ndim > 1 ? "," : "", t->ndim > 1 ? (long long)t->shape[1] : 0LL,
+                          (long long)p->shape[0], p->ndim > 1 ? "," : "", p->ndim > 1 ? (long long)p->shape[1] : 0LL);
+        }
+        if (t->dtype != DT_F32 && t->dtype != DT_BF16 && t->dtype != DT_F16 && t->dtype != DT_F64) {
+            free(host);
+            return pg_err(err, errlen, "%s: tensor %s has non-float dtype %s", what, p->name, pg_dtype_name(t->dtype));
+        }
+        sd_to_f32(t, host + p->offset);
+    }
+    for (int i = 0; i < sd->n; i++) {
+        int known = 0;
+        for (int k = 0; k < m->n_params && !known; k++) known = !strcmp(sd->t[i].name, m->params[k].name);
+        if (!known) {
+            free(host);
+            return pg_err(err, errlen, "%s: unexpected tensor %s for this model configuration", what, sd->t[i].name);
+        }
+    }
+    m->ops->to_device(m->w, host, m->n_floats * sizeof(float));
+    free(host);
+    gpt_sync_weights(m);
+    return 0;
+}

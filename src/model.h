@@ -1,0 +1,108 @@
+/* model.h: the GPT of train_gpt.py (spec §2.2-§2.3) as a parameter table plus explicit forward and
+ * backward passes over the ops of ops.h. The table (one entry per PyTorch state-dict tensor, in
+ * PyTorch's state-dict order) drives initialisation, the optimizer split, checkpoints, export and
+ * the parameter count. Parameters, gradients and optimizer state are each one arena of fp32 in
+ * backend memory; activations are one arena of the backend's activation type. */
+#ifndef PGOLF_MODEL_H
+#define PGOLF_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "ops.h"
+#include "statedict.h"
+
+typedef enum { GROUP_TOKEN, GROUP_MUON, GROUP_SCALAR, GROUP_HEAD, GROUP_COUNT } param_group;
+
+typedef enum {
+    INIT_ZERO,
+    INIT_ONES,
+    INIT_CONST,     /* init_a */
+    INIT_NORMAL,    /* N(0, init_a^2) */
+    INIT_UNIFORM,   /* U(-init_a, init_a) */
+    INIT_RESID_MIX, /* row 0 ones, row 1 zeros */
+} param_init;
+
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    size_t numel;
+    size_t offset; /* in floats, into the parameter arena */
+    param_group group;
+    param_init init;
+    float init_a;
+    pg_dtype sd_dtype; /* dtype in the records' state dict (bf16 for embedding tables) */
+} param_info;
+
+/* views of one block's parameters (backend pointers into the arena) */
+typedef struct {
+    float *c_q, *c_k, *c_v, *proj, *q_gain, *fc, *mproj, *attn_scale, *mlp_scale, *resid_mix;
+} block_params;
+
+typedef struct {
+    pg_act *xm, *n1, *q_raw, *k_raw, *v, *q, *k, *att, *a, *xa, *n2, *h, *u, *m, *xout, *xin_skip;
+    float *rstd1, *rstd_q, *rstd_k, *lse, *rstd2;
+} block_acts;
+
+typedef struct {
+    const pg_ops *ops;
+    /* shape */
+    int V, d, L, H, Hk, D, hidden, n_enc, n_dec, n_skip, tied, rope_dims;
+    float softcap;
+    int B, T; /* activation capacity: B sequences of T tokens */
+
+    /* parameter table */
+    param_info *params;
+    int n_params;
+    size_t n_floats; /* total parameter count */
+    float *w;        /* fp32 masters */
+    float *g;        /* fp32 gradients */
+    pg_wc *wc;       /* compute copy (== w on CPU) */
+    int wc_owned;
+    /* views */
+    float *tok_emb, *skip_weights, *lm_head;
+    block_params *blk;
+    int i_tok_emb, i_lm_head;
+
+    /* rope tables (T, rope_dims/2) fp32, backend memory */
+    float *rope_cos, *rope_sin;
+
+    /* activations */
+    int32_t *idx, *tgt; /* backend memory (B*T) */
+    pg_act *x0, *nf, *logits, *emb;
+    float *rstd0, *rstdf, *losses;
+    block_acts *acts;
+    /* backward scratch */
+    pg_act *dx, *dx0, **dskip, *s_d, *s_d2, *s_hid, *s_hd, *s_dq, *s_dk, *s_dv, *s_dqr, *s_dkr;
+    float *losses_host;
+} gpt_model;
+
+/* Build the parameter table and allocate parameters and activations for B sequences of T. */
+void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T);
+void gpt_free(gpt_model *m);
+size_t gpt_param_count(const gpt_model *m);
+/* Initialise parameters with the baseline's rules from a seed (own RNG; values bf16-rounded). */
+void gpt_init(gpt_model *m, const pg_config *cfg, uint64_t seed);
+/* Copy the compute weights from the masters (call after every optimizer step). */
+void gpt_sync_weights(gpt_model *m);
+
+/* Forward over B_run <= B sequences (host token arrays of B_run*T). Returns the mean loss; when
+ * grad_scale != 0 also runs the backward and ACCUMULATES parameter gradients scaled by grad_scale
+ * (the gradient of grad_scale * mean loss). per_token_loss (host, optional) receives each
+ * position's loss. */
+double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, int B_run, float grad_scale,
+                            float *per_token_loss);
+void gpt_zero_grad(gpt_model *m);
+
+/* State dict (PyTorch names and dtypes) <-> parameters. */
+void gpt_to_statedict(const gpt_model *m, statedict *sd);
+int gpt_from_statedict(gpt_model *m, const statedict *sd, const char *what, char *err, size_t errlen);
+/* Gradients as a state dict named "grad.<param>" (tests). */
+void gpt_grads_to_statedict(const gpt_model *m, statedict *sd);
+
+/* name pattern helpers (comma-separated substrings, as CONTROL_TENSOR_NAME_PATTERNS) */
+int name_matches_patterns(const char *name, const char *patterns);
+
+#endif

@@ -1,0 +1,96 @@
+/* optim.c: Adam and Muon over the model's parameter table (see optim.h). */
+#include "optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "common.h"
+
+void optim_init(optimizer *o, gpt_model *m) {
+    const pg_ops *ops = m->ops;
+    o->m = m;
+    size_t bytes = m->n_floats * sizeof(float);
+    o->adam_m = ops->alloc(bytes);
+    o->adam_v = ops->alloc(bytes);
+    o->muon_buf = ops->alloc(bytes);
+    size_t work = 1;
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].group == GROUP_MUON) {
+            size_t w = ops->muon_work_floats((int)m->params[i].shape[0], (int)m->params[i].shape[1]);
+            if (w > work) work = w;
+        }
+    o->muon_work = ops->alloc(work * sizeof(float));
+    optim_reset(o);
+}
+
+void optim_reset(optimizer *o) {
+    size_t bytes = o->m->n_floats * sizeof(float);
+    o->m->ops->zero(o->adam_m, bytes);
+    o->m->ops->zero(o->adam_v, bytes);
+    o->m->ops->zero(o->muon_buf, bytes);
+    o->step = 0;
+}
+
+void optim_free(optimizer *o) {
+    const pg_ops *ops = o->m->ops;
+    ops->free(o->adam_m);
+    ops->free(o->adam_v);
+    ops->free(o->muon_buf);
+    ops->free(o->muon_work);
+}
+
+double optim_muon_momentum(const pg_config *c, long step) {
+    double f = c->muon_momentum_warmup_steps > 0 ? fmin((double)step / (double)c->muon_momentum_warmup_steps, 1.0) : 1.0;
+    return (1.0 - f) * c->muon_momentum_warmup_start + f * c->muon_momentum;
+}
+
+double optim_base_lr(const pg_config *c, param_group g) {
+    switch (g) {
+    case GROUP_TOKEN: return c->tie_embeddings ? c->tied_embed_lr : c->embed_lr;
+    case GROUP_MUON: return c->matrix_lr;
+    case GROUP_SCALAR: return c->scalar_lr;
+    case GROUP_HEAD: return c->head_lr;
+    default: return 0;
+    }
+}
+
+double optim_clip_grad_norm(optimizer *o, double max_norm) {
+    gpt_model *m = o->m;
+    double ss = m->ops->sum_squares(m->g, m->n_floats);
+    double norm = sqrt(ss);
+    if (max_norm > 0) {
+        double coef = max_norm / (norm + 1e-6);
+        if (coef < 1.0) m->ops->scale_inplace(m->g, m->n_floats, (float)coef);
+    }
+    return norm;
+}
+
+static void adam_group(optimizer *o, const pg_config *c, param_group g, double lr) {
+    gpt_model *m = o->m;
+    long t = o->step + 1;
+    float bc1 = (float)(1.0 - pow(c->beta1, (double)t)), bc2 = (float)(1.0 - pow(c->beta2, (double)t));
+    for (int i = 0; i < m->n_params; i++) {
+        const param_info *p = &m->params[i];
+        if (p->group != g) continue;
+        m->ops->adam_step(m->w + p->offset, m->g + p->offset, o->adam_m + p->offset, o->adam_v + p->offset, p->numel,
+                          (float)lr, (float)c->beta1, (float)c->beta2, (float)c->adam_eps, bc1, bc2, 0.0f);
+    }
+}
+
+void optim_step(optimizer *o, const pg_config *c, double lr_mult) {
+    gpt_model *m = o->m;
+    /* torch order: token Adam, [head Adam], Muon, scalar Adam */
+    adam_group(o, c, GROUP_TOKEN, optim_base_lr(c, GROUP_TOKEN) * lr_mult);
+    adam_group(o, c, GROUP_HEAD, optim_base_lr(c, GROUP_HEAD) * lr_mult);
+    double mu = optim_muon_momentum(c, o->step);
+    double lr = optim_base_lr(c, GROUP_MUON) * lr_mult;
+    for (int i = 0; i < m->n_params; i++) {
+        const param_info *p = &m->params[i];
+        if (p->group != GROUP_MUON) continue;
+        m->ops->muon_step(m->w + p->offset, m->g + p->offset, o->muon_buf + p->offset, (int)p->shape[0],
+                          (int)p->shape[1], (float)lr, (float)mu, (int)c->muon_backend_steps, 0.0f, o->muon_work);
+    }
+    adam_group(o, c, GROUP_SCALAR, optim_base_lr(c, GROUP_SCALAR) * lr_mult);
+    o->step++;
+    gpt_sync_weights(m);
+}

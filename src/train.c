@@ -1,0 +1,266 @@
+/* train.c: `pgolf train`, the C counterpart of train_gpt.py's main(): configuration from the
+ * environment (and an optional preset file), data, model, optimizers, the wallclock-capped
+ * training loop with periodic validation, then export to the artifact, reload and the roundtrip
+ * score. Log lines keep train_gpt.py's formats (spec §2.10) on stdout and in logs/$RUN_ID.txt. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "backend.h"
+#include "cmds.h"
+#include "common.h"
+#include "config.h"
+#include "data.h"
+#include "eval.h"
+#include "export_run.h"
+#include "model.h"
+#include "optim.h"
+
+/* ---- logging (rank 0): console and logs/$RUN_ID.txt ---- */
+static FILE *g_logfile;
+static int g_master = 1;
+
+static void log_line(int console, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_line(int console, const char *fmt, ...) {
+    if (!g_master) return;
+    char buf[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (console) {
+        fputs(buf, stdout);
+        fputc('\n', stdout);
+        fflush(stdout);
+    }
+    if (g_logfile) {
+        fputs(buf, g_logfile);
+        fputc('\n', g_logfile);
+        fflush(g_logfile);
+    }
+}
+static void log_cfg(const char *line, void *ctx) {
+    (void)ctx;
+    log_line(0, "%s", line);
+}
+
+/* lr multiplier (spec §2.7), computed before the step's forward */
+static double lr_mul(const pg_config *c, long step, double elapsed_ms) {
+    if (c->warmdown_iters <= 0) return 1.0;
+    if (c->max_wallclock_seconds <= 0) {
+        long start = c->iterations - c->warmdown_iters > 0 ? c->iterations - c->warmdown_iters : 0;
+        if (step >= start && step < c->iterations)
+            return fmax((double)(c->iterations - step) / (double)(c->warmdown_iters > 1 ? c->warmdown_iters : 1), 0.0);
+        return 1.0;
+    }
+    double cap_ms = 1000.0 * c->max_wallclock_seconds;
+    double step_ms = elapsed_ms / (double)(step > 1 ? step : 1);
+    double warm_ms = (double)c->warmdown_iters * step_ms;
+    double rem = fmax(cap_ms - elapsed_ms, 0.0);
+    return rem <= warm_ms ? rem / fmax(warm_ms, 1e-9) : 1.0;
+}
+
+static size_t peak_rss_mib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (size_t)ru.ru_maxrss / 1024;
+}
+
+static void usage(void) {
+    printf("usage: pgolf train [PRESET.env]\n\n"
+           "Trains the model configured by train_gpt.py's environment variables (a preset file of\n"
+           "KEY=VALUE lines supplies defaults; the environment overrides it), then quantises, compresses\n"
+           "and writes the artifact, reloads it and prints the roundtrip val_bpb.\n\n");
+    config_print_help();
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *preset = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage();
+            return 0;
+        }
+        if (argv[i][0] == '-') pg_die("train: unknown option '%s' (see `pgolf train --help`)", argv[i]);
+        if (preset) pg_die("train: more than one preset given ('%s', '%s')", preset, argv[i]);
+        preset = argv[i];
+    }
+    pg_config cfg;
+    config_resolve(&cfg, preset);
+    char err[PG_ERRLEN];
+    if (cfg.world_size > 1)
+        pg_die("WORLD_SIZE=%lld: multi-process training is not available in this build", (long long)cfg.world_size);
+    const int rank = (int)cfg.rank, world = (int)cfg.world_size;
+    const int grad_accum = 8 / world;
+    g_master = rank == 0;
+    const int T = (int)cfg.train_seq_len;
+    const int B_train = (int)(cfg.train_batch_tokens / (world * grad_accum) / T);
+    const int B_val = (int)(cfg.val_batch_size / (world * grad_accum) / T);
+
+    /* output locations must be writable before hours of training */
+    if (pg_mkdirs(cfg.out_dir, err, sizeof(err)) != 0) pg_die("PGOLF_OUT_DIR: %s", err);
+    if (export_check_writable(cfg.out_dir, err, sizeof(err)) != 0) pg_die("%s", err);
+    char logpath[4096];
+    if (g_master) {
+        if (pg_mkdirs(cfg.log_dir, err, sizeof(err)) != 0) pg_die("PGOLF_LOG_DIR: %s", err);
+        snprintf(logpath, sizeof(logpath), "%s/%s.txt", cfg.log_dir, cfg.run_id);
+        g_logfile = fopen(logpath, "a");
+        if (!g_logfile) pg_die("%s: cannot open log file for writing", logpath);
+        printf("%s\n", logpath);
+    }
+    const pg_ops *ops = backend_select(cfg.backend);
+    log_line(0, "pgolf train: backend %s", ops->name);
+    config_dump(&cfg, log_cfg, NULL);
+    log_line(0, "====================================================================================================");
+
+    /* tokenizer + validation metric setup */
+    bpb_luts luts;
+    if (bpb_luts_load(&luts, cfg.tokenizer_path, (int)cfg.vocab_size, err, sizeof(err)) != 0) pg_die("%s", err);
+    char train_pat[4096], val_pat[4096];
+    snprintf(train_pat, sizeof(train_pat), "%s/fineweb_train_*.bin", cfg.data_path);
+    snprintf(val_pat, sizeof(val_pat), "%s/fineweb_val_*.bin", cfg.data_path);
+    uint16_t *val = NULL;
+    size_t val_total = 0, usable = 0;
+    if (val_tokens_load(val_pat, (int)cfg.vocab_size, T, &val, &val_total, &usable, err, sizeof(err)) != 0)
+        pg_die("%s", err);
+    char **train_files;
+    int n_train = data_glob(train_pat, &train_files);
+    data_free_list(train_files, n_train);
+    if (n_train == 0) pg_die("%s: no files found for pattern", train_pat);
+    const char *dsname = strrchr(cfg.data_path, '/');
+    dsname = dsname && dsname[1] ? dsname + 1 : cfg.data_path;
+    log_line(1, "val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path=%s", cfg.tokenizer_path);
+    log_line(1, "train_loader:dataset:%s train_shards:%d", dsname, n_train);
+    log_line(1, "val_loader:shards pattern=%s tokens:%zu", val_pat, usable);
+
+    /* model + optimizer */
+    gpt_model model;
+    gpt_build(&model, &cfg, ops, B_train > B_val ? B_train : B_val, T);
+    if (cfg.init_from[0]) {
+        statedict sd;
+        if (safetensors_read(cfg.init_from, &sd, err, sizeof(err)) != 0) pg_die("INIT_FROM: %s", err);
+        if (gpt_from_statedict(&model, &sd, cfg.init_from, err, sizeof(err)) != 0) pg_die("INIT_FROM: %s", err);
+        sd_free(&sd);
+    } else
+        gpt_init(&model, &cfg, (uint64_t)cfg.seed);
+    optimizer opt;
+    optim_init(&opt, &model);
+    log_line(1, "model_params:%zu", gpt_param_count(&model));
+    log_line(1, "world_size:%d grad_accum_steps:%d", world, grad_accum);
+    log_line(1, "sdp_backends:pgolf=%s", ops->name);
+    log_line(1, "attention_mode:gqa num_heads:%d num_kv_heads:%d", model.H, model.Hk);
+    log_line(1, "tie_embeddings:%s embed_lr:%g head_lr:%g matrix_lr:%g scalar_lr:%g", cfg.tie_embeddings ? "True" : "False",
+             optim_base_lr(&cfg, GROUP_TOKEN), cfg.tie_embeddings ? 0.0 : cfg.head_lr, cfg.matrix_lr, cfg.scalar_lr);
+    log_line(1, "train_batch_tokens:%lld train_seq_len:%d iterations:%lld warmup_steps:%lld max_wallclock_seconds:%.3f",
+             (long long)cfg.train_batch_tokens, T, (long long)cfg.iterations, (long long)cfg.warmup_steps,
+             cfg.max_wallclock_seconds);
+    log_line(1, "seed:%lld", (long long)cfg.seed);
+
+    batch_loader loader;
+    if (loader_open(&loader, train_pat, (int)cfg.vocab_size, rank, world, err, sizeof(err)) != 0) pg_die("%s", err);
+    const size_t local_tokens = (size_t)B_train * T;
+    int32_t *xb = xmalloc(local_tokens * sizeof(int32_t)), *yb = xmalloc(local_tokens * sizeof(int32_t));
+    const float grad_scale = 1.0f / (float)grad_accum;
+
+    /* priming steps, then restore the initial state (train_gpt.py's compile warmup) */
+    if (cfg.warmup_steps > 0) {
+        float *snap = xmalloc(model.n_floats * sizeof(float));
+        ops->to_host(snap, model.w, model.n_floats * sizeof(float));
+        for (long ws = 0; ws < cfg.warmup_steps; ws++) {
+            gpt_zero_grad(&model);
+            for (int micro = 0; micro < grad_accum; micro++) {
+                if (loader_next(&loader, cfg.train_batch_tokens, grad_accum, xb, yb, err, sizeof(err)) != 0) pg_die("%s", err);
+                gpt_forward_backward(&model, xb, yb, B_train, grad_scale, NULL);
+            }
+            optim_step(&opt, &cfg, 1.0);
+            if (cfg.warmup_steps <= 20 || (ws + 1) % 10 == 0 || ws + 1 == cfg.warmup_steps)
+                log_line(1, "warmup_step:%ld/%lld", ws + 1, (long long)cfg.warmup_steps);
+        }
+        ops->to_device(model.w, snap, model.n_floats * sizeof(float));
+        gpt_sync_weights(&model);
+        free(snap);
+        optim_reset(&opt);
+        loader_close(&loader);
+        if (loader_open(&loader, train_pat, (int)cfg.vocab_size, rank, world, err, sizeof(err)) != 0) pg_die("%s", err);
+    }
+
+    /* main training loop */
+    const double cap_ms = cfg.max_wallclock_seconds > 0 ? 1000.0 * cfg.max_wallclock_seconds : -1;
+    double training_ms = 0;
+    long stop_after = -1;
+    ops->sync();
+    double t0 = pg_now();
+    long step = 0;
+    eval_result er;
+    while (1) {
+        int last = step == cfg.iterations || (stop_after >= 0 && step >= stop_after);
+        int do_val = last || (cfg.val_loss_every > 0 && step % cfg.val_loss_every == 0);
+        if (do_val) {
+            ops->sync();
+            training_ms += 1000.0 * (pg_now() - t0);
+            eval_val(&model, val, usable, T, B_val, rank, world, &luts, &er, NULL);
+            log_line(1, "step:%ld/%lld val_loss:%.4f val_bpb:%.4f train_time:%.0fms step_avg:%.2fms", step,
+                     (long long)cfg.iterations, er.val_loss, er.val_bpb, training_ms,
+                     training_ms / (double)(step > 1 ? step : 1));
+            ops->sync();
+            t0 = pg_now();
+        }
+        if (last) {
+            if (stop_after >= 0 && step < cfg.iterations)
+                log_line(1, "stopping_early: wallclock_cap train_time:%.0fms step:%ld/%lld", training_ms, step,
+                         (long long)cfg.iterations);
+            break;
+        }
+        double elapsed_ms = training_ms + 1000.0 * (pg_now() - t0);
+        double mult = lr_mul(&cfg, step, elapsed_ms);
+        gpt_zero_grad(&model);
+        double train_loss = 0;
+        for (int micro = 0; micro < grad_accum; micro++) {
+            if (loader_next(&loader, cfg.train_batch_tokens, grad_accum, xb, yb, err, sizeof(err)) != 0) pg_die("%s", err);
+            train_loss += gpt_forward_backward(&model, xb, yb, B_train, grad_scale, NULL);
+        }
+        train_loss /= grad_accum;
+        if (!isfinite(train_loss))
+            pg_die("train_loss is %f at step %ld: training diverged (lower the learning rates?)", train_loss, step + 1);
+        optim_clip_grad_norm(&opt, cfg.grad_clip_norm);
+        optim_step(&opt, &cfg, mult);
+        step++;
+        ops->sync();
+        double approx_ms = training_ms + 1000.0 * (pg_now() - t0);
+        if (cfg.train_log_every > 0 && (step <= 10 || step % cfg.train_log_every == 0 || stop_after >= 0))
+            log_line(1, "step:%ld/%lld train_loss:%.4f train_time:%.0fms step_avg:%.2fms", step, (long long)cfg.iterations,
+                     train_loss, approx_ms, approx_ms / (double)step);
+        int reached = cap_ms > 0 && approx_ms >= cap_ms;
+        if (stop_after < 0 && reached) stop_after = step;
+    }
+    size_t peak_dev = ops->peak_bytes() >> 20;
+    log_line(1, "peak memory allocated: %zu MiB reserved: %zu MiB", peak_dev, peak_rss_mib());
+    loader_close(&loader);
+    free(xb);
+    free(yb);
+
+    /* serialization + roundtrip validation */
+    export_run ex = {.cfg = &cfg, .model = &model, .log = log_line};
+    int rc = export_and_roundtrip(&ex);
+    if (rc == 0) {
+        eval_val(&model, val, usable, T, B_val, rank, world, &luts, &er, NULL);
+        log_line(1, "final_%s_roundtrip val_loss:%.4f val_bpb:%.4f eval_time:%.0fms", ex.label_short, er.val_loss,
+                 er.val_bpb, 1000.0 * (pg_now() - ex.t_eval_start));
+        log_line(1, "final_%s_roundtrip_exact val_loss:%.8f val_bpb:%.8f", ex.label_short, er.val_loss, er.val_bpb);
+    }
+    optim_free(&opt);
+    gpt_free(&model);
+    bpb_luts_free(&luts);
+    free(val);
+    int over = ex.total_bytes > PGOLF_SIZE_CAP && !cfg.non_record;
+    if (g_logfile) fclose(g_logfile);
+    config_free(&cfg);
+    if (rc != 0) return 1;
+    if (over)
+        pg_die("artifact total %zu bytes is over the %d-byte cap (set PGOLF_NON_RECORD=1 for a non-record run)",
+               ex.total_bytes, PGOLF_SIZE_CAP);
+    return 0;
+}
