@@ -78,12 +78,16 @@ static int add_param(gpt_model *m, int cap, const char *name, int ndim, int64_t 
     p->shape[0] = r;
     p->shape[1] = c;
     p->numel = (size_t)r * (ndim == 2 ? (size_t)c : 1);
+    /* offsets are padded to 128 floats so every tensor (and its bf16 compute copy) starts 256-byte
+     * aligned, as cuBLASLt's fast kernels want */
+    m->n_floats = (m->n_floats + 127) & ~(size_t)127;
     p->offset = m->n_floats;
     p->group = grp;
     p->init = init;
     p->init_a = a;
     p->sd_dtype = sd_dtype;
     m->n_floats += p->numel;
+    m->n_count += p->numel;
     return m->n_params++;
 }
 
@@ -315,13 +319,13 @@ void gpt_free(gpt_model *m) {
     memset(m, 0, sizeof(*m));
 }
 
-size_t gpt_param_count(const gpt_model *m) { return m->n_floats; }
+size_t gpt_param_count(const gpt_model *m) { return m->n_count; }
 
 void gpt_sync_weights(gpt_model *m) { m->ops->weights_to_compute(m->wc, m->w, m->n_floats); }
 
 void gpt_init(gpt_model *m, const pg_config *cfg, uint64_t seed) {
     (void)cfg;
-    float *host = xmalloc(m->n_floats * sizeof(float));
+    float *host = xcalloc(m->n_floats, sizeof(float));
     for (int i = 0; i < m->n_params; i++) {
         const param_info *p = &m->params[i];
         float *w = host + p->offset;
@@ -488,7 +492,7 @@ void gpt_grads_to_statedict(const gpt_model *m, statedict *sd) {
 }
 
 int gpt_from_statedict(gpt_model *m, const statedict *sd, const char *what, char *err, size_t errlen) {
-    float *host = xmalloc(m->n_floats * sizeof(float));
+    float *host = xcalloc(m->n_floats, sizeof(float));
     for (int i = 0; i < m->n_params; i++) {
         const param_info *p = &m->params[i];
         const sd_tensor *t = sd_find(sd, p->name);

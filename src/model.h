@@ -56,7 +56,8 @@ typedef struct {
     /* parameter table */
     param_info *params;
     int n_params;
-    size_t n_floats; /* total parameter count */
+    size_t n_floats; /* arena size in floats (tensors padded to 128-float boundaries) */
+    size_t n_count;  /* number of parameters */
     float *w;        /* fp32 masters */
     float *g;        /* fp32 gradients */
     pg_wc *wc;       /* compute copy (== w on CPU) */
