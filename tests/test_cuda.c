@@ -1,0 +1,411 @@
+/* test_cuda.c: every CUDA op against the CPU op (the reference backend) on fresh random inputs,
+ * and a whole training step and several optimizer steps of a small model on both backends.
+ * Errors are relative L2 norms ||cuda - cpu|| / ||cpu||. Tolerances (bf16 activations, fp32
+ * accumulation): elementwise/norm ops 1e-2, matmuls 1e-2, attention 2e-2, model loss 1e-2
+ * relative, model gradients 5e-2, parameters after 3 steps 2e-2. Without a GPU every test says
+ * `skipped: no GPU`. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/common.h"
+#include "../src/config.h"
+#include "../src/model.h"
+#include "../src/ops.h"
+#include "../src/optim.h"
+#include "test.h"
+
+#ifdef PGOLF_CUDA
+
+static const pg_ops *C_ = &pg_cpu_ops;
+static const pg_ops *G_ = &pg_cuda_ops;
+
+#define NEED_GPU()                                                                                 \
+    do {                                                                                           \
+        char why__[256];                                                                           \
+        if (!pg_cuda_available(why__, sizeof(why__))) T_SKIP("no GPU");                            \
+    } while (0)
+
+static unsigned g_seed = 12345;
+static float frand(void) {
+    g_seed = g_seed * 1664525u + 1013904223u;
+    return ((g_seed >> 8) * (1.0f / 16777216.0f)) * 2.0f - 1.0f;
+}
+static float *rnd(size_t n, float scale) {
+    float *p = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) p[i] = frand() * scale;
+    return p;
+}
+/* round to bf16 so both backends see identical inputs */
+static void bf16ify(float *p, size_t n) {
+    for (size_t i = 0; i < n; i++) p[i] = pg_round_bf16(p[i]);
+}
+static double rel_l2(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        if (isnan(a[i])) return INFINITY;
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num / (den > 1e-30 ? den : 1e-30));
+}
+
+/* a pair of buffers (cpu, gpu) holding the same values */
+typedef struct {
+    void *c, *g;
+    size_t n;
+    int act;
+} pair;
+static pair mk(size_t n, int act, const float *host) {
+    pair p = {C_->alloc(n * 4), G_->alloc(n * (act ? G_->act_bytes : 4)), n, act};
+    if (host) {
+        memcpy(p.c, host, n * 4);
+        if (act) G_->act_from_f32(p.g, host, n);
+        else G_->to_device(p.g, host, n * 4);
+    } else {
+        C_->zero(p.c, n * 4);
+        G_->zero(p.g, n * (act ? G_->act_bytes : 4));
+    }
+    return p;
+}
+static pair mk_rnd(size_t n, int act, float scale) {
+    float *h = rnd(n, scale);
+    bf16ify(h, n);
+    pair p = mk(n, act, h);
+    free(h);
+    return p;
+}
+static double cmp(pair p) {
+    float *h = xmalloc(p.n * 4);
+    if (p.act) G_->act_to_f32(h, p.g, p.n);
+    else G_->to_host(h, p.g, p.n * 4);
+    double e = rel_l2(h, p.c, p.n);
+    free(h);
+    return e;
+}
+static void drop(pair p) {
+    C_->free(p.c);
+    G_->free(p.g);
+}
+static void *wc_pair(pair *w, const float *host, size_t n) {
+    /* compute weights: fp32 on CPU, bf16 on GPU */
+    w->c = C_->alloc(n * 4);
+    w->g = G_->alloc(n * G_->wc_bytes);
+    w->n = n;
+    w->act = 1;
+    memcpy(w->c, host, n * 4);
+    float *tmp = G_->alloc(n * 4);
+    G_->to_device(tmp, host, n * 4);
+    G_->weights_to_compute(w->g, tmp, n);
+    G_->sync();
+    G_->free(tmp);
+    return w->c;
+}
+
+#define EXPECT(p, tol, what)                                                                       \
+    do {                                                                                           \
+        double e__ = cmp(p);                                                                       \
+        T_ASSERT(e__ <= (tol), "%s: relative L2 error %.3g > %.3g", what, e__, (double)(tol));    \
+    } while (0)
+
+TEST(cuda_norm_ops) {
+    NEED_GPU();
+    const int N = 300, C = 512;
+    pair x = mk_rnd((size_t)N * C, 1, 2.0f), x0 = mk_rnd((size_t)N * C, 1, 1.0f);
+    float *mixh = rnd(2 * C, 1.0f);
+    pair mix = mk(2 * C, 0, mixh);
+    pair y = mk((size_t)N * C, 1, NULL), xm = mk((size_t)N * C, 1, NULL), r = mk(N, 0, NULL);
+    C_->rmsnorm_fwd(y.c, r.c, x.c, N, C);
+    G_->rmsnorm_fwd(y.g, r.g, x.g, N, C);
+    EXPECT(y, 1e-2, "rmsnorm_fwd y");
+    EXPECT(r, 1e-3, "rmsnorm_fwd rstd");
+    pair dy = mk_rnd((size_t)N * C, 1, 1.0f), dx = mk_rnd((size_t)N * C, 1, 1.0f);
+    C_->rmsnorm_bwd(dx.c, dy.c, y.c, r.c, N, C, 1);
+    G_->rmsnorm_bwd(dx.g, dy.g, y.g, r.g, N, C, 1);
+    EXPECT(dx, 1e-2, "rmsnorm_bwd accumulate");
+    C_->mix_norm_fwd(xm.c, y.c, r.c, x.c, x0.c, mix.c, N, C);
+    G_->mix_norm_fwd(xm.g, y.g, r.g, x.g, x0.g, mix.g, N, C);
+    EXPECT(xm, 1e-2, "mix_norm_fwd xm");
+    EXPECT(y, 1e-2, "mix_norm_fwd y");
+    pair dmix = mk(2 * C, 0, NULL), dx0 = mk_rnd((size_t)N * C, 1, 1.0f);
+    C_->mix_bwd(dx.c, dx0.c, dmix.c, dy.c, x.c, x0.c, mix.c, N, C);
+    G_->mix_bwd(dx.g, dx0.g, dmix.g, dy.g, x.g, x0.g, mix.g, N, C);
+    EXPECT(dx, 1e-2, "mix_bwd dx");
+    EXPECT(dx0, 1e-2, "mix_bwd dx0");
+    EXPECT(dmix, 1e-2, "mix_bwd dmix");
+    free(mixh);
+    pair ps[] = {x, x0, mix, y, xm, r, dy, dx, dmix, dx0};
+    for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) drop(ps[i]);
+}
+
+TEST(cuda_matmul_ops) {
+    NEED_GPU();
+    const int N = 333, IN = 512, OUT = 384;
+    float *wh = rnd((size_t)OUT * IN, 0.05f);
+    bf16ify(wh, (size_t)OUT * IN);
+    pair W;
+    wc_pair(&W, wh, (size_t)OUT * IN);
+    pair x = mk_rnd((size_t)N * IN, 1, 1.0f), y = mk((size_t)N * OUT, 1, NULL);
+    C_->matmul_fwd(y.c, x.c, W.c, N, IN, OUT);
+    G_->matmul_fwd(y.g, x.g, W.g, N, IN, OUT);
+    EXPECT(y, 1e-2, "matmul_fwd");
+    pair dy = mk_rnd((size_t)N * OUT, 1, 1.0f), dx = mk_rnd((size_t)N * IN, 1, 1.0f);
+    float *dwh = rnd((size_t)OUT * IN, 1.0f);
+    pair dW = mk((size_t)OUT * IN, 0, dwh);
+    C_->matmul_bwd(dx.c, dW.c, dy.c, x.c, W.c, N, IN, OUT, 1);
+    G_->matmul_bwd(dx.g, dW.g, dy.g, x.g, W.g, N, IN, OUT, 1);
+    EXPECT(dx, 1e-2, "matmul_bwd dx (accumulate)");
+    EXPECT(dW, 1e-2, "matmul_bwd dW");
+    free(wh);
+    free(dwh);
+    pair ps[] = {W, x, y, dy, dx, dW};
+    for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) drop(ps[i]);
+}
+
+static void qk_case(t_state *t__, int rope_dims) {
+    const int B = 3, T = 40, H = 8, Hk = 4, D = 64, N = B * T;
+    pair qr = mk_rnd((size_t)N * H * D, 1, 1.0f), kr = mk_rnd((size_t)N * Hk * D, 1, 1.0f);
+    float *gh = rnd(H, 1.0f);
+    for (int h = 0; h < H; h++) gh[h] += 1.5f;
+    pair gain = mk(H, 0, gh);
+    int half = rope_dims / 2;
+    float *cs = xmalloc((size_t)T * half * 4), *sn = xmalloc((size_t)T * half * 4);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < half; j++) {
+            float a = t * powf(10000.f, -2.f * j / rope_dims);
+            cs[t * half + j] = pg_round_bf16(cosf(a));
+            sn[t * half + j] = pg_round_bf16(sinf(a));
+        }
+    pair cp = mk((size_t)T * half, 0, cs), sp = mk((size_t)T * half, 0, sn);
+    pair q = mk((size_t)N * H * D, 1, NULL), k = mk((size_t)N * Hk * D, 1, NULL), rq = mk((size_t)N * H, 0, NULL),
+         rk = mk((size_t)N * Hk, 0, NULL);
+    C_->qk_prep_fwd(q.c, k.c, rq.c, rk.c, qr.c, kr.c, gain.c, cp.c, sp.c, N, T, H, Hk, D, rope_dims);
+    G_->qk_prep_fwd(q.g, k.g, rq.g, rk.g, qr.g, kr.g, gain.g, cp.g, sp.g, N, T, H, Hk, D, rope_dims);
+    EXPECT(q, 1e-2, "qk_prep_fwd q");
+    EXPECT(k, 1e-2, "qk_prep_fwd k");
+    pair dq = mk_rnd((size_t)N * H * D, 1, 1.0f), dk = mk_rnd((size_t)N * Hk * D, 1, 1.0f);
+    pair dqr = mk((size_t)N * H * D, 1, NULL), dkr = mk((size_t)N * Hk * D, 1, NULL), dg = mk(H, 0, NULL);
+    C_->qk_prep_bwd(dqr.c, dkr.c, dg.c, dq.c, dk.c, qr.c, kr.c, rq.c, rk.c, gain.c, cp.c, sp.c, N, T, H, Hk, D, rope_dims);
+    G_->qk_prep_bwd(dqr.g, dkr.g, dg.g, dq.g, dk.g, qr.g, kr.g, rq.g, rk.g, gain.g, cp.g, sp.g, N, T, H, Hk, D, rope_dims);
+    EXPECT(dqr, 1e-2, "qk_prep_bwd dq_raw");
+    EXPECT(dkr, 1e-2, "qk_prep_bwd dk_raw");
+    EXPECT(dg, 1e-2, "qk_prep_bwd dgain");
+    free(gh);
+    free(cs);
+    free(sn);
+    pair ps[] = {qr, kr, gain, cp, sp, q, k, rq, rk, dq, dk, dqr, dkr, dg};
+    for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) drop(ps[i]);
+}
+TEST(cuda_qk_prep_full_rope) {
+    NEED_GPU();
+    qk_case(t__, 64);
+}
+TEST(cuda_qk_prep_partial_rope) {
+    NEED_GPU();
+    qk_case(t__, 16);
+}
+
+static void attn_case(t_state *t__, int B, int T, int H, int Hk) {
+    const int D = 64;
+    const size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * Hk * D;
+    pair q = mk_rnd(nq, 1, 1.0f), k = mk_rnd(nk, 1, 1.0f), v = mk_rnd(nk, 1, 1.0f);
+    pair o = mk(nq, 1, NULL), lse = mk((size_t)B * H * T, 0, NULL);
+    C_->attn_fwd(o.c, lse.c, q.c, k.c, v.c, B, T, H, Hk, D);
+    G_->attn_fwd(o.g, lse.g, q.g, k.g, v.g, B, T, H, Hk, D);
+    EXPECT(o, 2e-2, "attn_fwd o");
+    EXPECT(lse, 1e-3, "attn_fwd lse");
+    /* the backward gets identical o/lse on both sides (the CPU ones) */
+    float *oh = xmalloc(nq * 4), *lh = xmalloc((size_t)B * H * T * 4);
+    memcpy(oh, o.c, nq * 4);
+    bf16ify(oh, nq);
+    memcpy(o.c, oh, nq * 4);
+    G_->act_from_f32(o.g, oh, nq);
+    memcpy(lh, lse.c, (size_t)B * H * T * 4);
+    G_->to_device(lse.g, lh, (size_t)B * H * T * 4);
+    pair dout = mk_rnd(nq, 1, 1.0f), dq = mk(nq, 1, NULL), dk = mk(nk, 1, NULL), dv = mk(nk, 1, NULL);
+    C_->attn_bwd(dq.c, dk.c, dv.c, dout.c, q.c, k.c, v.c, o.c, lse.c, B, T, H, Hk, D);
+    G_->attn_bwd(dq.g, dk.g, dv.g, dout.g, q.g, k.g, v.g, o.g, lse.g, B, T, H, Hk, D);
+    EXPECT(dq, 2e-2, "attn_bwd dq");
+    EXPECT(dk, 2e-2, "attn_bwd dk");
+    EXPECT(dv, 2e-2, "attn_bwd dv");
+    free(oh);
+    free(lh);
+    pair ps[] = {q, k, v, o, lse, dout, dq, dk, dv};
+    for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) drop(ps[i]);
+}
+TEST(cuda_attention_gqa) {
+    NEED_GPU();
+    attn_case(t__, 2, 256, 8, 4);
+}
+TEST(cuda_attention_ragged_len_mha) {
+    NEED_GPU();
+    attn_case(t__, 3, 77, 4, 4);
+}
+
+TEST(cuda_elementwise_and_ce) {
+    NEED_GPU();
+    const int N = 257, C = 512, V = 1024;
+    pair x = mk_rnd((size_t)N * C, 1, 1.0f), a = mk_rnd((size_t)N * C, 1, 1.0f), y = mk((size_t)N * C, 1, NULL);
+    float *sh = rnd(C, 1.0f);
+    pair s = mk(C, 0, sh);
+    C_->resid_fwd(y.c, x.c, a.c, s.c, N, C);
+    G_->resid_fwd(y.g, x.g, a.g, s.g, N, C);
+    EXPECT(y, 1e-2, "resid_fwd");
+    pair ds = mk(C, 0, NULL), da = mk_rnd((size_t)N * C, 1, 1.0f);
+    C_->resid_bwd(da.c, ds.c, x.c, a.c, s.c, N, C, 1);
+    G_->resid_bwd(da.g, ds.g, x.g, a.g, s.g, N, C, 1);
+    EXPECT(da, 1e-2, "resid_bwd da");
+    EXPECT(ds, 1e-2, "resid_bwd dscale");
+    C_->relu2_fwd(y.c, x.c, (size_t)N * C);
+    G_->relu2_fwd(y.g, x.g, (size_t)N * C);
+    EXPECT(y, 1e-2, "relu2_fwd");
+    C_->relu2_bwd(y.c, a.c, x.c, (size_t)N * C);
+    G_->relu2_bwd(y.g, a.g, x.g, (size_t)N * C);
+    EXPECT(y, 1e-2, "relu2_bwd");
+    C_->add_inplace(y.c, a.c, (size_t)N * C);
+    G_->add_inplace(y.g, a.g, (size_t)N * C);
+    EXPECT(y, 1e-2, "add_inplace");
+    /* softcap + CE: compare losses, then gradients */
+    pair z = mk_rnd((size_t)N * V, 1, 40.0f), loss = mk(N, 0, NULL);
+    int32_t *tg = xmalloc(N * 4);
+    for (int i = 0; i < N; i++) tg[i] = (int32_t)((i * 7919) % V);
+    int32_t *tgc = C_->alloc(N * 4), *tgg = G_->alloc(N * 4);
+    memcpy(tgc, tg, N * 4);
+    G_->to_device(tgg, tg, N * 4);
+    C_->softcap_ce(loss.c, z.c, tgc, N, V, 30.0f, 0.5f);
+    G_->softcap_ce(loss.g, z.g, tgg, N, V, 30.0f, 0.5f);
+    EXPECT(loss, 1e-2, "softcap_ce losses");
+    EXPECT(z, 2e-2, "softcap_ce dz");
+    C_->free(tgc);
+    G_->free(tgg);
+    free(tg);
+    free(sh);
+    pair ps[] = {x, a, y, s, ds, da, z, loss};
+    for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) drop(ps[i]);
+}
+
+TEST(cuda_optimizer_ops) {
+    NEED_GPU();
+    const size_t n = 5000;
+    pair p = mk_rnd(n, 0, 1.0f), g = mk_rnd(n, 0, 0.1f), m = mk_rnd(n, 0, 0.01f);
+    float *vh = rnd(n, 0.01f);
+    for (size_t i = 0; i < n; i++) vh[i] = fabsf(vh[i]);
+    pair v = mk(n, 0, vh);
+    C_->adam_step(p.c, g.c, m.c, v.c, n, 0.01f, 0.9f, 0.95f, 1e-8f, 0.19f, 0.0975f, 0.04f);
+    G_->adam_step(p.g, g.g, m.g, v.g, n, 0.01f, 0.9f, 0.95f, 1e-8f, 0.19f, 0.0975f, 0.04f);
+    EXPECT(p, 1e-6, "adam p");
+    EXPECT(m, 1e-6, "adam m");
+    EXPECT(v, 1e-6, "adam v");
+    double sc = C_->sum_squares(p.c, n), sg = G_->sum_squares(p.g, n);
+    T_CLOSE(sg, sc, 1e-5, 0, "sum_squares");
+    /* Muon on a tall and a wide matrix: NS in bf16 (GPU) vs fp32 (CPU) */
+    int shapes[2][2] = {{384, 128}, {128, 256}};
+    for (int s = 0; s < 2; s++) {
+        int r = shapes[s][0], c = shapes[s][1];
+        size_t nn = (size_t)r * c;
+        pair W = mk_rnd(nn, 0, 0.05f), G = mk_rnd(nn, 0, 0.01f), buf = mk_rnd(nn, 0, 0.01f);
+        size_t wc = C_->muon_work_floats(r, c), wg = G_->muon_work_floats(r, c);
+        float *workc = C_->alloc(wc * 4), *workg = G_->alloc(wg * 4);
+        /* compare the update lr*X rather than W itself (W dominates otherwise) */
+        float *w0 = xmalloc(nn * 4);
+        memcpy(w0, W.c, nn * 4);
+        C_->muon_step(W.c, G.c, buf.c, r, c, 0.02f, 0.95f, 5, 0.0f, workc);
+        G_->muon_step(W.g, G.g, buf.g, r, c, 0.02f, 0.95f, 5, 0.0f, workg);
+        float *wg_h = xmalloc(nn * 4);
+        G_->to_host(wg_h, W.g, nn * 4);
+        for (size_t i = 0; i < nn; i++) wg_h[i] -= w0[i], ((float *)W.c)[i] -= w0[i];
+        double e = rel_l2(wg_h, W.c, nn);
+        T_ASSERT(e <= 3e-2, "muon update %dx%d: relative L2 error %.3g", r, c, e);
+        EXPECT(buf, 1e-6, "muon momentum buffer");
+        free(w0);
+        free(wg_h);
+        C_->free(workc);
+        G_->free(workg);
+        drop(W);
+        drop(G);
+        drop(buf);
+    }
+    free(vh);
+    drop(p);
+    drop(g);
+    drop(m);
+    drop(v);
+}
+
+/* whole model: same weights and batch on both backends */
+static void small_config(pg_config *c) {
+    config_defaults(c);
+    char err[256];
+    const char *kv[][2] = {{"VOCAB_SIZE", "256"}, {"MODEL_DIM", "128"}, {"NUM_LAYERS", "4"}, {"NUM_HEADS", "2"},
+                           {"NUM_KV_HEADS", "1"}, {"MLP_MULT", "2"}, {"TRAIN_SEQ_LEN", "128"}};
+    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++) config_set(c, kv[i][0], kv[i][1], "test", err, sizeof(err));
+}
+
+TEST(cuda_model_step_matches_cpu) {
+    NEED_GPU();
+    pg_config c;
+    small_config(&c);
+    const int B = 4, T = 128;
+    gpt_model mc, mg;
+    gpt_build(&mc, &c, C_, B, T);
+    gpt_build(&mg, &c, G_, B, T);
+    gpt_init(&mc, &c, 5);
+    /* make projections non-zero so every gradient is exercised */
+    float *w = xmalloc(mc.n_floats * 4);
+    memcpy(w, mc.w, mc.n_floats * 4);
+    for (int p = 0; p < mc.n_params; p++)
+        if (mc.params[p].init == INIT_ZERO)
+            for (size_t k = 0; k < mc.params[p].numel; k++) w[mc.params[p].offset + k] = pg_round_bf16(0.02f * frand());
+    memcpy(mc.w, w, mc.n_floats * 4);
+    gpt_sync_weights(&mc);
+    G_->to_device(mg.w, w, mc.n_floats * 4);
+    gpt_sync_weights(&mg);
+    int32_t x[B * T], y[B * T];
+    for (int i = 0; i < B * T; i++) x[i] = (int32_t)((i * 37 + 11) % 256), y[i] = (int32_t)((i * 91 + 3) % 256);
+    gpt_zero_grad(&mc);
+    gpt_zero_grad(&mg);
+    double lc = gpt_forward_backward(&mc, x, y, B, 1.0f, NULL);
+    double lg = gpt_forward_backward(&mg, x, y, B, 1.0f, NULL);
+    T_CLOSE(lg, lc, 1e-2, 0, "loss");
+    float *gg = xmalloc(mc.n_floats * 4);
+    G_->to_host(gg, mg.g, mc.n_floats * 4);
+    for (int p = 0; p < mc.n_params; p++) {
+        const param_info *pi = &mc.params[p];
+        double e = rel_l2(gg + pi->offset, mc.g + pi->offset, pi->numel);
+        T_ASSERT(e <= 5e-2, "gradient of %s: relative L2 error %.3g", pi->name, e);
+    }
+    /* three optimizer steps on the same batch */
+    optimizer oc, og;
+    optim_init(&oc, &mc);
+    optim_init(&og, &mg);
+    for (int s = 0; s < 3; s++) {
+        if (s) {
+            gpt_zero_grad(&mc);
+            gpt_zero_grad(&mg);
+            gpt_forward_backward(&mc, x, y, B, 1.0f, NULL);
+            gpt_forward_backward(&mg, x, y, B, 1.0f, NULL);
+        }
+        optim_step(&oc, &c, 1.0);
+        optim_step(&og, &c, 1.0);
+    }
+    G_->to_host(gg, mg.w, mc.n_floats * 4);
+    for (int p = 0; p < mc.n_params; p++) {
+        const param_info *pi = &mc.params[p];
+        double e = rel_l2(gg + pi->offset, mc.w + pi->offset, pi->numel);
+        T_ASSERT(e <= 2e-2, "%s after 3 steps: relative L2 error %.3g", pi->name, e);
+    }
+    optim_free(&oc);
+    optim_free(&og);
+    free(w);
+    free(gg);
+    gpt_free(&mc);
+    gpt_free(&mg);
+    config_free(&c);
+}
+
+#else
+
+TEST(cuda_backend) { T_SKIP("no GPU (built without CUDA)"); }
+
+#endif
