@@ -57,7 +57,7 @@ deps:
 
 test: deps
 	@$(MAKE) --no-print-directory all
-	@bash tests/run.sh
+	@BUILD=$(BUILD) bash tests/run.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -5,10 +5,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PGOLF_SHARED="${PGOLF_SHARED:-$(cd .. && pwd)/shared}"
-export PGOLF_BIN="$PWD/build/pgolf"
+BUILD="${BUILD:-build}"
+export PGOLF_BIN="$PWD/$BUILD/pgolf"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-./build/pgolf_tests "$@" 2>&1 | tee -a "$log"
+"./$BUILD/pgolf_tests" "$@" 2>&1 | tee -a "$log"
 for t in tests/cli/*.sh; do
   [ -e "$t" ] || continue
   if [ $# -gt 0 ]; then
