@@ -3,6 +3,7 @@
 #include "data.h"
 
 #include <glob.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,11 +101,46 @@ static int stream_load_file(token_stream *s, int idx, char *err, size_t errlen) 
     return 0;
 }
 
+int shard_check_header(const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return pg_err(err, errlen, "%s: cannot open shard", path);
+    uint8_t hdr[SHARD_HEADER_INTS * 4];
+    size_t got = fread(hdr, 1, sizeof(hdr), f);
+    int rc = 0;
+    if (got < sizeof(hdr)) {
+        rc = pg_err(err, errlen, "%s: truncated shard header (%zu bytes, need 1024)", path, got);
+    } else if (fseek(f, 0, SEEK_END) != 0) {
+        rc = pg_err(err, errlen, "%s: cannot determine the shard size", path);
+    } else {
+        long len = ftell(f);
+        uint32_t magic = pg_rd_u32(hdr), version = pg_rd_u32(hdr + 4);
+        int32_t count = (int32_t)pg_rd_u32(hdr + 8);
+        size_t expect = (size_t)SHARD_HEADER_INTS * 4 + 2 * (size_t)(count < 0 ? 0 : count);
+        if (magic != SHARD_MAGIC)
+            rc = pg_err(err, errlen, "%s: wrong shard magic %u (expected %d)", path, magic, SHARD_MAGIC);
+        else if (version != SHARD_VERSION)
+            rc = pg_err(err, errlen, "%s: unsupported shard version %u (expected %d)", path, version, SHARD_VERSION);
+        else if (count < 0)
+            rc = pg_err(err, errlen, "%s: negative token count %d", path, count);
+        else if (len < 0 || (size_t)len != expect)
+            rc = pg_err(err, errlen, "%s: shard size mismatch: %ld bytes, header says %d tokens (%zu bytes)%s", path,
+                        len, count, expect, (size_t)len < expect ? ": truncated" : "");
+    }
+    fclose(f);
+    return rc;
+}
+
 int stream_open(token_stream *s, const char *pattern, int vocab, char *err, size_t errlen) {
     memset(s, 0, sizeof(*s));
     s->vocab = vocab;
     s->n_files = data_glob(pattern, &s->files);
     if (s->n_files == 0) return pg_err(err, errlen, "%s: no files found for pattern", pattern);
+    /* every shard's header and size up front, so a bad file fails now and not hours into a run */
+    for (int i = 0; i < s->n_files; i++)
+        if (shard_check_header(s->files[i], err, errlen) != 0) {
+            stream_close(s);
+            return -1;
+        }
     if (stream_load_file(s, 0, err, errlen) != 0) {
         stream_close(s);
         return -1;

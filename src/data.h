@@ -14,6 +14,8 @@
 
 /* Load one shard, checking magic, version, size and (if vocab > 0) every id < vocab. */
 int shard_load(const char *path, int vocab, uint16_t **tokens, size_t *n, char *err, size_t errlen);
+/* Header and file-size checks only (magic, version, count, size), without reading the tokens. */
+int shard_check_header(const char *path, char *err, size_t errlen);
 /* Parse a shard already in memory (what = name for messages). */
 int shard_parse(const uint8_t *buf, size_t len, const char *what, int vocab, uint16_t **tokens, size_t *n,
                 char *err, size_t errlen);

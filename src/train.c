@@ -100,22 +100,7 @@ int cmd_train(int argc, char **argv) {
     const int B_train = (int)(cfg.train_batch_tokens / (world * grad_accum) / T);
     const int B_val = (int)(cfg.val_batch_size / (world * grad_accum) / T);
 
-    /* output locations must be writable before hours of training */
-    if (pg_mkdirs(cfg.out_dir, err, sizeof(err)) != 0) pg_die("PGOLF_OUT_DIR: %s", err);
-    if (export_check_writable(cfg.out_dir, err, sizeof(err)) != 0) pg_die("%s", err);
-    char logpath[4096];
-    if (g_master) {
-        if (pg_mkdirs(cfg.log_dir, err, sizeof(err)) != 0) pg_die("PGOLF_LOG_DIR: %s", err);
-        snprintf(logpath, sizeof(logpath), "%s/%s.txt", cfg.log_dir, cfg.run_id);
-        g_logfile = fopen(logpath, "a");
-        if (!g_logfile) pg_die("%s: cannot open log file for writing", logpath);
-        printf("%s\n", logpath);
-    }
     const pg_ops *ops = backend_select(cfg.backend);
-    log_line(0, "pgolf train: backend %s", ops->name);
-    config_dump(&cfg, log_cfg, NULL);
-    log_line(0, "====================================================================================================");
-
     /* tokenizer + validation metric setup */
     bpb_luts luts;
     if (bpb_luts_load(&luts, cfg.tokenizer_path, (int)cfg.vocab_size, err, sizeof(err)) != 0) pg_die("%s", err);
@@ -126,15 +111,14 @@ int cmd_train(int argc, char **argv) {
     size_t val_total = 0, usable = 0;
     if (val_tokens_load(val_pat, (int)cfg.vocab_size, T, &val, &val_total, &usable, err, sizeof(err)) != 0)
         pg_die("%s", err);
-    char **train_files;
-    int n_train = data_glob(train_pat, &train_files);
-    data_free_list(train_files, n_train);
-    if (n_train == 0) pg_die("%s: no files found for pattern", train_pat);
-    const char *dsname = strrchr(cfg.data_path, '/');
-    dsname = dsname && dsname[1] ? dsname + 1 : cfg.data_path;
-    log_line(1, "val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path=%s", cfg.tokenizer_path);
-    log_line(1, "train_loader:dataset:%s train_shards:%d", dsname, n_train);
-    log_line(1, "val_loader:shards pattern=%s tokens:%zu", val_pat, usable);
+    /* every training shard's header is checked here, before any output exists */
+    batch_loader loader;
+    if (loader_open(&loader, train_pat, (int)cfg.vocab_size, rank, world, err, sizeof(err)) != 0) pg_die("%s", err);
+    const int n_train = loader.stream.n_files;
+
+    /* output locations must be writable before hours of training */
+    if (pg_mkdirs(cfg.out_dir, err, sizeof(err)) != 0) pg_die("PGOLF_OUT_DIR: %s", err);
+    if (export_check_writable(cfg.out_dir, err, sizeof(err)) != 0) pg_die("%s", err);
 
     /* model + optimizer */
     gpt_model model;
@@ -146,6 +130,24 @@ int cmd_train(int argc, char **argv) {
         sd_free(&sd);
     } else
         gpt_init(&model, &cfg, (uint64_t)cfg.seed);
+    char logpath[4096];
+    if (g_master) {
+        if (pg_mkdirs(cfg.log_dir, err, sizeof(err)) != 0) pg_die("PGOLF_LOG_DIR: %s", err);
+        snprintf(logpath, sizeof(logpath), "%s/%s.txt", cfg.log_dir, cfg.run_id);
+        g_logfile = fopen(logpath, "a");
+        if (!g_logfile) pg_die("%s: cannot open log file for writing", logpath);
+        printf("%s\n", logpath);
+    }
+    log_line(0, "pgolf train: backend %s", ops->name);
+    config_dump(&cfg, log_cfg, NULL);
+    log_line(0, "====================================================================================================");
+
+    const char *dsname = strrchr(cfg.data_path, '/');
+    dsname = dsname && dsname[1] ? dsname + 1 : cfg.data_path;
+    log_line(1, "val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path=%s", cfg.tokenizer_path);
+    log_line(1, "train_loader:dataset:%s train_shards:%d", dsname, n_train);
+    log_line(1, "val_loader:shards pattern=%s tokens:%zu", val_pat, usable);
+
     optimizer opt;
     optim_init(&opt, &model);
     log_line(1, "model_params:%zu", gpt_param_count(&model));
@@ -159,8 +161,6 @@ int cmd_train(int argc, char **argv) {
              cfg.max_wallclock_seconds);
     log_line(1, "seed:%lld", (long long)cfg.seed);
 
-    batch_loader loader;
-    if (loader_open(&loader, train_pat, (int)cfg.vocab_size, rank, world, err, sizeof(err)) != 0) pg_die("%s", err);
     const size_t local_tokens = (size_t)B_train * T;
     int32_t *xb = xmalloc(local_tokens * sizeof(int32_t)), *yb = xmalloc(local_tokens * sizeof(int32_t));
     const float grad_scale = 1.0f / (float)grad_accum;
