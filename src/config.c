@@ -1,5 +1,6 @@
 /* config.c: parsing, validation, help and dumps of the configuration table in config.h. */
 #include "config.h"
+#include "eval.h"
 
 #include <errno.h>
 #include <math.h>
@@ -35,7 +36,7 @@ static const struct {
     {"XSA_LAST_N", "0"},         {"ROPE_DIMS", "0"},          {"LN_SCALE", "0"},
     {"BIGRAM_VOCAB_SIZE", "0"},  {"BIGRAM_HASH_BUCKETS", "0"}, {"USE_SMEARGATE", "0"},
     {"EMA_ENABLED", "0"},        {"SWA_ENABLED", "0"},        {"MUON_WEIGHT_DECAY", "0"},
-    {"MUON_WD", "0"},            {"ADAM_WD", "0"},            {"EVAL_STRIDE", "0"},
+    {"MUON_WD", "0"},            {"ADAM_WD", "0"},
     {"LATE_QAT", "0"},           {"QAT_ENABLED", "0"},        {"VE_ENABLED", "0"},
     {"MTP_NUM_HEADS", "0"},      {"TTT_ENABLED", "0"},        {"TRIGRAM_VOCAB_SIZE", "0"},
     {"NUM_LOOPS", "0"},          {"PARALLEL_RESIDUAL_START", "-1"}, {"LOOP_CORE_LAYERS", "0"},
@@ -209,6 +210,14 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
     if (strcmp(c->backend, "cpu") && strcmp(c->backend, "cuda") && strcmp(c->backend, "auto"))
         return pg_err(err, errlen, "PGOLF_BACKEND=%s: expected cpu, cuda or auto", c->backend);
     if (!c->data_path[0]) return pg_err(err, errlen, "DATA_PATH is empty");
+    if (sw_style_parse(c->sw_style) < 0)
+        return pg_err(err, errlen, "PGOLF_SW_STYLE=%s: expected exact, pr65 or pr315", c->sw_style);
+    if (c->eval_seq_len != 0 && c->eval_seq_len != c->train_seq_len)
+        return pg_err(err, errlen, "EVAL_SEQ_LEN=%lld: an eval length other than TRAIN_SEQ_LEN=%lld is not implemented yet",
+                      (long long)c->eval_seq_len, (long long)c->train_seq_len);
+    if (c->eval_stride > 0 && c->eval_stride > c->train_seq_len)
+        return pg_err(err, errlen, "EVAL_STRIDE=%lld must not exceed the window length %lld", (long long)c->eval_stride,
+                      (long long)c->train_seq_len);
     return 0;
 }
 

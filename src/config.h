@@ -65,6 +65,13 @@
       "small tensors kept fp32 at export (default: CONTROL_TENSOR_NAME_PATTERNS)")                 \
     X(STR, QUANT_SCHEME, quant_scheme, "int8_baseline", 0, 0, "export quantisation scheme")        \
     X(STR, EXPORT_CODEC, export_codec, "zlib-9", 0, 0, "artifact compressor: zlib-9, zstd-22, lzma-9, lzma-9e, brotli-11") \
+    /* evaluation */                                                                               \
+    X(INT, EVAL_STRIDE, eval_stride, "0", 0, 1048576,                                              \
+      "sliding-window eval stride after the roundtrip eval (0: none; records use 64 or 16)")       \
+    X(INT, EVAL_SEQ_LEN, eval_seq_len, "0", 0, 1048576, "sliding-window length (0: TRAIN_SEQ_LEN)") \
+    X(INT, SW_EVAL_BATCH, sw_eval_batch, "32", 1, 65536, "sliding windows per forward")           \
+    X(STR, PGOLF_SW_STYLE, sw_style, "exact", 0, 0,                                                \
+      "sliding windows: exact (each target once), pr65 or pr315 (the records' code, spec 3.7/4.9)") \
     /* distributed (torchrun / mpirun) */                                                          \
     X(INT, RANK, rank, "0", 0, 65535, "this process's rank")                                       \
     X(INT, WORLD_SIZE, world_size, "1", 1, 8, "number of ranks (must divide 8)")                   \
@@ -74,6 +81,11 @@
     X(STR, PGOLF_OUT_DIR, out_dir, ".", 0, 0, "where final_model.* are written")                   \
     X(STR, PGOLF_LOG_DIR, log_dir, "logs", 0, 0, "where $RUN_ID.txt is written")                   \
     X(STR, INIT_FROM, init_from, "", 0, 0, "safetensors file of initial weights (parity tests)")   \
+    X(INT, CHECKPOINT_EVERY, checkpoint_every, "0", 0, 1e12,                                       \
+      "write a resumable checkpoint every N steps (0: only on SIGINT/SIGTERM)")                    \
+    X(STR, CHECKPOINT_PATH, checkpoint_path, "", 0, 0,                                            \
+      "checkpoint file (default: $PGOLF_OUT_DIR/$RUN_ID.ckpt)")                                    \
+    X(STR, RESUME, resume, "", 0, 0, "continue the run saved in this checkpoint file")            \
     X(BOOL, PGOLF_NON_RECORD, non_record, "0", 0, 1, "allow an artifact above 16,000,000 bytes")   \
     X(BOOL, PGOLF_BF16_ROPE_TABLE, bf16_rope_table, "1", 0, 1,                                     \
       "replicate the baseline's bf16 RoPE positions/inv_freq/cos/sin (spec 7.1)")

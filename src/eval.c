@@ -41,6 +41,8 @@ void eval_finish(eval_result *r) {
     r->val_bpb = bits_per_token * tokens_per_byte;
 }
 
+static long b1_min(long a, long b) { return a < b ? a : b; }
+
 void eval_val(gpt_model *m, const uint16_t *val, size_t usable, int seq_len, int local_batch_seqs, int rank,
               int world, const bpb_luts *L, eval_result *r, float *nll_out) {
     memset(r, 0, sizeof(*r));
@@ -64,6 +66,85 @@ void eval_val(gpt_model *m, const uint16_t *val, size_t usable, int seq_len, int
         }
         r->token_count += (double)n;
         if (nll_out) memcpy(nll_out + base, nll, n * sizeof(float));
+    }
+    free(x);
+    free(y);
+    free(nll);
+    eval_finish(r);
+}
+
+int sw_style_parse(const char *s) {
+    if (!strcmp(s, "exact")) return SW_EXACT;
+    if (!strcmp(s, "pr65")) return SW_PR65;
+    if (!strcmp(s, "pr315")) return SW_PR315;
+    return -1;
+}
+
+long sw_num_windows(sw_style st, size_t usable, int S, int stride) {
+    size_t N = usable;
+    switch (st) {
+    case SW_PR65: return N < (size_t)S ? 0 : (long)((N - (size_t)S) / (size_t)stride + 1);
+    case SW_PR315: return (long)((N + (size_t)stride - 1) / (size_t)stride);
+    default:
+        /* window w > 0 scores [w*stride + S - stride, ...): windows while that start is below N */
+        if (N <= (size_t)S) return 1;
+        return 1 + (long)((N - (size_t)S + (size_t)stride - 1) / (size_t)stride);
+    }
+}
+
+void sw_window(sw_style st, size_t usable, int S, int stride, long w, size_t *ws, int *wlen, size_t *j0, size_t *j1) {
+    size_t N = usable, start = (size_t)w * (size_t)stride;
+    size_t len = N - start < (size_t)S ? N - start : (size_t)S;
+    *ws = start;
+    *wlen = (int)len;
+    switch (st) {
+    case SW_PR65:
+        *j0 = start + (size_t)(S - stride);
+        *j1 = start + (size_t)S;
+        break;
+    case SW_PR315:
+        *j0 = w == 0 ? start : start + (len > (size_t)stride ? len - (size_t)stride : 0);
+        *j1 = start + len;
+        break;
+    default:
+        *j0 = w == 0 ? start : start + (size_t)(S - stride);
+        *j1 = start + len;
+        break;
+    }
+}
+
+void eval_sliding(gpt_model *m, const uint16_t *val, size_t usable, int stride, int batch, sw_style st, int rank,
+                  int world, const bpb_luts *L, eval_result *r) {
+    memset(r, 0, sizeof(*r));
+    const int S = m->T;
+    const long W = sw_num_windows(st, usable, S, stride);
+    const long w0 = W * rank / world, w1 = W * (rank + 1) / world;
+    const int bs = batch < m->B ? batch : m->B;
+    int32_t *x = xmalloc((size_t)bs * S * sizeof(int32_t)), *y = xmalloc((size_t)bs * S * sizeof(int32_t));
+    float *nll = xmalloc((size_t)bs * S * sizeof(float));
+    for (long b0 = w0; b0 < w1; b0 += bs) {
+        int nb = (int)(b1_min(b0 + bs, w1) - b0);
+        for (int b = 0; b < nb; b++) {
+            size_t ws, j0, j1;
+            int wlen;
+            sw_window(st, usable, S, stride, b0 + b, &ws, &wlen, &j0, &j1);
+            for (int i = 0; i < S; i++) {
+                x[(size_t)b * S + i] = i < wlen ? val[ws + i] : 0;
+                y[(size_t)b * S + i] = i < wlen ? val[ws + i + 1] : 0;
+            }
+        }
+        gpt_forward_backward(m, x, y, nb, 0.0f, nll);
+        for (int b = 0; b < nb; b++) {
+            size_t ws, j0, j1;
+            int wlen;
+            sw_window(st, usable, S, stride, b0 + b, &ws, &wlen, &j0, &j1);
+            for (size_t j = j0; j < j1; j++) {
+                size_t i = (size_t)b * S + (j - ws);
+                r->loss_sum += nll[i];
+                r->byte_count += bpb_token_bytes(L, y[i], x[i]);
+                r->token_count += 1;
+            }
+        }
     }
     free(x);
     free(y);

@@ -40,4 +40,25 @@ void eval_finish(eval_result *r);
 void eval_val(gpt_model *m, const uint16_t *val, size_t usable, int seq_len, int local_batch_seqs, int rank,
               int world, const bpb_luts *L, eval_result *r, float *nll_out);
 
+/* Sliding-window evaluation (spec §3.7, §4.9): windows of S = m->T tokens starting every `stride`
+ * targets; RoPE positions restart in every window. Styles:
+ *   SW_EXACT  pgolf's: every target scored exactly once, by the window that gives it the longest
+ *             left context (the first window scores all its positions, each later one its last
+ *             `stride`; a short tail window scores what is left);
+ *   SW_PR65   PR #65's code: W = (N-S)/stride + 1 full windows, each scores only its last `stride`
+ *             positions (the first S-stride targets are never scored, no tail);
+ *   SW_PR315  PR #315/#453's code: windows while start < N, short tail windows zero-padded; the first
+ *             scores all, later ones their last `stride` positions of the valid length (the tail
+ *             windows re-score the last `stride` targets).
+ * val holds usable+1 tokens (targets j = 0..usable-1 are val[j+1] given val[..j]). Windows are split
+ * contiguously across ranks and run `batch` per forward. */
+typedef enum { SW_EXACT, SW_PR65, SW_PR315 } sw_style;
+/* "exact", "pr65", "pr315" -> style; -1 if unknown */
+int sw_style_parse(const char *s);
+/* Number of windows and the scored target range [*j0, *j1) of window w (start *ws, valid length *wlen). */
+long sw_num_windows(sw_style st, size_t usable, int S, int stride);
+void sw_window(sw_style st, size_t usable, int S, int stride, long w, size_t *ws, int *wlen, size_t *j0, size_t *j1);
+void eval_sliding(gpt_model *m, const uint16_t *val, size_t usable, int stride, int batch, sw_style st, int rank,
+                  int world, const bpb_luts *L, eval_result *r);
+
 #endif
