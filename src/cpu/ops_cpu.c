@@ -510,10 +510,20 @@ static void cpu_muon_step(float *W, const float *g, float *buf, int rows, int co
     }
 }
 
+/* Fixed 64 chunks summed in order: the result does not depend on the thread count or on the
+ * order threads finish (an OpenMP reduction's would), which keeps runs bit-reproducible. */
 static double cpu_sum_squares(const float *x, size_t n) {
+    enum { CHUNKS = 64 };
+    double part[CHUNKS];
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < CHUNKS; c++) {
+        size_t a = n * (size_t)c / CHUNKS, b = n * (size_t)(c + 1) / CHUNKS;
+        double s = 0;
+        for (size_t i = a; i < b; i++) s += (double)x[i] * x[i];
+        part[c] = s;
+    }
     double s = 0;
-#pragma omp parallel for reduction(+ : s)
-    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    for (int c = 0; c < CHUNKS; c++) s += part[c];
     return s;
 }
 
