@@ -35,8 +35,7 @@ static const struct {
 } UNIMPLEMENTED[] = {
     {"XSA_LAST_N", "0"},         {"ROPE_DIMS", "0"},          {"LN_SCALE", "0"},
     {"BIGRAM_VOCAB_SIZE", "0"},  {"BIGRAM_HASH_BUCKETS", "0"}, {"USE_SMEARGATE", "0"},
-    {"EMA_ENABLED", "0"},        {"SWA_ENABLED", "0"},        {"MUON_WEIGHT_DECAY", "0"},
-    {"MUON_WD", "0"},            {"ADAM_WD", "0"},
+    {"EMA_ENABLED", "0"},        {"SWA_ENABLED", "0"},
     {"LATE_QAT", "0"},           {"QAT_ENABLED", "0"},        {"VE_ENABLED", "0"},
     {"MTP_NUM_HEADS", "0"},      {"TTT_ENABLED", "0"},        {"TRIGRAM_VOCAB_SIZE", "0"},
     {"NUM_LOOPS", "0"},          {"PARALLEL_RESIDUAL_START", "-1"}, {"LOOP_CORE_LAYERS", "0"},
@@ -210,6 +209,9 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
     if (strcmp(c->backend, "cpu") && strcmp(c->backend, "cuda") && strcmp(c->backend, "auto"))
         return pg_err(err, errlen, "PGOLF_BACKEND=%s: expected cpu, cuda or auto", c->backend);
     if (!c->data_path[0]) return pg_err(err, errlen, "DATA_PATH is empty");
+    if (c->muon_wd != 0 && c->muon_weight_decay != 0 && c->muon_wd != c->muon_weight_decay)
+        return pg_err(err, errlen, "MUON_WD=%g and MUON_WEIGHT_DECAY=%g disagree (they name the same decay)", c->muon_wd,
+                      c->muon_weight_decay);
     if (sw_style_parse(c->sw_style) < 0)
         return pg_err(err, errlen, "PGOLF_SW_STYLE=%s: expected exact, pr65 or pr315", c->sw_style);
     if (c->eval_seq_len != 0 && c->eval_seq_len != c->train_seq_len)

@@ -65,7 +65,7 @@ double optim_clip_grad_norm(optimizer *o, double max_norm) {
     return norm;
 }
 
-static void adam_group(optimizer *o, const pg_config *c, param_group g, double lr) {
+static void adam_group(optimizer *o, const pg_config *c, param_group g, double lr, double wd) {
     gpt_model *m = o->m;
     long t = o->step + 1;
     float bc1 = (float)(1.0 - pow(c->beta1, (double)t)), bc2 = (float)(1.0 - pow(c->beta2, (double)t));
@@ -73,24 +73,25 @@ static void adam_group(optimizer *o, const pg_config *c, param_group g, double l
         const param_info *p = &m->params[i];
         if (p->group != g) continue;
         m->ops->adam_step(m->w + p->offset, m->g + p->offset, o->adam_m + p->offset, o->adam_v + p->offset, p->numel,
-                          (float)lr, (float)c->beta1, (float)c->beta2, (float)c->adam_eps, bc1, bc2, 0.0f);
+                          (float)lr, (float)c->beta1, (float)c->beta2, (float)c->adam_eps, bc1, bc2, (float)wd);
     }
 }
 
 void optim_step(optimizer *o, const pg_config *c, double lr_mult) {
     gpt_model *m = o->m;
     /* torch order: token Adam, [head Adam], Muon, scalar Adam */
-    adam_group(o, c, GROUP_TOKEN, optim_base_lr(c, GROUP_TOKEN) * lr_mult);
-    adam_group(o, c, GROUP_HEAD, optim_base_lr(c, GROUP_HEAD) * lr_mult);
+    adam_group(o, c, GROUP_TOKEN, optim_base_lr(c, GROUP_TOKEN) * lr_mult, c->adam_wd);
+    adam_group(o, c, GROUP_HEAD, optim_base_lr(c, GROUP_HEAD) * lr_mult, 0.0);
+    const double muon_wd = c->muon_wd != 0 ? c->muon_wd : c->muon_weight_decay;
     double mu = optim_muon_momentum(c, o->step);
     double lr = optim_base_lr(c, GROUP_MUON) * lr_mult;
     for (int i = 0; i < m->n_params; i++) {
         const param_info *p = &m->params[i];
         if (p->group != GROUP_MUON) continue;
         m->ops->muon_step(m->w + p->offset, m->g + p->offset, o->muon_buf + p->offset, (int)p->shape[0],
-                          (int)p->shape[1], (float)lr, (float)mu, (int)c->muon_backend_steps, 0.0f, o->muon_work);
+                          (int)p->shape[1], (float)lr, (float)mu, (int)c->muon_backend_steps, (float)muon_wd, o->muon_work);
     }
-    adam_group(o, c, GROUP_SCALAR, optim_base_lr(c, GROUP_SCALAR) * lr_mult);
+    adam_group(o, c, GROUP_SCALAR, optim_base_lr(c, GROUP_SCALAR) * lr_mult, c->adam_wd);
     o->step++;
     gpt_sync_weights(m);
 }
