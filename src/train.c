@@ -3,6 +3,7 @@
  * training loop with periodic validation, then export to the artifact, reload and the roundtrip
  * score. Log lines keep train_gpt.py's formats (spec §2.10) on stdout and in logs/$RUN_ID.txt. */
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "backend.h"
+#include "checkpoint.h"
 #include "cmds.h"
 #include "common.h"
 #include "config.h"
@@ -46,6 +48,10 @@ static void log_cfg(const char *line, void *ctx) {
     (void)ctx;
     log_line(0, "%s", line);
 }
+
+/* SIGINT/SIGTERM: finish the current step, write a checkpoint, exit */
+static volatile sig_atomic_t g_stop_signal;
+static void on_stop_signal(int sig) { g_stop_signal = sig; }
 
 /* lr multiplier (spec §2.7), computed before the step's forward */
 static double lr_mul(const pg_config *c, long step, double elapsed_ms) {
@@ -130,6 +136,17 @@ int cmd_train(int argc, char **argv) {
         sd_free(&sd);
     } else
         gpt_init(&model, &cfg, (uint64_t)cfg.seed);
+    optimizer opt;
+    optim_init(&opt, &model);
+    char ckpt_path[4096];
+    if (cfg.checkpoint_path[0]) snprintf(ckpt_path, sizeof(ckpt_path), "%s", cfg.checkpoint_path);
+    else snprintf(ckpt_path, sizeof(ckpt_path), "%s/%s.ckpt", cfg.out_dir, cfg.run_id);
+    ckpt_progress prog = {.step = 0, .training_ms = 0, .stop_after = -1};
+    if (cfg.resume[0]) {
+        if (ckpt_load(cfg.resume, &cfg, &model, &opt, &prog, err, sizeof(err)) != 0) pg_die("RESUME: %s", err);
+        if (stream_seek(&loader.stream, prog.stream_file, prog.stream_pos, err, sizeof(err)) != 0)
+            pg_die("RESUME: %s: %s", cfg.resume, err);
+    }
     char logpath[4096];
     if (g_master) {
         if (pg_mkdirs(cfg.log_dir, err, sizeof(err)) != 0) pg_die("PGOLF_LOG_DIR: %s", err);
@@ -148,8 +165,6 @@ int cmd_train(int argc, char **argv) {
     log_line(1, "train_loader:dataset:%s train_shards:%d", dsname, n_train);
     log_line(1, "val_loader:shards pattern=%s tokens:%zu", val_pat, usable);
 
-    optimizer opt;
-    optim_init(&opt, &model);
     log_line(1, "model_params:%zu", gpt_param_count(&model));
     log_line(1, "world_size:%d grad_accum_steps:%d", world, grad_accum);
     log_line(1, "sdp_backends:pgolf=%s", ops->name);
@@ -166,7 +181,9 @@ int cmd_train(int argc, char **argv) {
     const float grad_scale = 1.0f / (float)grad_accum;
 
     /* priming steps, then restore the initial state (train_gpt.py's compile warmup) */
-    if (cfg.warmup_steps > 0) {
+    if (cfg.resume[0])
+        log_line(1, "resume:%s step:%ld train_time:%.0fms", cfg.resume, prog.step, prog.training_ms);
+    if (cfg.warmup_steps > 0 && !cfg.resume[0]) {
         float *snap = xmalloc(model.n_floats * sizeof(float));
         ops->to_host(snap, model.w, model.n_floats * sizeof(float));
         for (long ws = 0; ws < cfg.warmup_steps; ws++) {
@@ -189,11 +206,13 @@ int cmd_train(int argc, char **argv) {
 
     /* main training loop */
     const double cap_ms = cfg.max_wallclock_seconds > 0 ? 1000.0 * cfg.max_wallclock_seconds : -1;
-    double training_ms = 0;
-    long stop_after = -1;
+    double training_ms = prog.training_ms;
+    long stop_after = prog.stop_after;
+    long step = prog.step;
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
     ops->sync();
     double t0 = pg_now();
-    long step = 0;
     eval_result er;
     while (1) {
         int last = step == cfg.iterations || (stop_after >= 0 && step >= stop_after);
@@ -223,8 +242,12 @@ int cmd_train(int argc, char **argv) {
             train_loss += gpt_forward_backward(&model, xb, yb, B_train, grad_scale, NULL);
         }
         train_loss /= grad_accum;
-        if (!isfinite(train_loss))
+        if (!isfinite(train_loss)) {
+            if (step > 0 && cfg.checkpoint_every > 0)
+                pg_die("train_loss is %f at step %ld: training diverged (lower the learning rates?); the last good "
+                       "checkpoint is %s", train_loss, step + 1, ckpt_path);
             pg_die("train_loss is %f at step %ld: training diverged (lower the learning rates?)", train_loss, step + 1);
+        }
         optim_clip_grad_norm(&opt, cfg.grad_clip_norm);
         optim_step(&opt, &cfg, mult);
         step++;
@@ -235,6 +258,25 @@ int cmd_train(int argc, char **argv) {
                      train_loss, approx_ms, approx_ms / (double)step);
         int reached = cap_ms > 0 && approx_ms >= cap_ms;
         if (stop_after < 0 && reached) stop_after = step;
+        int sig = g_stop_signal;
+        if (sig || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0)) {
+            ops->sync();
+            ckpt_progress cp = {.step = step,
+                                .training_ms = training_ms + 1000.0 * (pg_now() - t0),
+                                .stop_after = stop_after,
+                                .stream_file = loader.stream.file_idx,
+                                .stream_pos = loader.stream.pos};
+            double ts = pg_now();
+            if (ckpt_save(ckpt_path, &cfg, &model, &opt, &cp, err, sizeof(err)) != 0) pg_die("%s", err);
+            t0 += pg_now() - ts; /* writing checkpoints is not training time */
+            if (sig) {
+                log_line(1, "interrupted:signal %d at step:%ld checkpoint:%s (resume with RESUME=%s)", sig, step,
+                         ckpt_path, ckpt_path);
+                if (g_logfile) fclose(g_logfile);
+                exit(128 + sig);
+            }
+            log_line(0, "checkpoint:%s step:%ld", ckpt_path, step);
+        }
     }
     size_t peak_dev = ops->peak_bytes() >> 20;
     log_line(1, "peak memory allocated: %zu MiB reserved: %zu MiB", peak_dev, peak_rss_mib());
@@ -250,6 +292,24 @@ int cmd_train(int argc, char **argv) {
         log_line(1, "final_%s_roundtrip val_loss:%.4f val_bpb:%.4f eval_time:%.0fms", ex.label_short, er.val_loss,
                  er.val_bpb, 1000.0 * (pg_now() - ex.t_eval_start));
         log_line(1, "final_%s_roundtrip_exact val_loss:%.8f val_bpb:%.8f", ex.label_short, er.val_loss, er.val_bpb);
+        if (cfg.eval_stride > 0) {
+            const sw_style st = (sw_style)sw_style_parse(cfg.sw_style);
+            const int s = (int)cfg.eval_stride;
+            double ts = pg_now();
+            eval_sliding(&model, val, usable, s, (int)cfg.sw_eval_batch, st, rank, world, &luts, &er);
+            double ms = 1000.0 * (pg_now() - ts);
+            if (st == SW_PR65) { /* PR #65's lines */
+                log_line(1, "final_sliding_window_eval stride:%d val_loss:%.4f val_bpb:%.4f eval_time:%.0fms", s,
+                         er.val_loss, er.val_bpb, ms);
+                log_line(1, "final_sliding_window_eval_exact stride:%d val_loss:%.8f val_bpb:%.8f", s, er.val_loss,
+                         er.val_bpb);
+            } else { /* PR #315's lines */
+                log_line(1, "final_%s_sliding_window val_loss:%.4f val_bpb:%.4f stride:%d eval_time:%.0fms",
+                         ex.label_short, er.val_loss, er.val_bpb, s, ms);
+                log_line(1, "final_%s_sliding_window_exact val_loss:%.8f val_bpb:%.8f", ex.label_short, er.val_loss,
+                         er.val_bpb);
+            }
+        }
     }
     optim_free(&opt);
     gpt_free(&model);
