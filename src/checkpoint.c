@@ -11,7 +11,7 @@
 
 #define CKPT_MAGIC "PGOLFCKP"
 #define CKPT_VERSION 1
-#define CKPT_ARRAYS 4
+#define CKPT_BASE_ARRAYS 4
 
 /* keys that may differ between the run that wrote a checkpoint and the run resuming it: where
  * files live, how often to log/validate/checkpoint, and how long to go on */
@@ -59,17 +59,19 @@ static void cw_f64(cwriter *w, double d) {
     cw_u64(w, v);
 }
 
-static const float *array_ptr(const gpt_model *m, const optimizer *o, int i) {
+static const float *array_ptr(const gpt_model *m, const optimizer *o, const float *ema, int i) {
     switch (i) {
     case 0: return m->w;
     case 1: return o->adam_m;
     case 2: return o->adam_v;
-    default: return o->muon_buf;
+    case 3: return o->muon_buf;
+    default: return ema;
     }
 }
 
-int ckpt_save(const char *path, const pg_config *cfg, const gpt_model *m, const optimizer *o,
+int ckpt_save(const char *path, const pg_config *cfg, const gpt_model *m, const optimizer *o, const float *ema,
               const ckpt_progress *p, char *err, size_t errlen) {
+    const int n_arrays = CKPT_BASE_ARRAYS + (ema != NULL);
     pg_atomic_file af;
     if (pg_atomic_open(&af, path, err, errlen) != 0) return -1;
     cwriter w = {.f = af.f, .crc = crc32(0L, Z_NULL, 0)};
@@ -77,7 +79,7 @@ int ckpt_save(const char *path, const pg_config *cfg, const gpt_model *m, const 
     size_t jl = strlen(json);
     cw(&w, CKPT_MAGIC, 8);
     cw_u32(&w, CKPT_VERSION);
-    cw_u32(&w, CKPT_ARRAYS);
+    cw_u32(&w, (uint32_t)n_arrays);
     cw_u64(&w, jl);
     cw(&w, json, jl);
     free(json);
@@ -90,8 +92,8 @@ int ckpt_save(const char *path, const pg_config *cfg, const gpt_model *m, const 
     cw_u64(&w, p->stream_pos);
     cw_u64(&w, m->n_floats);
     float *host = xmalloc(m->n_floats * sizeof(float));
-    for (int i = 0; i < CKPT_ARRAYS; i++) {
-        m->ops->to_host(host, array_ptr(m, o, i), m->n_floats * sizeof(float));
+    for (int i = 0; i < n_arrays; i++) {
+        m->ops->to_host(host, array_ptr(m, o, ema, i), m->n_floats * sizeof(float));
         cw(&w, host, m->n_floats * sizeof(float)); /* fp32 little-endian on every supported host */
     }
     free(host);
@@ -141,8 +143,9 @@ static int check_config(const char *path, const char *stored, size_t len, const 
     return rc;
 }
 
-int ckpt_load(const char *path, const pg_config *cfg, gpt_model *m, optimizer *o, ckpt_progress *p, char *err,
-              size_t errlen) {
+int ckpt_load(const char *path, const pg_config *cfg, gpt_model *m, optimizer *o, float *ema, ckpt_progress *p,
+              char *err, size_t errlen) {
+    const uint32_t want_arrays = CKPT_BASE_ARRAYS + (ema != NULL);
     uint8_t *buf;
     size_t len;
     if (pg_read_file(path, &buf, &len, err, errlen) != 0) return -1;
@@ -174,7 +177,7 @@ int ckpt_load(const char *path, const pg_config *cfg, gpt_model *m, optimizer *o
         goto out;
     }
     const size_t state = 8 + 8 + 8 + 8 + 4 + 4 + 8 + 8;
-    if (n_arrays != CKPT_ARRAYS || jl > len || fixed + jl + state + 4 > len) {
+    if (n_arrays != want_arrays || jl > len || fixed + jl + state + 4 > len) {
         pg_err(err, errlen, "%s: corrupt checkpoint (bad sizes)", path);
         goto out;
     }
@@ -188,13 +191,13 @@ int ckpt_load(const char *path, const pg_config *cfg, gpt_model *m, optimizer *o
     p->stream_pos = (size_t)pg_rd_u64(q + 40);
     uint64_t nf = pg_rd_u64(q + 48);
     q += state;
-    if (nf != m->n_floats || (size_t)(buf + len - 4 - q) != (size_t)CKPT_ARRAYS * nf * sizeof(float)) {
+    if (nf != m->n_floats || (size_t)(buf + len - 4 - q) != (size_t)n_arrays * nf * sizeof(float)) {
         pg_err(err, errlen, "%s: checkpoint holds %llu parameter floats, this model needs %zu", path,
                (unsigned long long)nf, m->n_floats);
         goto out;
     }
-    for (int i = 0; i < CKPT_ARRAYS; i++) {
-        m->ops->to_device((float *)array_ptr(m, o, i), q, nf * sizeof(float));
+    for (uint32_t i = 0; i < n_arrays; i++) {
+        m->ops->to_device((float *)array_ptr(m, o, ema, (int)i), q, nf * sizeof(float));
         q += nf * sizeof(float);
     }
     o->step = ostep;

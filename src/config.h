@@ -61,6 +61,11 @@
     X(FLOAT, MUON_WEIGHT_DECAY, muon_weight_decay, "0", 0, 1e6, "PR #65's name for MUON_WD")         \
     X(FLOAT, ADAM_WD, adam_wd, "0", 0, 1e6,                                                         \
       "AdamW decoupled weight decay of the token and scalar groups (p *= 1 - lr*wd first)")        \
+    /* weight averaging */                                                                         \
+    X(BOOL, EMA_ENABLED, ema_enabled, "0", 0, 1, "keep an EMA of the weights and export it")      \
+    X(FLOAT, EMA_DECAY, ema_decay, "0.997", 0, 1, "EMA decay per step")                          \
+    X(INT, EMA_START_STEP, ema_start_step, "0", 0, 1e12,                                           \
+      "0: EMA starts from the initial weights; N: from the weights after step N (PR #1311: 10)")  \
     /* export */                                                                                   \
     X(STR, CONTROL_TENSOR_NAME_PATTERNS, control_tensor_name_patterns,                            \
       "attn_scale,attn_scales,mlp_scale,mlp_scales,resid_mix,resid_mixes,q_gain,skip_weight,skip_weights", 0, 0, \

@@ -527,3 +527,19 @@ int gpt_from_statedict(gpt_model *m, const statedict *sd, const char *what, char
     gpt_sync_weights(m);
     return 0;
 }
+
+void gpt_load_averaged(gpt_model *m, const float *avg) {
+    float *h = xmalloc(m->n_floats * sizeof(float));
+    m->ops->to_host(h, avg, m->n_floats * sizeof(float));
+    for (int i = 0; i < m->n_params; i++) {
+        const param_info *p = &m->params[i];
+        float *t = h + p->offset;
+        if (p->sd_dtype == DT_BF16)
+            for (size_t k = 0; k < p->numel; k++) t[k] = pg_round_bf16(t[k]);
+        else if (p->sd_dtype == DT_F16)
+            for (size_t k = 0; k < p->numel; k++) t[k] = pg_f16_to_f32(pg_f32_to_f16(t[k]));
+    }
+    m->ops->to_device(m->w, h, m->n_floats * sizeof(float));
+    free(h);
+    gpt_sync_weights(m);
+}

@@ -104,6 +104,8 @@ typedef struct pg_ops {
     double (*sum_squares)(const float *x, size_t n);
     /* x *= s */
     void (*scale_inplace)(float *x, size_t n, float s);
+    /* EMA of weights: e = e*decay; e = e + (1-decay)*w (two fp32 roundings, as torch's mul_/add_) */
+    void (*ema_update)(float *e, const float *w, size_t n, float decay);
 } pg_ops;
 
 extern const pg_ops pg_cpu_ops;

@@ -138,12 +138,18 @@ int cmd_train(int argc, char **argv) {
         gpt_init(&model, &cfg, (uint64_t)cfg.seed);
     optimizer opt;
     optim_init(&opt, &model);
+    /* EMA of the weights (spec PR315 §4.6), fp32 in backend memory */
+    float *ema = NULL;
+    if (cfg.ema_enabled) {
+        ema = ops->alloc(model.n_floats * sizeof(float));
+        ops->zero(ema, model.n_floats * sizeof(float));
+    }
     char ckpt_path[4096];
     if (cfg.checkpoint_path[0]) snprintf(ckpt_path, sizeof(ckpt_path), "%s", cfg.checkpoint_path);
     else snprintf(ckpt_path, sizeof(ckpt_path), "%s/%s.ckpt", cfg.out_dir, cfg.run_id);
     ckpt_progress prog = {.step = 0, .training_ms = 0, .stop_after = -1};
     if (cfg.resume[0]) {
-        if (ckpt_load(cfg.resume, &cfg, &model, &opt, &prog, err, sizeof(err)) != 0) pg_die("RESUME: %s", err);
+        if (ckpt_load(cfg.resume, &cfg, &model, &opt, ema, &prog, err, sizeof(err)) != 0) pg_die("RESUME: %s", err);
         if (stream_seek(&loader.stream, prog.stream_file, prog.stream_pos, err, sizeof(err)) != 0)
             pg_die("RESUME: %s: %s", cfg.resume, err);
     }
@@ -204,6 +210,10 @@ int cmd_train(int argc, char **argv) {
         if (loader_open(&loader, train_pat, (int)cfg.vocab_size, rank, world, err, sizeof(err)) != 0) pg_die("%s", err);
     }
 
+    /* the EMA starts from the initial weights (after the priming restore) unless told to start later;
+     * ema_update with decay 0 copies exactly (0*e + 1*w) */
+    if (ema && !cfg.resume[0] && cfg.ema_start_step == 0) ops->ema_update(ema, model.w, model.n_floats, 0.0f);
+
     /* main training loop */
     const double cap_ms = cfg.max_wallclock_seconds > 0 ? 1000.0 * cfg.max_wallclock_seconds : -1;
     double training_ms = prog.training_ms;
@@ -251,6 +261,8 @@ int cmd_train(int argc, char **argv) {
         optim_clip_grad_norm(&opt, cfg.grad_clip_norm);
         optim_step(&opt, &cfg, mult);
         step++;
+        if (ema && step >= cfg.ema_start_step)
+            ops->ema_update(ema, model.w, model.n_floats, step == cfg.ema_start_step ? 0.0f : (float)cfg.ema_decay);
         ops->sync();
         double approx_ms = training_ms + 1000.0 * (pg_now() - t0);
         if (cfg.train_log_every > 0 && (step <= 10 || step % cfg.train_log_every == 0 || stop_after >= 0))
@@ -267,7 +279,7 @@ int cmd_train(int argc, char **argv) {
                                 .stream_file = loader.stream.file_idx,
                                 .stream_pos = loader.stream.pos};
             double ts = pg_now();
-            if (ckpt_save(ckpt_path, &cfg, &model, &opt, &cp, err, sizeof(err)) != 0) pg_die("%s", err);
+            if (ckpt_save(ckpt_path, &cfg, &model, &opt, ema, &cp, err, sizeof(err)) != 0) pg_die("%s", err);
             t0 += pg_now() - ts; /* writing checkpoints is not training time */
             if (sig) {
                 log_line(1, "interrupted:signal %d at step:%ld checkpoint:%s (resume with RESUME=%s)", sig, step,
@@ -283,6 +295,12 @@ int cmd_train(int argc, char **argv) {
     loader_close(&loader);
     free(xb);
     free(yb);
+    if (ema) { /* the EMA replaces the weights, cast to each parameter's state-dict dtype */
+        log_line(1, "ema:applying EMA weights");
+        gpt_load_averaged(&model, ema);
+        ops->free(ema);
+        ema = NULL;
+    }
 
     /* serialization + roundtrip validation */
     export_run ex = {.cfg = &cfg, .model = &model, .log = log_line};

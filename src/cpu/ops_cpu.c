@@ -532,6 +532,15 @@ static void cpu_scale_inplace(float *x, size_t n, float s) {
     for (size_t i = 0; i < n; i++) x[i] *= s;
 }
 
+static void cpu_ema_update(float *e, const float *w, size_t n, float decay) {
+    const float a = 1.0f - decay;
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float t = e[i] * decay; /* -std=c11 keeps contraction off: rounded like torch's mul_ then add_ */
+        e[i] = t + a * w[i];
+    }
+}
+
 const pg_ops pg_cpu_ops = {
     .name = "cpu",
     .act_bytes = sizeof(float),
@@ -569,4 +578,5 @@ const pg_ops pg_cpu_ops = {
     .muon_work_floats = cpu_muon_work_floats,
     .sum_squares = cpu_sum_squares,
     .scale_inplace = cpu_scale_inplace,
+    .ema_update = cpu_ema_update,
 };
