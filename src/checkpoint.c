@@ -59,19 +59,20 @@ static void cw_f64(cwriter *w, double d) {
     cw_u64(w, v);
 }
 
-static const float *array_ptr(const gpt_model *m, const optimizer *o, const float *ema, int i) {
+static const float *array_ptr(const gpt_model *m, const optimizer *o, const float *ema, const float *swa, int i) {
     switch (i) {
     case 0: return m->w;
     case 1: return o->adam_m;
     case 2: return o->adam_v;
     case 3: return o->muon_buf;
-    default: return ema;
+    case 4: return ema ? ema : swa;
+    default: return swa;
     }
 }
 
 int ckpt_save(const char *path, const pg_config *cfg, const gpt_model *m, const optimizer *o, const float *ema,
-              const ckpt_progress *p, char *err, size_t errlen) {
-    const int n_arrays = CKPT_BASE_ARRAYS + (ema != NULL);
+              const float *swa, const ckpt_progress *p, char *err, size_t errlen) {
+    const int n_arrays = CKPT_BASE_ARRAYS + (ema != NULL) + (swa != NULL);
     pg_atomic_file af;
     if (pg_atomic_open(&af, path, err, errlen) != 0) return -1;
     cwriter w = {.f = af.f, .crc = crc32(0L, Z_NULL, 0)};
@@ -88,12 +89,12 @@ int ckpt_save(const char *path, const pg_config *cfg, const gpt_model *m, const 
     cw_u64(&w, (uint64_t)(int64_t)p->stop_after);
     cw_u64(&w, (uint64_t)(int64_t)o->step);
     cw_u32(&w, (uint32_t)p->stream_file);
-    cw_u32(&w, 0);
+    cw_u32(&w, (uint32_t)p->swa_count);
     cw_u64(&w, p->stream_pos);
     cw_u64(&w, m->n_floats);
     float *host = xmalloc(m->n_floats * sizeof(float));
     for (int i = 0; i < n_arrays; i++) {
-        m->ops->to_host(host, array_ptr(m, o, ema, i), m->n_floats * sizeof(float));
+        m->ops->to_host(host, array_ptr(m, o, ema, swa, i), m->n_floats * sizeof(float));
         cw(&w, host, m->n_floats * sizeof(float)); /* fp32 little-endian on every supported host */
     }
     free(host);
@@ -143,9 +144,9 @@ static int check_config(const char *path, const char *stored, size_t len, const 
     return rc;
 }
 
-int ckpt_load(const char *path, const pg_config *cfg, gpt_model *m, optimizer *o, float *ema, ckpt_progress *p,
-              char *err, size_t errlen) {
-    const uint32_t want_arrays = CKPT_BASE_ARRAYS + (ema != NULL);
+int ckpt_load(const char *path, const pg_config *cfg, gpt_model *m, optimizer *o, float *ema, float *swa,
+              ckpt_progress *p, char *err, size_t errlen) {
+    const uint32_t want_arrays = CKPT_BASE_ARRAYS + (ema != NULL) + (swa != NULL);
     uint8_t *buf;
     size_t len;
     if (pg_read_file(path, &buf, &len, err, errlen) != 0) return -1;
@@ -188,6 +189,7 @@ int ckpt_load(const char *path, const pg_config *cfg, gpt_model *m, optimizer *o
     p->stop_after = (long)(int64_t)pg_rd_u64(q + 16);
     long ostep = (long)(int64_t)pg_rd_u64(q + 24);
     p->stream_file = (int)pg_rd_u32(q + 32);
+    p->swa_count = (int)pg_rd_u32(q + 36);
     p->stream_pos = (size_t)pg_rd_u64(q + 40);
     uint64_t nf = pg_rd_u64(q + 48);
     q += state;
@@ -197,7 +199,7 @@ int ckpt_load(const char *path, const pg_config *cfg, gpt_model *m, optimizer *o
         goto out;
     }
     for (uint32_t i = 0; i < n_arrays; i++) {
-        m->ops->to_device((float *)array_ptr(m, o, ema, (int)i), q, nf * sizeof(float));
+        m->ops->to_device((float *)array_ptr(m, o, ema, swa, (int)i), q, nf * sizeof(float));
         q += nf * sizeof(float);
     }
     o->step = ostep;

@@ -35,7 +35,7 @@ static const struct {
 } UNIMPLEMENTED[] = {
     {"XSA_LAST_N", "0"},         {"ROPE_DIMS", "0"},          {"LN_SCALE", "0"},
     {"BIGRAM_VOCAB_SIZE", "0"},  {"BIGRAM_HASH_BUCKETS", "0"}, {"USE_SMEARGATE", "0"},
-    {"SWA_ENABLED", "0"},
+    
     {"LATE_QAT", "0"},           {"QAT_ENABLED", "0"},        {"VE_ENABLED", "0"},
     {"MTP_NUM_HEADS", "0"},      {"TTT_ENABLED", "0"},        {"TRIGRAM_VOCAB_SIZE", "0"},
     {"NUM_LOOPS", "0"},          {"PARALLEL_RESIDUAL_START", "-1"}, {"LOOP_CORE_LAYERS", "0"},

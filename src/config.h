@@ -66,6 +66,10 @@
     X(FLOAT, EMA_DECAY, ema_decay, "0.997", 0, 1, "EMA decay per step")                          \
     X(INT, EMA_START_STEP, ema_start_step, "0", 0, 1e12,                                           \
       "0: EMA starts from the initial weights; N: from the weights after step N (PR #1311: 10)")  \
+    X(BOOL, SWA_ENABLED, swa_enabled, "0", 0, 1,                                                  \
+      "average the weights every SWA_EVERY steps once the lr scale < SWA_START_SCALE (EMA off)")  \
+    X(INT, SWA_EVERY, swa_every, "200", 1, 1e12, "SWA sampling period in steps")                 \
+    X(FLOAT, SWA_START_SCALE, swa_start_scale, "0.5", 0, 1e6, "SWA samples while lr scale < this (PR #315: 0.5)") \
     /* export */                                                                                   \
     X(STR, CONTROL_TENSOR_NAME_PATTERNS, control_tensor_name_patterns,                            \
       "attn_scale,attn_scales,mlp_scale,mlp_scales,resid_mix,resid_mixes,q_gain,skip_weight,skip_weights", 0, 0, \

@@ -528,9 +528,11 @@ int gpt_from_statedict(gpt_model *m, const statedict *sd, const char *what, char
     return 0;
 }
 
-void gpt_load_averaged(gpt_model *m, const float *avg) {
+void gpt_load_averaged(gpt_model *m, const float *avg, int divisor) {
     float *h = xmalloc(m->n_floats * sizeof(float));
     m->ops->to_host(h, avg, m->n_floats * sizeof(float));
+    if (divisor > 1)
+        for (size_t i = 0; i < m->n_floats; i++) h[i] = h[i] / (float)divisor;
     for (int i = 0; i < m->n_params; i++) {
         const param_info *p = &m->params[i];
         float *t = h + p->offset;

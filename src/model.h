@@ -96,9 +96,10 @@ void gpt_sync_weights(gpt_model *m);
 double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, int B_run, float grad_scale,
                             float *per_token_loss);
 void gpt_zero_grad(gpt_model *m);
-/* Load averaged weights (an EMA or SWA arena of n_floats, backend memory) into the masters, each
- * tensor cast to its state-dict dtype and back (bf16 embedding tables are rounded to bf16). */
-void gpt_load_averaged(gpt_model *m, const float *avg);
+/* Load averaged weights (an EMA arena, or an SWA sum with its count as divisor; n_floats in backend
+ * memory) into the masters: avg/divisor, each tensor cast to its state-dict dtype and back (bf16
+ * embedding tables are rounded to bf16). */
+void gpt_load_averaged(gpt_model *m, const float *avg, int divisor);
 
 /* State dict (PyTorch names and dtypes) <-> parameters. */
 void gpt_to_statedict(const gpt_model *m, statedict *sd);

@@ -106,6 +106,8 @@ typedef struct pg_ops {
     void (*scale_inplace)(float *x, size_t n, float s);
     /* EMA of weights: e = e*decay; e = e + (1-decay)*w (two fp32 roundings, as torch's mul_/add_) */
     void (*ema_update)(float *e, const float *w, size_t n, float decay);
+    /* y += x (fp32; SWA sums) */
+    void (*add_f32)(float *y, const float *x, size_t n);
 } pg_ops;
 
 extern const pg_ops pg_cpu_ops;

@@ -144,12 +144,19 @@ int cmd_train(int argc, char **argv) {
         ema = ops->alloc(model.n_floats * sizeof(float));
         ops->zero(ema, model.n_floats * sizeof(float));
     }
+    /* SWA sum (PR #315: only when EMA is off) */
+    float *swa = NULL;
+    int swa_count = 0;
+    if (cfg.swa_enabled && !cfg.ema_enabled) {
+        swa = ops->alloc(model.n_floats * sizeof(float));
+        ops->zero(swa, model.n_floats * sizeof(float));
+    }
     char ckpt_path[4096];
     if (cfg.checkpoint_path[0]) snprintf(ckpt_path, sizeof(ckpt_path), "%s", cfg.checkpoint_path);
     else snprintf(ckpt_path, sizeof(ckpt_path), "%s/%s.ckpt", cfg.out_dir, cfg.run_id);
     ckpt_progress prog = {.step = 0, .training_ms = 0, .stop_after = -1};
     if (cfg.resume[0]) {
-        if (ckpt_load(cfg.resume, &cfg, &model, &opt, ema, &prog, err, sizeof(err)) != 0) pg_die("RESUME: %s", err);
+        if (ckpt_load(cfg.resume, &cfg, &model, &opt, ema, swa, &prog, err, sizeof(err)) != 0) pg_die("RESUME: %s", err);
         if (stream_seek(&loader.stream, prog.stream_file, prog.stream_pos, err, sizeof(err)) != 0)
             pg_die("RESUME: %s: %s", cfg.resume, err);
     }
@@ -217,6 +224,7 @@ int cmd_train(int argc, char **argv) {
     /* main training loop */
     const double cap_ms = cfg.max_wallclock_seconds > 0 ? 1000.0 * cfg.max_wallclock_seconds : -1;
     double training_ms = prog.training_ms;
+    swa_count = prog.swa_count;
     long stop_after = prog.stop_after;
     long step = prog.step;
     signal(SIGINT, on_stop_signal);
@@ -263,6 +271,10 @@ int cmd_train(int argc, char **argv) {
         step++;
         if (ema && step >= cfg.ema_start_step)
             ops->ema_update(ema, model.w, model.n_floats, step == cfg.ema_start_step ? 0.0f : (float)cfg.ema_decay);
+        if (swa && mult < cfg.swa_start_scale && step % cfg.swa_every == 0) {
+            ops->add_f32(swa, model.w, model.n_floats);
+            if (++swa_count == 1) log_line(1, "swa:start step:%ld", step);
+        }
         ops->sync();
         double approx_ms = training_ms + 1000.0 * (pg_now() - t0);
         if (cfg.train_log_every > 0 && (step <= 10 || step % cfg.train_log_every == 0 || stop_after >= 0))
@@ -279,7 +291,8 @@ int cmd_train(int argc, char **argv) {
                                 .stream_file = loader.stream.file_idx,
                                 .stream_pos = loader.stream.pos};
             double ts = pg_now();
-            if (ckpt_save(ckpt_path, &cfg, &model, &opt, ema, &cp, err, sizeof(err)) != 0) pg_die("%s", err);
+            cp.swa_count = swa_count;
+            if (ckpt_save(ckpt_path, &cfg, &model, &opt, ema, swa, &cp, err, sizeof(err)) != 0) pg_die("%s", err);
             t0 += pg_now() - ts; /* writing checkpoints is not training time */
             if (sig) {
                 log_line(1, "interrupted:signal %d at step:%ld checkpoint:%s (resume with RESUME=%s)", sig, step,
@@ -297,10 +310,14 @@ int cmd_train(int argc, char **argv) {
     free(yb);
     if (ema) { /* the EMA replaces the weights, cast to each parameter's state-dict dtype */
         log_line(1, "ema:applying EMA weights");
-        gpt_load_averaged(&model, ema);
+        gpt_load_averaged(&model, ema, 1);
         ops->free(ema);
         ema = NULL;
+    } else if (swa && swa_count > 1) {
+        log_line(1, "swa:applying averaged %d checkpoints", swa_count);
+        gpt_load_averaged(&model, swa, swa_count);
     }
+    if (swa) ops->free(swa);
 
     /* serialization + roundtrip validation */
     export_run ex = {.cfg = &cfg, .model = &model, .log = log_line};

@@ -541,6 +541,11 @@ static void cpu_ema_update(float *e, const float *w, size_t n, float decay) {
     }
 }
 
+static void cpu_add_f32(float *y, const float *x, size_t n) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
 const pg_ops pg_cpu_ops = {
     .name = "cpu",
     .act_bytes = sizeof(float),
@@ -579,4 +584,5 @@ const pg_ops pg_cpu_ops = {
     .sum_squares = cpu_sum_squares,
     .scale_inplace = cpu_scale_inplace,
     .ema_update = cpu_ema_update,
+    .add_f32 = cpu_add_f32,
 };
