@@ -95,10 +95,11 @@ typedef struct pg_ops {
     void (*adam_step)(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
                       float eps, float bc1, float bc2, float wd);
     /* Muon for one matrix W (rows, cols): buf = mu*buf + g; u = g + mu*buf (nesterov);
+     * eq_r (MuonEq-R, PR #1392): every row u_r /= sqrt(sum_c u_rc^2 + 1e-7);
      * X = NewtonSchulz5(u, steps) * sqrt(max(1, rows/cols)); W = W*(1-lr*wd); W -= lr*X.
      * work: scratch of muon_work_floats(rows, cols) floats. */
     void (*muon_step)(float *W, const float *g, float *buf, int rows, int cols, float lr, float mu, int steps,
-                      float wd, float *work);
+                      float wd, int eq_r, float *work);
     size_t (*muon_work_floats)(int rows, int cols);
     /* sum of squares of n floats (double accumulation), returned on the host */
     double (*sum_squares)(const float *x, size_t n);

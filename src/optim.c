@@ -89,7 +89,7 @@ void optim_step(optimizer *o, const pg_config *c, double lr_mult) {
         const param_info *p = &m->params[i];
         if (p->group != GROUP_MUON) continue;
         m->ops->muon_step(m->w + p->offset, m->g + p->offset, o->muon_buf + p->offset, (int)p->shape[0],
-                          (int)p->shape[1], (float)lr, (float)mu, (int)c->muon_backend_steps, (float)muon_wd, o->muon_work);
+                          (int)p->shape[1], (float)lr, (float)mu, (int)c->muon_backend_steps, (float)muon_wd, (int)c->muon_eq_r, o->muon_work);
     }
     adam_group(o, c, GROUP_SCALAR, optim_base_lr(c, GROUP_SCALAR) * lr_mult, c->adam_wd);
     o->step++;

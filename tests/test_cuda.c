@@ -310,8 +310,8 @@ TEST(cuda_optimizer_ops) {
         /* compare the update lr*X rather than W itself (W dominates otherwise) */
         float *w0 = xmalloc(nn * 4);
         memcpy(w0, W.c, nn * 4);
-        C_->muon_step(W.c, G.c, buf.c, r, c, 0.02f, 0.95f, 5, 0.0f, workc);
-        G_->muon_step(W.g, G.g, buf.g, r, c, 0.02f, 0.95f, 5, 0.0f, workg);
+        C_->muon_step(W.c, G.c, buf.c, r, c, 0.02f, 0.95f, 5, 0.0f, 0, workc);
+        G_->muon_step(W.g, G.g, buf.g, r, c, 0.02f, 0.95f, 5, 0.0f, 0, workg);
         float *wg_h = xmalloc(nn * 4);
         G_->to_host(wg_h, W.g, nn * 4);
         for (size_t i = 0; i < nn; i++) wg_h[i] -= w0[i], ((float *)W.c)[i] -= w0[i];

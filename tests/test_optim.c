@@ -66,3 +66,30 @@ TEST(optim_weight_decay_conflicting_names) {
     T_ASSERT(strstr(err, "MUON_WEIGHT_DECAY") != NULL, "error: %s", err);
     config_free(&c);
 }
+
+/* MuonEq-R normalises every row of the update before NS5, so with zero momentum scaling one row of
+ * the gradient by a positive factor leaves the step unchanged; plain Muon's step changes. */
+static double muon_row_scale_change(int eq_r) {
+    const int rows = 12, cols = 8;
+    const size_t n = (size_t)rows * cols;
+    float g1[96], g2[96], w1[96], w2[96], b1[96] = {0}, b2[96] = {0};
+    srand(9);
+    for (size_t i = 0; i < n; i++) {
+        g1[i] = 2.0f * (float)rand() / (float)RAND_MAX - 1.0f;
+        g2[i] = g1[i] * (i / cols == 3 ? 7.0f : 1.0f);
+        w1[i] = w2[i] = 0.1f * (float)(i % 7);
+    }
+    float *work = xmalloc(pg_cpu_ops.muon_work_floats(rows, cols) * sizeof(float));
+    pg_cpu_ops.muon_step(w1, g1, b1, rows, cols, 0.05f, 0.0f, 5, 0.0f, eq_r, work);
+    pg_cpu_ops.muon_step(w2, g2, b2, rows, cols, 0.05f, 0.0f, 5, 0.0f, eq_r, work);
+    free(work);
+    double d = 0;
+    for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)w1[i] - w2[i]));
+    return d;
+}
+
+TEST(optim_muon_eq_r_row_scale_invariance) {
+    double with = muon_row_scale_change(1), without = muon_row_scale_change(0);
+    T_ASSERT(with < 2e-6, "MuonEq-R step changed by %g when one gradient row was scaled", with);
+    T_ASSERT(without > 1e-4, "plain Muon step unchanged (%g): the row scaling test is not sensitive", without);
+}

@@ -484,16 +484,28 @@ static void ns5(float *X, int r, int c, int steps, float *work) {
 }
 
 static void cpu_muon_step(float *W, const float *g, float *buf, int rows, int cols, float lr, float mu, int steps,
-                          float wd, float *work) {
+                          float wd, int eq_r, float *work) {
     size_t n = (size_t)rows * cols;
     int tr = rows > cols;
     int r = tr ? cols : rows, c = tr ? rows : cols;
     float *X = work; /* (r, c) */
     float *ns_work = work + n;
-    double ss = 0;
+    float *U = ns_work; /* (rows, cols) nesterov direction, before NS5 uses the scratch */
     for (size_t i = 0; i < n; i++) {
         buf[i] = mu * buf[i] + g[i];
-        float u = g[i] + mu * buf[i];
+        U[i] = g[i] + mu * buf[i];
+    }
+    if (eq_r)
+        for (int i = 0; i < rows; i++) {
+            float *u = U + (size_t)i * cols;
+            double s = 0;
+            for (int j = 0; j < cols; j++) s += (double)u[j] * u[j];
+            float inv = 1.0f / sqrtf((float)s + 1e-7f);
+            for (int j = 0; j < cols; j++) u[j] *= inv;
+        }
+    double ss = 0;
+    for (size_t i = 0; i < n; i++) {
+        float u = U[i];
         if (tr) X[(i % cols) * rows + i / cols] = u; /* transpose into (cols, rows) */
         else X[i] = u;
         ss += (double)u * u;
