@@ -37,10 +37,10 @@ endif
 .PHONY: all test demo clean deps bench
 all: $(BUILD)/pgolf $(BUILD)/pgolf_tests
 
-$(BUILD)/pgolf: $(OBJ_C) $(OBJ_CU)
+$(BUILD)/pgolf: $(OBJ_C) $(OBJ_CU) $(BUILD)/src_bundle.o
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/pgolf_tests: $(LIB_OBJ) $(TEST_OBJ)
+$(BUILD)/pgolf_tests: $(LIB_OBJ) $(TEST_OBJ) $(BUILD)/src_bundle.o
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: %.c
@@ -51,7 +51,19 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 
-# The embedded source bundle counted as "code bytes" in the artifact (see src/artifact.c).
+# The embedded source bundle counted as "code bytes" in the artifact (see src/artifact.c,
+# docs/artifact.md): an xz-compressed tar of these files, regenerated whenever one changes.
+BUNDLE_SRC := Makefile scripts/mkbundle.c $(sort $(wildcard src/*.c src/*.h src/cpu/*.c src/cpu/*.h src/cuda/*.cu src/cuda/*.cuh src/cuda/*.h))
+$(BUILD)/mkbundle: scripts/mkbundle.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -O2 -Wall -Wextra $(WERROR) -D_GNU_SOURCE -o $@ $< -llzma
+
+$(BUILD)/src_bundle.c: $(BUILD)/mkbundle $(BUNDLE_SRC)
+	$(BUILD)/mkbundle $@ $(BUNDLE_SRC)
+
+$(BUILD)/src_bundle.o: $(BUILD)/src_bundle.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
 deps:
 	@bash scripts/setup.sh
 

@@ -1,0 +1,107 @@
+/* quant.h: post-training quantisation of a state dict as the records export it, its exact inverse
+ * (dequantisation) and the byte layout of the quantised object inside a pgolf artifact.
+ *
+ * Schemes (QUANT_SCHEME; spec baseline-pr65-pr453.md §2.9, §3.6, §4.7, §7.5):
+ *   int8_baseline (alias baseline)   train_gpt.py: tensors of <= 65,536 elements kept (fp32 when the
+ *       name matches INT8_KEEP_FLOAT_FP32_NAME_PATTERNS, else fp16 for fp32/bf16 tensors, as is
+ *       otherwise); larger 2-D tensors int8 per row with the 99.99984 % quantile clip
+ *       (torch.quantile semantics), scale max(clip/127, 1/127) used in fp32 to quantise and stored
+ *       as fp16; other large tensors int8 with one fp32 scale clip/127 (1 if clip is 0).
+ *   int6_pr65 (alias pr65)   PR #65: small tensors as the baseline; names containing tok_emb or
+ *       bigram_hash kept fp16; other 2-D tensors int6 per row (same quantile clip, floor 1/31,
+ *       codes in [-31, 31], one per byte); other large tensors int8 per tensor.
+ *   int6_pr315 (aliases pr315, pr453)   PR #315: every tensor of <= 65,536 elements kept fp16;
+ *       large control tensors fp32; `.attn.`/`.mlp.` matrices int6 per row with the row max (no
+ *       clip), scale fp16(max(rmax/31, 1/31)) used to quantise, codes in [-32, 31]; the rest int8
+ *       per row as the baseline.
+ * All arithmetic is fp32 with round-half-to-even; dequantisation is q * fp32(stored scale), cast
+ * to the tensor's original dtype (bf16 tables are rounded to bf16). Non-finite weights are
+ * refused. */
+#ifndef PGOLF_QUANT_H
+#define PGOLF_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "statedict.h"
+
+#define QUANT_KEEP_MAX_NUMEL 65536
+#define QUANT_CLIP_Q 0.9999984 /* INT8_CLIP_PERCENTILE / 100 */
+
+typedef enum { QS_INT8_BASELINE = 0, QS_INT6_PR65, QS_INT6_PR315, QS_COUNT } quant_scheme;
+
+typedef enum {
+    QT_PASS = 0,   /* stored in dtype `stored` (a cast of the original, or the original itself) */
+    QT_ROW = 1,    /* int8 codes, one scale per row (first dimension), scale dtype F16 */
+    QT_TENSOR = 2, /* int8 codes, one scale for the whole tensor, scale dtype F32 or F16 */
+} qt_kind;
+
+typedef struct {
+    char *name;
+    qt_kind kind;
+    pg_dtype orig;   /* the state-dict dtype restored by dequantisation */
+    pg_dtype stored; /* QT_PASS: dtype of data; quantised kinds: DT_I8 */
+    int bits;        /* quantised kinds: 8 or 6 (codes fit in [-2^(bits-1), 2^(bits-1)-1]); 0 for pass */
+    int ndim;
+    int64_t shape[SD_MAX_NDIM];
+    void *data; /* owned: codes or passthrough values */
+    size_t nbytes;
+    pg_dtype scale_dtype; /* quantised kinds */
+    void *scale;          /* owned, n_scale values of scale_dtype */
+    size_t n_scale;
+} qtensor;
+
+typedef struct {
+    qtensor *t;
+    int n, cap;
+} qstate;
+
+typedef struct {
+    const char *control_patterns;    /* CONTROL_TENSOR_NAME_PATTERNS */
+    const char *keep_fp32_patterns;  /* INT8_KEEP_FLOAT_FP32_NAME_PATTERNS (NULL or "": control) */
+    const char *fp16_keep_patterns;  /* int6_pr65's large fp16 passthrough (NULL: "tok_emb,bigram_hash") */
+} quant_opts;
+
+/* the record's `stats`: sums over the input state dict and the quantised object */
+typedef struct {
+    size_t param_count, num_tensors, num_float_tensors, num_nonfloat_tensors;
+    size_t baseline_tensor_bytes; /* raw state-dict tensor bytes */
+    size_t payload_bytes;         /* codes + scales + passthrough bytes (the record's int8_payload_bytes) */
+} quant_stats;
+
+/* "int8_baseline", "baseline", "int6_pr65", "pr65", "int6_pr315", "pr315", "pr453" -> scheme. */
+int quant_scheme_parse(const char *s, quant_scheme *out, char *err, size_t errlen);
+const char *quant_scheme_name(quant_scheme s);
+/* The records' log labels for a scheme and codec: `Serialized model <log>: ...` and
+ * `final_<short>_roundtrip`. With the record's own codec these are the record's strings
+ * ("int8+zlib"/"int8_zlib", "int6+zstd-22"/"int6", "int6+zstd"/"int6"); with another codec the
+ * codec label is used ("int8+lzma-9e"/"int8_lzma"). */
+void quant_labels(quant_scheme s, const char *codec_label, char *log_label, size_t nl, char *short_label, size_t ns);
+/* The scheme's default codec label ("zlib-9" or "zstd-22"). */
+const char *quant_scheme_default_codec(quant_scheme s);
+
+/* torch.quantile(v, q) with linear interpolation (fp32 rank q*(n-1), FMA lerp) over n >= 1 values;
+ * v is reordered. */
+float quant_quantile(float *v, size_t n, double q);
+
+/* Quantise a state dict. 0, or -1 with err (a non-finite weight, an unsupported layout). */
+int quantize_statedict(const statedict *sd, quant_scheme scheme, const quant_opts *o, qstate *out, quant_stats *st,
+                       char *err, size_t errlen);
+/* Dequantise into a state dict in the original dtypes. 0 or -1 with err. */
+int dequantize_qstate(const qstate *q, statedict *out, char *err, size_t errlen);
+size_t quant_payload_bytes(const qstate *q);
+
+void qstate_init(qstate *q);
+void qstate_free(qstate *q);
+
+/* The quantised object's serialized form (the uncompressed model payload of an artifact):
+ *   "PGQ1", u32 tensor count, then per tensor: u16 name length, name, u8 kind, u8 orig dtype,
+ *   u8 stored dtype, u8 bits, u8 scale dtype, u8 ndim, u64 shape[ndim], u64 n_scale;
+ *   then the codes of every quantised tensor, the scales of every quantised tensor, and the data of
+ *   every passthrough tensor, each group in table order (the order torch.save writes the records'
+ *   `quantized`, `scales`, `passthrough` dicts). All little-endian. */
+void qstate_serialize(const qstate *q, uint8_t **buf, size_t *len);
+/* Parse and validate a serialized object (what names it in messages). 0 or -1 with err. */
+int qstate_parse(const uint8_t *buf, size_t len, const char *what, qstate *q, char *err, size_t errlen);
+
+#endif
