@@ -2,11 +2,12 @@
 # setup.sh: make sure the Debian 12 packages pgolf needs are installed. As root it installs the
 # missing ones itself; otherwise it prints the exact apt-get line and fails.
 #   build:  OpenBLAS (OpenMP flavour), zlib, zstd, xz/lzma, brotli
-#   tests:  python3-torch + python3-sentencepiece (the independent reference), sentencepiece
+#   tests:  python3-torch + python3-sentencepiece (the independent reference), python3-zstandard +
+#           python3-brotli (codec interoperability), sentencepiece
 #           (spm_train, for the embedded default tokenizer), curl (the npm registry), xz-utils
 set -euo pipefail
 PKGS="libopenblas-openmp-dev zlib1g-dev libzstd-dev liblzma-dev libbrotli-dev
-      python3 python3-torch python3-numpy python3-sentencepiece sentencepiece
+      python3 python3-torch python3-numpy python3-sentencepiece sentencepiece python3-zstandard python3-brotli
       curl ca-certificates xz-utils zstd gzip"
 missing=()
 for p in $PKGS; do
