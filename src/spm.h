@@ -33,6 +33,27 @@ int spm_bos_id(const spm_model *m);
 int spm_eos_id(const spm_model *m);
 int spm_unk_id(const spm_model *m);
 int spm_pad_id(const spm_model *m);
+/* Byte length of piece id (pieces may in principle hold NUL bytes); 0 for an id out of range. */
+size_t spm_piece_len(const spm_model *m, int id);
+/* SentencePiece's PieceToId: control/unknown/byte pieces first, then the others; unk id if absent. */
+int spm_piece_to_id(const spm_model *m, const char *piece, size_t len);
+
+/* What the model file says (TrainerSpec / NormalizerSpec), for `pgolf info` and checks. split_digits
+ * and the split_by_* options are trainer settings: they shaped the vocabulary, and encoding needs
+ * nothing more (SentencePiece 0.1.97's BPE encoder does no pre-tokenization either). */
+typedef struct {
+    int model_type; /* 1 unigram, 2 bpe, 3 word, 4 char (only bpe encodes) */
+    int trainer_vocab_size;
+    int byte_fallback, split_digits, split_by_whitespace, split_by_number, split_by_unicode_script;
+    int treat_whitespace_as_suffix, allow_whitespace_only_pieces, max_sentencepiece_length;
+    float character_coverage;
+    int add_dummy_prefix, remove_extra_whitespaces, escape_whitespaces;
+    const char *normalizer_name; /* "nmt_nfkc", ... ("" if unset); owned by the model */
+    size_t precompiled_charsmap_bytes;
+    int has_denormalizer;
+    int n_control, n_user_defined, n_unused, n_byte, n_self_test_samples;
+} spm_info;
+void spm_get_info(const spm_model *m, spm_info *info);
 
 /* The byte-count lookup tables of train_gpt.py's build_sentencepiece_luts, of size table_size
  * (>= vocab size; entries past the vocab keep the defaults bytes=0, leading_space=0, boundary=1):
@@ -48,5 +69,9 @@ long spm_encode(const spm_model *m, const char *text, size_t len, int32_t **ids,
 /* Decode ids exactly as `sp.decode(ids)`. Returns a malloc'd NUL-terminated string (length in
  * *out_len if non-NULL), or NULL with err set (an id out of range). */
 char *spm_decode(const spm_model *m, const int32_t *ids, size_t n, size_t *out_len, char *err, size_t errlen);
+
+/* The normalizer alone (precompiled charsmap, whitespace rules, U+2581 escaping): the string the
+ * BPE merges run on. malloc'd, NUL-terminated, length in *out_len if non-NULL. */
+char *spm_normalize(const spm_model *m, const char *text, size_t len, size_t *out_len);
 
 #endif
