@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# export.sh: the artifact commands. `pgolf export` packs a safetensors state dict into an artifact
+# and unpacks an artifact into dequantised safetensors (equal to the PyTorch reference's
+# dequantisation); `pgolf info` reports the byte accounting (adding up to the file size) and
+# extracts the source bundle; `pgolf eval` scores the artifact and the dequantised safetensors
+# identically; corrupt, truncated, mismatched or unwritable cases fail with one error line and
+# leave no output.
+cd "$(dirname "$0")/../.."
+. tests/cli_lib.sh
+PY=/usr/bin/python3
+TOK="$PGOLF_SHARED/data/tokenizers/fineweb_1024_bpe.model"
+VAL="$PGOLF_SHARED/data/challenge_val/fineweb_val_000000_sp1024_first131072.bin"
+# a tiny baseline-shaped model: only tok_emb (1024x128) exceeds 65,536 elements
+export NUM_LAYERS=2 MODEL_DIM=128 NUM_HEADS=4 NUM_KV_HEADS=2 VOCAB_SIZE=1024 TRAIN_SEQ_LEN=64 \
+  TRAIN_BATCH_TOKENS=4096 VAL_BATCH_SIZE=4096 OMP_NUM_THREADS=2
+
+for c in eval export info; do
+  if "$PG" $c --help 2>&1 | grep -q "usage: pgolf $c"; then echo "ok ${c}_help"; else echo "FAIL ${c}_help: no usage"; fi
+done
+
+if ! "$PY" -c 'import numpy' 2>/dev/null; then
+  echo "SKIP export_cli (skipped: /usr/bin/python3 with numpy absent)"; exit 0
+fi
+# random weights with the model's state-dict names, shapes and dtypes
+"$PY" - "$TMP/in.safetensors" <<'PY'
+import json, struct, sys
+import numpy as np
+rng = np.random.default_rng(5)
+d, L, V, H, Hk, hid = 128, 2, 1024, 4, 2, 256
+kvd = Hk * (d // H)
+t = {"skip_weights": ("F32", (1, d)), "tok_emb.weight": ("BF16", (V, d))}
+for l in range(L):
+    p = f"blocks.{l}."
+    t.update({p + "attn_scale": ("F32", (d,)), p + "mlp_scale": ("F32", (d,)), p + "resid_mix": ("F32", (2, d)),
+              p + "attn.c_q.weight": ("F32", (d, d)), p + "attn.c_k.weight": ("F32", (kvd, d)),
+              p + "attn.c_v.weight": ("F32", (kvd, d)), p + "attn.proj.weight": ("F32", (d, d)),
+              p + "attn.q_gain": ("F32", (H,)), p + "mlp.fc.weight": ("F32", (hid, d)),
+              p + "mlp.proj.weight": ("F32", (d, hid))})
+hdr, blobs, off = {}, [], 0
+for name, (dt, shape) in t.items():
+    a = (rng.standard_normal(shape) * 0.05).astype(np.float32)
+    if dt == "BF16":
+        b = ((a.view(np.uint32) + 0x7FFF + ((a.view(np.uint32) >> 16) & 1)) >> 16).astype(np.uint16).tobytes()
+    else:
+        b = a.tobytes()
+    hdr[name] = {"dtype": dt, "shape": list(shape), "data_offsets": [off, off + len(b)]}
+    blobs.append(b); off += len(b)
+h = json.dumps(hdr).encode()
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(h))); f.write(h); f.write(b"".join(blobs))
+PY
+# a short validation shard: the first 8,193 official val tokens
+"$PY" - "$VAL" "$TMP/val/fineweb_val_000000.bin" <<'PY' 2>/dev/null
+import os, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+os.makedirs(os.path.dirname(dst), exist_ok=True)
+n = 8193
+with open(src, "rb") as f:
+    f.read(1024); toks = f.read(2 * n)
+hdr = [0] * 256; hdr[0], hdr[1], hdr[2] = 20240520, 1, n
+with open(dst, "wb") as f:
+    f.write(struct.pack("<256i", *hdr)); f.write(toks)
+PY
+
+A="$TMP/out.pgolf"
+if "$PG" export "$TMP/in.safetensors" "$A" >"$TMP/export.out" 2>&1 && grep -q "^Serialized model int8+zlib: " "$TMP/export.out"; then
+  echo "ok export_pack"
+else
+  echo "FAIL export_pack: $(tail -1 "$TMP/export.out")"
+fi
+
+# info: the byte accounting adds up to the file size
+size=$(stat -c %s "$A" 2>/dev/null)
+"$PG" info "$A" >"$TMP/info.out" 2>&1
+m=$(sed -n 's/^Serialized model: \([0-9]*\) bytes$/\1/p' "$TMP/info.out")
+c=$(sed -n 's/^Code size: \([0-9]*\) bytes$/\1/p' "$TMP/info.out")
+t=$(sed -n 's/^Total submission size: \([0-9]*\) bytes$/\1/p' "$TMP/info.out")
+if [ -n "$m" ] && [ -n "$c" ] && [ "$t" = "$size" ] && [ $((m + c)) -eq "$size" ] && grep -q "size_check: OK" "$TMP/info.out" \
+   && grep -q "tok_emb.weight .*int8-row" "$TMP/info.out" && grep -q "blocks.0.attn_scale .*pass-F32" "$TMP/info.out" \
+   && grep -q "blocks.0.attn.c_q.weight .*pass-F16" "$TMP/info.out"; then
+  echo "ok info_accounting"
+else
+  echo "FAIL info_accounting: model $m + code $c vs total $t, file $size"
+fi
+
+# info --extract-code: the counted code is a tar.xz of the sources
+rm -f "$TMP/code.tar.xz"
+if "$PG" info --extract-code "$TMP/code.tar.xz" "$A" >/dev/null 2>&1 && [ "$(stat -c %s "$TMP/code.tar.xz")" = "$c" ] \
+   && tar tJf "$TMP/code.tar.xz" | grep -qx "src/quant.c" && tar tJf "$TMP/code.tar.xz" | grep -qx "Makefile"; then
+  echo "ok info_extract_code"
+else
+  echo "FAIL info_extract_code: no tar.xz with src/quant.c and Makefile"
+fi
+
+# unpack: pgolf's dequantised weights equal the PyTorch reference's dequantisation of the input
+if "$PG" export "$A" "$TMP/deq.safetensors" >/dev/null 2>&1; then
+  if ! "$PY" -c 'import torch' 2>/dev/null; then
+    echo "SKIP export_unpack_matches_reference (skipped: python3-torch absent)"
+  elif (cd tests/reference && "$PY" - "$TMP/in.safetensors" "$TMP/deq.safetensors" <<'PY'
+import sys
+from ref_io import load_safetensors
+from ref_export import ExportOptions, quantize_state
+src, _ = load_safetensors(sys.argv[1])
+got, meta = load_safetensors(sys.argv[2])
+qs = quantize_state(src, "int8_baseline", ExportOptions())
+assert set(qs) == set(got), "tensor names differ"
+for k, q in qs.items():
+    assert q.deq.dtype == got[k].dtype and q.deq.shape == got[k].shape, k
+    assert q.deq.view(-1).view(__import__("torch").uint8).equal(got[k].contiguous().view(-1).view(__import__("torch").uint8)), k
+assert "pgolf_config" in meta
+PY
+  ); then echo "ok export_unpack_matches_reference"; else echo "FAIL export_unpack_matches_reference: values differ"; fi
+else
+  echo "FAIL export_unpack_matches_reference: export failed"
+fi
+
+# repacking the same weights gives the same artifact
+"$PG" export "$TMP/in.safetensors" "$TMP/again.pgolf" >/dev/null 2>&1
+if cmp -s "$A" "$TMP/again.pgolf"; then echo "ok export_deterministic"; else echo "FAIL export_deterministic: artifacts differ"; fi
+
+# other schemes and codecs
+for sc in "int6_pr65 zstd-22" "int6_pr315 brotli-11" "int8_baseline lzma-9e"; do
+  set -- $sc
+  if QUANT_SCHEME=$1 EXPORT_CODEC=$2 "$PG" export "$TMP/in.safetensors" "$TMP/s.pgolf" >/dev/null 2>&1 \
+     && "$PG" info "$TMP/s.pgolf" | grep -q "^codec: $2$" && "$PG" info "$TMP/s.pgolf" | grep -q "^quant_scheme: $1$"; then
+    echo "ok export_${1}_${2}"
+  else
+    echo "FAIL export_${1}_${2}: export or info failed"
+  fi
+done
+
+# eval: artifact and dequantised safetensors give the same numbers
+if [ ! -f "$TOK" ] || [ ! -f "$TMP/val/fineweb_val_000000.bin" ]; then
+  echo "SKIP eval_artifact (skipped: ../shared/data absent)"
+else
+  e1=$(DATA_PATH="$TMP/val" TOKENIZER_PATH="$TOK" "$PG" eval "$A" 2>&1 | sed -n 's/^final_int8_zlib_roundtrip_exact //p')
+  e2=$(DATA_PATH="$TMP/val" TOKENIZER_PATH="$TOK" "$PG" eval --artifact "$TMP/deq.safetensors" 2>&1 | sed -n 's/^final_raw_roundtrip_exact //p')
+  if [ -n "$e1" ] && [ "$e1" = "$e2" ]; then echo "ok eval_artifact"; else echo "FAIL eval_artifact: '$e1' vs '$e2'"; fi
+  expect_error eval_shape_mismatch "model expects" env DATA_PATH="$TMP/val" TOKENIZER_PATH="$TOK" MODEL_DIM=64 "$PG" eval "$A"
+  expect_error eval_missing_tensor "missing tensor blocks.2" env DATA_PATH="$TMP/val" TOKENIZER_PATH="$TOK" NUM_LAYERS=3 "$PG" eval "$A"
+fi
+
+# corrupt artifacts: one error line, no crash
+head -c 5000 "$A" >"$TMP/trunc.pgolf"
+expect_error info_truncated "truncated artifact" "$PG" info "$TMP/trunc.pgolf"
+cp "$A" "$TMP/flip.pgolf"
+printf '\x55' | dd of="$TMP/flip.pgolf" bs=1 seek=$((size - 100)) conv=notrunc 2>/dev/null
+expect_error info_checksum "checksum mismatch in the code section" "$PG" info "$TMP/flip.pgolf"
+cp "$A" "$TMP/flip2.pgolf"
+printf '\x55' | dd of="$TMP/flip2.pgolf" bs=1 seek=3000 conv=notrunc 2>/dev/null
+expect_error eval_checksum "checksum mismatch in the model payload" env DATA_PATH="$TMP/val" TOKENIZER_PATH="$TOK" "$PG" eval "$TMP/flip2.pgolf"
+{ cat "$A"; printf 'junk'; } >"$TMP/trail.pgolf"
+expect_error info_trailing "4 trailing bytes" "$PG" info "$TMP/trail.pgolf"
+printf 'hello world, not an artifact' >"$TMP/foreign.bin"
+expect_error info_foreign "neither a pgolf artifact" "$PG" info "$TMP/foreign.bin"
+expect_error info_missing "nope.pgolf" "$PG" info "$TMP/nope.pgolf"
+
+# failed exports leave nothing behind
+rm -f "$TMP/bad.pgolf"
+expect_error export_bad_codec "EXPORT_CODEC" env EXPORT_CODEC=zip-9 "$PG" export "$TMP/in.safetensors" "$TMP/bad.pgolf"
+expect_error export_bad_scheme "QUANT_SCHEME=int4" env QUANT_SCHEME=int4 "$PG" export "$TMP/in.safetensors" "$TMP/bad.pgolf"
+expect_error export_unwritable "$TMP/nodir/x.pgolf" "$PG" export "$TMP/in.safetensors" "$TMP/nodir/x.pgolf"
+expect_error export_wrong_model "model expects" env MODEL_DIM=256 "$PG" export "$TMP/in.safetensors" "$TMP/bad.pgolf"
+if [ -e "$TMP/bad.pgolf" ] || ls "$TMP" | grep -q '\.tmp\.'; then echo "FAIL export_no_partial_output: files left"; else echo "ok export_no_partial_output"; fi
+expect_error export_usage "expected IN and OUT" "$PG" export "$TMP/in.safetensors"
