@@ -315,7 +315,7 @@ static int pb_skip_group(pbctx *c, pbr *r, const char *msg, uint32_t field, int 
             return 0;
         }
         r->p = at;
-        if (pb_next(c, r, msg, &f, depth + 1)) return -1;
+        if (pb_next(c, r, msg, &f, depth + 1) < 0) return -1; /* 1: one field of the group skipped */
     }
 }
 
@@ -1323,6 +1323,20 @@ long spm_encode(const spm_model *m, const char *text, size_t len, int32_t **ids,
     free(st.heap);
     free(st.rm);
     free(st.stack);
+    /* a piece that resolves to a control id (PieceToId prefers the reserved map) has no surface, so
+     * SentencePiece's Encode fails its "all normalized characters are not consumed" check and
+     * returns nothing; refuse the text the same way instead of emitting ids it never would */
+    if (m->n_control > 0)
+        for (size_t i = 0; i < st.out.n; i++)
+            if (m->type[st.out.p[i]] == SPM_CONTROL) {
+                int32_t id = st.out.p[i];
+                free(st.out.p);
+                pg_err(err, errlen,
+                       "the text contains the surface of control piece %d (\"%.40s\"); SentencePiece cannot encode "
+                       "it with this model (all normalized characters are not consumed)",
+                       id, spm_id_to_piece(m, id));
+                return -1;
+            }
     *ids = st.out.p ? st.out.p : xmalloc(sizeof(int32_t));
     return (long)st.out.n;
 }

@@ -9,11 +9,16 @@ endian, and read back by the C test; nothing is stored in the repository.
               u32 len + piece bytes (UTF-8)
       then the three tables of train_gpt.py's build_sentencepiece_luts (table size n):
               n x i16 base_bytes, n x u8 has_leading_space, n x u8 is_boundary_token
-  spm_ref.py encode MODEL CORPUS OUT [--every K] [--digest] [--decode] [--jobs J]
+  spm_ref.py encode MODEL[,MODEL...] CORPUS OUT [--every K] [--digest] [--decode] [--jobs J]
       CORPUS: .jsonl or .jsonl.xz with a "text" field per line; documents i with i % K == 0.
-      per document: u32 doc index, u32 text bytes, u32 n_ids, then either the ids (n x i32) or,
+      One pass over the corpus; the records of the k-th model go to OUT.k. Per document: u32 doc index, u32 text bytes, u32 n_ids, then either the ids (n x i32) or,
       with --digest, u32 crc32(ids as <i4 bytes) and u64 sum((i+1)*(ids[i]+1)*0x9E3779B97F4A7C15);
       with --decode also sp.decode(ids) as u32 len + bytes (--digest: u32 len + u32 crc32).
+  spm_ref.py texts MODEL IN OUT
+      IN: records u32 len + raw bytes (any bytes: sp.encode accepts bytes); per record:
+      u32 n, n x i32 sp.encode(bytes), u32 len + sp.decode(ids) bytes.
+  spm_ref.py loads MODEL
+      exit status 0 if SentencePiece loads the model, 3 if it refuses it.
   spm_ref.py random MODEL OUT SEED COUNT
       COUNT random id sequences (biased towards byte, control and whitespace pieces);
       per sequence: u32 n, n x i32 ids, u32 len + sp.decode(ids) bytes.
@@ -84,17 +89,21 @@ def read_docs(path, every):
             yield i, json.loads(line)["text"]
 
 
-_SP = None
+_SPS = None
 
 
-def _init(model):
-    global _SP
-    _SP = load(model)
+def _init(models):
+    global _SPS
+    _SPS = [load(m) for m in models]
 
 
 def _encode_one(args):
     i, text, digest, decode = args
-    ids = _SP.encode(text)
+    return [_encode_sp(sp, i, text, digest, decode) for sp in _SPS]
+
+
+def _encode_sp(sp, i, text, digest, decode):
+    ids = sp.encode(text)
     a = np.asarray(ids, dtype="<i4")
     rec = [struct.pack("<III", i, len(text.encode("utf-8")), len(ids))]
     if digest:
@@ -104,7 +113,7 @@ def _encode_one(args):
     else:
         rec.append(a.tobytes())
     if decode:
-        d = _SP.decode(ids).encode("utf-8")
+        d = sp.decode(ids).encode("utf-8")
         if digest:
             rec.append(struct.pack("<II", len(d), zlib.crc32(d) & 0xFFFFFFFF))
         else:
@@ -112,19 +121,48 @@ def _encode_one(args):
     return b"".join(rec)
 
 
-def cmd_encode(model, corpus, out, every, digest, decode, jobs):
+def cmd_encode(models, corpus, out, every, digest, decode, jobs):
+    models = models.split(",")
     work = ((i, t, digest, decode) for i, t in read_docs(corpus, every))
-    with open(out, "wb") as f:
-        if jobs > 1:
-            import multiprocessing as mp
+    files = [open("%s.%d" % (out, k), "wb") for k in range(len(models))]
+    if jobs > 1:
+        import multiprocessing as mp
 
-            with mp.Pool(jobs, initializer=_init, initargs=(model,)) as pool:
-                for rec in pool.imap(_encode_one, work, chunksize=8):
-                    f.write(rec)
-        else:
-            _init(model)
-            for w in work:
-                f.write(_encode_one(w))
+        with mp.Pool(jobs, initializer=_init, initargs=(models,)) as pool:
+            for recs in pool.imap(_encode_one, work, chunksize=4):
+                for f, r in zip(files, recs):
+                    f.write(r)
+    else:
+        _init(models)
+        for w in work:
+            for f, r in zip(files, _encode_one(w)):
+                f.write(r)
+    for f in files:
+        f.close()
+
+
+def cmd_texts(model, inp, out):
+    sp = load(model)
+    data = open(inp, "rb").read()
+    pos = 0
+    with open(out, "wb") as f:
+        while pos < len(data):
+            (n,) = struct.unpack_from("<I", data, pos)
+            text = data[pos + 4 : pos + 4 + n]
+            pos += 4 + n
+            ids = sp.encode(text)
+            d = sp.decode(ids).encode("utf-8")
+            f.write(struct.pack("<I", len(ids)) + np.asarray(ids, dtype="<i4").tobytes())
+            f.write(struct.pack("<I", len(d)) + d)
+
+
+def cmd_loads(model):
+    try:
+        sp = load(model)
+        sp.vocab_size()
+    except Exception:  # RuntimeError / OSError from the C++ status
+        sys.exit(3)
+    sys.exit(0)
 
 
 def cmd_random(model, out, seed, count):
@@ -176,6 +214,10 @@ def main(argv):
                 raise SystemExit("unknown option " + rest[k])
             k += 1
         cmd_encode(argv[2], argv[3], argv[4], every, digest, decode, jobs)
+    elif cmd == "texts":
+        cmd_texts(argv[2], argv[3], argv[4])
+    elif cmd == "loads":
+        cmd_loads(argv[2])
     elif cmd == "random":
         cmd_random(argv[2], argv[3], int(argv[4]), int(argv[5]))
     else:
