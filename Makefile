@@ -76,7 +76,7 @@ demo: deps
 	@bash scripts/demo.sh
 
 bench: deps all
-	@bash bench/run_cpu.sh
+	@BUILD=$(BUILD) bash bench/run_cpu.sh
 
 clean:
 	rm -rf $(BUILD)
