@@ -81,4 +81,29 @@ bench: deps all
 clean:
 	rm -rf $(BUILD)
 
+# ---- fuzzing (not part of all/test; docs/fuzzing.md) ----
+# `make fuzz` builds $(FUZZ_BUILD)/fuzz_* (libFuzzer + ASan + UBSan, clang-14) and gen_seeds;
+# `make fuzz-run FUZZ_SECONDS=N [FUZZ_TARGETS="spm artifact"]` runs each target N seconds from its seeds.
+FUZZ_CC      ?= clang-14
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= spm artifact checkpoint shard safetensors
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := -std=c11 -g -O1 -Wall -Wextra $(WERROR) -Wno-unknown-pragmas -D_GNU_SOURCE -Isrc -Ifuzz -MMD -MP
+FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/fz/%.o,$(addprefix src/,common.c json.c config.c codec.c quant.c statedict.c \
+                artifact.c model.c eval.c checkpoint.c data.c spm.c) fuzz/fuzz_support.c)
+FUZZ_LIBS    := -lz -lzstd -llzma -lbrotlienc -lbrotlidec -lm -lpthread
+.PHONY: fuzz fuzz-run
+fuzz: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%) $(FUZZ_BUILD)/gen_seeds
+$(FUZZ_BUILD)/fz/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(FUZZ_SAN) -c -o $@ $<
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/fz/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(FUZZ_LIBS)
+$(FUZZ_BUILD)/gen_seeds: $(FUZZ_BUILD)/fz/fuzz/gen_seeds.o $(FUZZ_LIB_OBJ)
+	$(FUZZ_CC) $(FUZZ_SAN) -o $@ $^ $(FUZZ_LIBS)
+fuzz-run: fuzz
+	@FUZZ_BUILD=$(FUZZ_BUILD) bash fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+-include $(wildcard $(FUZZ_BUILD)/fz/src/*.d $(FUZZ_BUILD)/fz/fuzz/*.d)
+
 -include $(OBJ_C:.o=.d) $(OBJ_CU:.o=.d) $(TEST_OBJ:.o=.d)
