@@ -4,11 +4,12 @@
 #   build:  OpenBLAS (OpenMP flavour), zlib, zstd, xz/lzma, brotli
 #   tests:  python3-torch + python3-sentencepiece (the independent reference), python3-zstandard +
 #           python3-brotli (codec interoperability), sentencepiece
-#           (spm_train, for the embedded default tokenizer), curl (the npm registry), xz-utils
+#           (spm_train, for the embedded default tokenizer), curl + jq (the npm registry and its
+#           JSON), xz-utils
 set -euo pipefail
 PKGS="libopenblas-openmp-dev zlib1g-dev libzstd-dev liblzma-dev libbrotli-dev
       python3 python3-torch python3-numpy python3-sentencepiece sentencepiece python3-zstandard python3-brotli
-      curl ca-certificates xz-utils zstd gzip"
+      curl ca-certificates xz-utils zstd gzip jq"
 missing=()
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
