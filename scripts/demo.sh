@@ -2,7 +2,7 @@
 # demo.sh: the main job on the embedded default (`make demo`): builds the default dataset if it is
 # not there yet (scripts/prepare_default_data.sh: nlp-corpus from the npm registry, a 1024-piece
 # SentencePiece BPE tokenizer trained with spm_train, shards written by `pgolf tokenize`), trains
-# the reduced baseline of presets/demo-cpu.env on the CPU for a few minutes, packs the int8+zlib
+# the reduced baseline of configs/demo-cpu.env on the CPU for a few minutes, packs the int8+zlib
 # artifact, reloads it, evaluates it and prints the summary. Outputs: runs/demo/ (artifact, raw
 # weights) and runs/demo/logs/demo.txt. The environment overrides the preset's values.
 set -euo pipefail
@@ -14,8 +14,8 @@ bash scripts/prepare_default_data.sh
 OUT=${PGOLF_OUT_DIR:-runs/demo}
 export RUN_ID=${RUN_ID:-demo} PGOLF_OUT_DIR=$OUT PGOLF_LOG_DIR=${PGOLF_LOG_DIR:-$OUT/logs}
 mkdir -p "$OUT"
-echo "demo: training presets/demo-cpu.env (log: $PGOLF_LOG_DIR/$RUN_ID.txt)" >&2
-"$PG" train presets/demo-cpu.env
+echo "demo: training configs/demo-cpu.env (log: $PGOLF_LOG_DIR/$RUN_ID.txt)" >&2
+"$PG" train configs/demo-cpu.env
 
 LOG=$PGOLF_LOG_DIR/$RUN_ID.txt
 ART=$(ls -t "$OUT"/final_model.*.pgolf 2>/dev/null | head -n1)
