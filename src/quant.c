@@ -297,10 +297,11 @@ int quantize_statedict(const statedict *sd, quant_scheme scheme, const quant_opt
         sd_to_f32(s, f);
         for (size_t k = 0; k < n; k++)
             if (!isfinite(f[k])) {
+                double bad = (double)f[k];
                 free(f);
+                pg_err(err, errlen, "tensor %s has a non-finite value (%g) at index %zu: refusing to export", s->name, bad, k);
                 qstate_free(out);
-                return pg_err(err, errlen, "tensor %s has a non-finite value (%g) at index %zu: refusing to export", s->name,
-                              (double)f[k], k);
+                return -1;
             }
         size_t rows = s->ndim >= 1 ? (size_t)s->shape[0] : 1, cols = rows ? n / rows : 0;
         int big = n > QUANT_KEEP_MAX_NUMEL;
