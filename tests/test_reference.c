@@ -661,7 +661,7 @@ TEST(reference_bpb_luts_all_tokenizers) {
     if (spm_is_stub(first)) T_SKIP("src/spm.c not built yet (spm_load is the weak stub)");
     const char *dir = t_tmpdir();
     DIR *d = opendir(tdir_copy);
-    T_ASSERT(d, "%s: cannot list", tdir_copy);
+    T_ASSERT(d, "%.400s: cannot list", tdir_copy);
     struct dirent *e;
     int n = 0;
     char err[PG_ERRLEN];
@@ -690,6 +690,6 @@ TEST(reference_bpb_luts_all_tokenizers) {
         n++;
     }
     closedir(d);
-    T_ASSERT(n >= 1, "no .model files in %s", tdir_copy);
+    T_ASSERT(n >= 1, "no .model files in %.400s", tdir_copy);
     printf("  %d tokenizers\n", n);
 }
