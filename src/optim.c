@@ -95,3 +95,38 @@ void optim_step(optimizer *o, const pg_config *c, double lr_mult) {
     o->step++;
     gpt_sync_weights(m);
 }
+
+/* ---- weight averages ---- */
+
+void wavg_init(weight_avg *a, const pg_ops *ops, const pg_config *c, size_t n) {
+    *a = (weight_avg){.ops = ops, .n = n};
+    if (c->ema_enabled) {
+        a->ema = ops->alloc(n * sizeof(float));
+        ops->zero(a->ema, n * sizeof(float));
+    }
+    if (c->swa_enabled && !c->ema_enabled) {
+        a->swa = ops->alloc(n * sizeof(float));
+        ops->zero(a->swa, n * sizeof(float));
+    }
+}
+
+void wavg_free(weight_avg *a) {
+    if (a->ema) a->ops->free(a->ema);
+    if (a->swa) a->ops->free(a->swa);
+    a->ema = a->swa = NULL;
+}
+
+void wavg_begin(weight_avg *a, const pg_config *c, const float *w) {
+    /* ema_update with decay 0 copies exactly (0*e + 1*w) */
+    if (a->ema && c->ema_start_step == 0) a->ops->ema_update(a->ema, w, a->n, 0.0f);
+}
+
+int wavg_after_step(weight_avg *a, const pg_config *c, const float *w, long step, double mult) {
+    if (a->ema && step >= c->ema_start_step)
+        a->ops->ema_update(a->ema, w, a->n, step == c->ema_start_step ? 0.0f : (float)c->ema_decay);
+    if (a->swa && mult < c->swa_start_scale && step % c->swa_every == 0) {
+        a->ops->add_f32(a->swa, w, a->n);
+        return ++a->swa_count == 1;
+    }
+    return 0;
+}

@@ -28,4 +28,24 @@ void optim_step(optimizer *o, const pg_config *c, double lr_mult);
 /* base learning rate of a group */
 double optim_base_lr(const pg_config *c, param_group g);
 
+/* Averages of the weights kept beside them in backend memory (spec §4.6): the EMA (EMA_ENABLED,
+ * EMA_DECAY, EMA_START_STEP) and the SWA sum (SWA_ENABLED; as in PR #315 only when EMA is off:
+ * a sample every SWA_EVERY steps while the lr multiplier is below SWA_START_SCALE). */
+typedef struct {
+    const pg_ops *ops;
+    size_t n;
+    float *ema;    /* NULL when EMA is off */
+    float *swa;    /* sum of the samples; NULL when SWA is off */
+    int swa_count; /* samples in swa */
+} weight_avg;
+
+void wavg_init(weight_avg *a, const pg_ops *ops, const pg_config *c, size_t n);
+void wavg_free(weight_avg *a);
+/* Before the first update of a run (not on resume): EMA_START_STEP 0 starts the EMA from w. */
+void wavg_begin(weight_avg *a, const pg_config *c, const float *w);
+/* After the optimizer update that made the step counter `step` (1-based), taken with lr multiplier
+ * `mult`: EMA update (a copy at step EMA_START_STEP), SWA sample. Returns 1 when this call took
+ * the first SWA sample. */
+int wavg_after_step(weight_avg *a, const pg_config *c, const float *w, long step, double mult);
+
 #endif

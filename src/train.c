@@ -138,25 +138,15 @@ int cmd_train(int argc, char **argv) {
         gpt_init(&model, &cfg, (uint64_t)cfg.seed);
     optimizer opt;
     optim_init(&opt, &model);
-    /* EMA of the weights (spec PR315 §4.6), fp32 in backend memory */
-    float *ema = NULL;
-    if (cfg.ema_enabled) {
-        ema = ops->alloc(model.n_floats * sizeof(float));
-        ops->zero(ema, model.n_floats * sizeof(float));
-    }
-    /* SWA sum (PR #315: only when EMA is off) */
-    float *swa = NULL;
-    int swa_count = 0;
-    if (cfg.swa_enabled && !cfg.ema_enabled) {
-        swa = ops->alloc(model.n_floats * sizeof(float));
-        ops->zero(swa, model.n_floats * sizeof(float));
-    }
+    /* EMA / SWA of the weights (spec PR315 §4.6), fp32 in backend memory */
+    weight_avg avg;
+    wavg_init(&avg, ops, &cfg, model.n_floats);
     char ckpt_path[4096];
     if (cfg.checkpoint_path[0]) snprintf(ckpt_path, sizeof(ckpt_path), "%s", cfg.checkpoint_path);
     else snprintf(ckpt_path, sizeof(ckpt_path), "%s/%s.ckpt", cfg.out_dir, cfg.run_id);
     ckpt_progress prog = {.step = 0, .training_ms = 0, .stop_after = -1};
     if (cfg.resume[0]) {
-        if (ckpt_load(cfg.resume, &cfg, &model, &opt, ema, swa, &prog, err, sizeof(err)) != 0) pg_die("RESUME: %s", err);
+        if (ckpt_load(cfg.resume, &cfg, &model, &opt, avg.ema, avg.swa, &prog, err, sizeof(err)) != 0) pg_die("RESUME: %s", err);
         if (stream_seek(&loader.stream, prog.stream_file, prog.stream_pos, err, sizeof(err)) != 0)
             pg_die("RESUME: %s: %s", cfg.resume, err);
     }
@@ -217,14 +207,13 @@ int cmd_train(int argc, char **argv) {
         if (loader_open(&loader, train_pat, (int)cfg.vocab_size, rank, world, err, sizeof(err)) != 0) pg_die("%s", err);
     }
 
-    /* the EMA starts from the initial weights (after the priming restore) unless told to start later;
-     * ema_update with decay 0 copies exactly (0*e + 1*w) */
-    if (ema && !cfg.resume[0] && cfg.ema_start_step == 0) ops->ema_update(ema, model.w, model.n_floats, 0.0f);
+    /* the EMA starts from the initial weights (after the priming restore) unless told to start later */
+    if (!cfg.resume[0]) wavg_begin(&avg, &cfg, model.w);
 
     /* main training loop */
     const double cap_ms = cfg.max_wallclock_seconds > 0 ? 1000.0 * cfg.max_wallclock_seconds : -1;
     double training_ms = prog.training_ms;
-    swa_count = prog.swa_count;
+    avg.swa_count = prog.swa_count;
     long stop_after = prog.stop_after;
     long step = prog.step;
     signal(SIGINT, on_stop_signal);
@@ -269,12 +258,7 @@ int cmd_train(int argc, char **argv) {
         optim_clip_grad_norm(&opt, cfg.grad_clip_norm);
         optim_step(&opt, &cfg, mult);
         step++;
-        if (ema && step >= cfg.ema_start_step)
-            ops->ema_update(ema, model.w, model.n_floats, step == cfg.ema_start_step ? 0.0f : (float)cfg.ema_decay);
-        if (swa && mult < cfg.swa_start_scale && step % cfg.swa_every == 0) {
-            ops->add_f32(swa, model.w, model.n_floats);
-            if (++swa_count == 1) log_line(1, "swa:start step:%ld", step);
-        }
+        if (wavg_after_step(&avg, &cfg, model.w, step, mult)) log_line(1, "swa:start step:%ld", step);
         ops->sync();
         double approx_ms = training_ms + 1000.0 * (pg_now() - t0);
         if (cfg.train_log_every > 0 && (step <= 10 || step % cfg.train_log_every == 0 || stop_after >= 0))
@@ -291,8 +275,8 @@ int cmd_train(int argc, char **argv) {
                                 .stream_file = loader.stream.file_idx,
                                 .stream_pos = loader.stream.pos};
             double ts = pg_now();
-            cp.swa_count = swa_count;
-            if (ckpt_save(ckpt_path, &cfg, &model, &opt, ema, swa, &cp, err, sizeof(err)) != 0) pg_die("%s", err);
+            cp.swa_count = avg.swa_count;
+            if (ckpt_save(ckpt_path, &cfg, &model, &opt, avg.ema, avg.swa, &cp, err, sizeof(err)) != 0) pg_die("%s", err);
             t0 += pg_now() - ts; /* writing checkpoints is not training time */
             if (sig) {
                 log_line(1, "interrupted:signal %d at step:%ld checkpoint:%s (resume with RESUME=%s)", sig, step,
@@ -308,16 +292,14 @@ int cmd_train(int argc, char **argv) {
     loader_close(&loader);
     free(xb);
     free(yb);
-    if (ema) { /* the EMA replaces the weights, cast to each parameter's state-dict dtype */
+    if (avg.ema) { /* the EMA replaces the weights, cast to each parameter's state-dict dtype */
         log_line(1, "ema:applying EMA weights");
-        gpt_load_averaged(&model, ema, 1);
-        ops->free(ema);
-        ema = NULL;
-    } else if (swa && swa_count > 1) {
-        log_line(1, "swa:applying averaged %d checkpoints", swa_count);
-        gpt_load_averaged(&model, swa, swa_count);
+        gpt_load_averaged(&model, avg.ema, 1);
+    } else if (avg.swa && avg.swa_count > 1) {
+        log_line(1, "swa:applying averaged %d checkpoints", avg.swa_count);
+        gpt_load_averaged(&model, avg.swa, avg.swa_count);
     }
-    if (swa) ops->free(swa);
+    wavg_free(&avg);
 
     /* serialization + roundtrip validation */
     export_run ex = {.cfg = &cfg, .model = &model, .log = log_line};
