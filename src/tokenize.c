@@ -277,6 +277,12 @@ static long in_fill(tk_in *in, char *err, size_t errlen) {
             break;
         }
         case IN_ZSTD: {
+            /* all input consumed and the last frame complete and flushed (zret 0): the end. (Calling
+             * ZSTD_decompressStream again would return the next frame's header hint, not 0.) */
+            if (end && in->zret == 0) {
+                in->done = 1;
+                return 0;
+            }
             ZSTD_inBuffer ib = {in->raw, in->raw_len, in->raw_pos};
             ZSTD_outBuffer ob = {in->out, TK_OUT_CAP, 0};
             size_t r = ZSTD_decompressStream(in->zs, &ob, &ib);
@@ -817,10 +823,12 @@ typedef struct {
     int printed;
 } tk_progress;
 
+/* a progress line is on the terminal without its newline (warnings clear it first) */
+static int g_line_open;
+
 static void progress_show(tk_progress *p, tk_reader *rd, const tk_stats *st, int final) {
     double now = pg_now();
     if (!final && now - p->last < (p->tty ? 0.5 : 10.0)) return;
-    if (final && !p->printed) return;
     p->last = now;
     double el = now - p->t0;
     double mb = (double)atomic_load(&rd->text_bytes) / 1e6;
@@ -834,6 +842,7 @@ static void progress_show(tk_progress *p, tk_reader *rd, const tk_stats *st, int
     }
     char e[32];
     fmt_dur(e, sizeof(e), el);
+    g_line_open = p->tty && !final;
     fprintf(stderr, "%stokenize: %lld docs, %lld tokens, %.1f MB, %.2f MB/s, %s elapsed%s%s", p->tty ? "\r" : "",
             st->docs, st->tokens_val + st->tokens_train, mb, el > 0 ? mb / el : 0.0, e, eta,
             p->tty ? "\033[K" : "\n");
@@ -846,6 +855,7 @@ static void warnf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void warnf(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
+    if (g_line_open) fputs("\r\033[K", stderr);
     fprintf(stderr, "pgolf: warning: ");
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
@@ -1024,7 +1034,9 @@ int tokenize_run(const tk_options *o, tk_encode_fn enc, void *ctx, int bos_id, i
     writer_free(&w);
     free(formats);
     st->seconds = pg_now() - t0;
-    if (o->progress) progress_show(&pr, &rd, st, 1);
+    /* the final line always on success (a short run may not have shown one yet); after a failure
+     * only to end a line already shown, so that the error stays the only other line */
+    if (o->progress && (rc == 0 || pr.printed)) progress_show(&pr, &rd, st, 1);
     return rc;
 }
 
@@ -1174,17 +1186,4 @@ int cmd_tokenize(int argc, char **argv) {
            mb, st.seconds, st.seconds > 0 ? mb / st.seconds : 0.0, st.seconds > 0 ? tokens / st.seconds : 0.0,
            o.threads, st.empty_kept, st.empty_skipped, st.bad_skipped, st.utf8_fixed, st.blank_lines);
     return 0;
-}
-
-/* TEMPORARY: weak fallbacks so the tree links while src/spm.c is not committed yet; the real
- * definitions override them. */
-__attribute__((weak)) long spm_encode(const spm_model *m, const char *text, size_t len, int32_t **ids, char *err,
-                                      size_t errlen) {
-    (void)m, (void)text, (void)len;
-    *ids = NULL;
-    return pg_err(err, errlen, "SentencePiece encoder not built yet");
-}
-__attribute__((weak)) int spm_bos_id(const spm_model *m) {
-    (void)m;
-    return -1;
 }
