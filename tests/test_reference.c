@@ -44,17 +44,27 @@ typedef struct {
 } kv;
 
 /* Apply the pairs to a default config and write them as the JSON config of the reference. */
+/* A key for pgolf (for_ref 0) or for the reference (1), or NULL: "pg:KEY" is pgolf's alone,
+ * "ref:KEY" the reference's alone (where the two name or count a setting differently), "KEY" both. */
+static const char *pair_key(const kv *p, int for_ref) {
+    if (!strncmp(p->k, "pg:", 3)) return for_ref ? NULL : p->k + 3;
+    if (!strncmp(p->k, "ref:", 4)) return for_ref ? p->k + 4 : NULL;
+    return p->k;
+}
+
 static int make_config(pg_config *c, const kv *pairs, int n, const char *json_path, char *err, size_t errlen) {
     config_defaults(c);
     FILE *f = fopen(json_path, "w");
     if (!f) return pg_err(err, errlen, "%s: cannot write", json_path);
     fputc('{', f);
+    int nj = 0;
     for (int i = 0; i < n; i++) {
-        if (config_set(c, pairs[i].k, pairs[i].v, "test", err, errlen) != 0) {
+        const char *kp = pair_key(&pairs[i], 0), *kr = pair_key(&pairs[i], 1);
+        if (kp && config_set(c, kp, pairs[i].v, "test", err, errlen) != 0) {
             fclose(f);
             return -1;
         }
-        fprintf(f, "%s\"%s\": \"%s\"", i ? ", " : "", pairs[i].k, pairs[i].v);
+        if (kr) fprintf(f, "%s\"%s\": \"%s\"", nj++ ? ", " : "", kr, pairs[i].v);
     }
     fputs("}\n", f);
     fclose(f);
@@ -286,7 +296,38 @@ typedef struct {
     int from_tokens;   /* gradients from the model (A micro-batches of B) instead of fixed ones */
     int clip;          /* GRAD_CLIP_NORM = half the first step's gradient norm */
     double tol;
+    const char *extra; /* more settings, "KEY=V KEY=V" (pg:/ref: prefixes as in pair_key) */
 } opt_case;
+
+/* the EMA (or the SWA sum) of pgolf against the reference's, as differences from the initial
+ * weights w0 like the updates; returns the worst relative error */
+static double avg_err(t_state *t__, const gpt_model *m, const float *avg, const float *w0, const statedict *ref,
+                      const char *prefix, double tol, double w0_mult) {
+    double worst = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const param_info *p = &m->params[i];
+        char nm[300];
+        snprintf(nm, sizeof(nm), "%s%s", prefix, p->name);
+        double *r = get_f64(ref, nm, p->numel);
+        if (!r) {
+            t__->failed = 1;
+            fprintf(stderr, "  reference output lacks %s\n", nm);
+            return 1e9;
+        }
+        double *dc = xmalloc(p->numel * sizeof(double)), *dr = xmalloc(p->numel * sizeof(double));
+        for (size_t k = 0; k < p->numel; k++) {
+            dc[k] = (double)avg[p->offset + k] - w0_mult * w0[p->offset + k];
+            dr[k] = r[k] - w0_mult * w0[p->offset + k];
+        }
+        double e = rel_err_dd(dc, dr, p->numel);
+        if (e > tol) fprintf(stderr, "  %s: max rel error %.3g\n", nm, e);
+        if (e > worst) worst = e;
+        free(dc);
+        free(dr);
+        free(r);
+    }
+    return worst;
+}
 
 static void check_optim(t_state *t__, const opt_case *oc) {
     T_NEED_TORCH();
@@ -296,10 +337,18 @@ static void check_optim(t_state *t__, const opt_case *oc) {
     snprintf(wp, sizeof(wp), "%s/weights.safetensors", dir);
     snprintf(gp, sizeof(gp), "%s/in.safetensors", dir);
     snprintf(op, sizeof(op), "%s/ref.safetensors", dir);
-    kv pairs[N_OPT_CFG + 2];
+    kv pairs[N_OPT_CFG + 18];
     memcpy(pairs, OPT_CFG, sizeof(OPT_CFG));
     int np = N_OPT_CFG;
     pairs[np++] = (kv){"TIE_EMBEDDINGS", oc->tied ? "1" : "0"};
+    char extra[512];
+    snprintf(extra, sizeof(extra), "%s", oc->extra ? oc->extra : "");
+    for (char *sv = NULL, *tok = strtok_r(extra, " ", &sv); tok && np < N_OPT_CFG + 16; tok = strtok_r(NULL, " ", &sv)) {
+        char *eq = strchr(tok, '=');
+        T_ASSERT(eq, "bad extra setting '%s'", tok);
+        *eq = 0;
+        pairs[np++] = (kv){tok, eq + 1};
+    }
     /* With gradients from the model, Adam divides each element by its own RMS: an element whose
      * gradient is 1e-4 of the tensor's largest carries fp32's 1e-6 relative error as 1e-2 of
      * itself into a full-size update: the reference in float32 differs from itself in float64 by
@@ -313,7 +362,9 @@ static void check_optim(t_state *t__, const opt_case *oc) {
     gpt_model m;
     /* the clip threshold depends on the gradient norm: build once to measure it */
     config_defaults(&c);
-    for (int i = 0; i < np; i++) T_ASSERT(config_set(&c, pairs[i].k, pairs[i].v, "t", err, sizeof(err)) == 0, "%s", err);
+    for (int i = 0; i < np; i++)
+        if (pair_key(&pairs[i], 0))
+            T_ASSERT(config_set(&c, pair_key(&pairs[i], 0), pairs[i].v, "t", err, sizeof(err)) == 0, "%s", err);
     const int T = (int)c.train_seq_len, V = (int)c.vocab_size;
     gpt_build(&m, &c, &pg_cpu_ops, B, T);
     randomize_weights(&m, 77 + (uint64_t)oc->tied);
@@ -365,6 +416,9 @@ static void check_optim(t_state *t__, const opt_case *oc) {
     }
     optimizer o;
     optim_init(&o, &m);
+    weight_avg avg; /* EMA / SWA exactly as the train loop keeps them */
+    wavg_init(&avg, &pg_cpu_ops, &c, m.n_floats);
+    wavg_begin(&avg, &c, m.w);
     for (int s = 0; s < S; s++) {
         if (oc->from_tokens) {
             gpt_zero_grad(&m);
@@ -377,6 +431,7 @@ static void check_optim(t_state *t__, const opt_case *oc) {
             memcpy(m.g, g0, m.n_floats * sizeof(float));
         norms[s] = optim_clip_grad_norm(&o, c.grad_clip_norm);
         optim_step(&o, &c, mults[s]);
+        wavg_after_step(&avg, &c, m.w, s + 1, mults[s]);
     }
     T_ASSERT(t_system(REF " step --config %s --weights %s --%s %s --steps %d --lr-mult %s --out %s", cfgp, wp,
                       oc->from_tokens ? "tokens" : "grads", gp, S, oc->mults, op) == 0,
@@ -419,6 +474,23 @@ static void check_optim(t_state *t__, const opt_case *oc) {
              "optimizer groups: token %d muon %d scalar %d head %d", groups[GROUP_TOKEN], groups[GROUP_MUON],
              groups[GROUP_SCALAR], groups[GROUP_HEAD]);
     printf("  %d step(s): worst update rel error %.2g (%s)\n", S, worst, worst_name);
+    T_ASSERT((avg.ema != NULL) == (sd_find(&ref, "ema.tok_emb.weight") != NULL), "EMA on one side only");
+    T_ASSERT((avg.swa != NULL) == (sd_find(&ref, "swa_count") != NULL), "SWA on one side only");
+    if (avg.ema) {
+        double e = avg_err(t__, &m, avg.ema, w0, &ref, "ema.", oc->tol, 1.0);
+        T_ASSERT(e <= oc->tol, "EMA: max rel error %.3g", e);
+        printf("  EMA: worst rel error %.2g\n", e);
+    }
+    if (avg.swa) {
+        double *rc = get_f64(&ref, "swa_count", 1);
+        T_ASSERT(rc && (int)rc[0] == avg.swa_count && avg.swa_count > 1, "SWA samples: pgolf %d reference %g",
+                 avg.swa_count, rc ? rc[0] : -1.0);
+        double e = avg_err(t__, &m, avg.swa, w0, &ref, "swa_sum.", oc->tol, (double)avg.swa_count);
+        T_ASSERT(e <= oc->tol, "SWA sum: max rel error %.3g", e);
+        printf("  SWA: %d samples, worst rel error %.2g\n", avg.swa_count, e);
+        free(rc);
+    }
+    wavg_free(&avg);
     free(rn);
     free(rl);
     sd_free(&ref);
@@ -433,25 +505,56 @@ static void check_optim(t_state *t__, const opt_case *oc) {
 
 /* one step of every group: token Adam, scalar Adam, Muon (square, wide and tall matrices), head Adam */
 TEST(reference_optim_one_step_untied) {
-    opt_case oc = {0, 1, "1", 0, 0, 1e-5};
+    opt_case oc = {0, 1, "1", 0, 0, 1e-5, NULL};
     check_optim(t__, &oc);
 }
 TEST(reference_optim_one_step_tied_lr_mult) {
-    opt_case oc = {1, 1, "0.37", 0, 0, 1e-5};
+    opt_case oc = {1, 1, "0.37", 0, 0, 1e-5, NULL};
     check_optim(t__, &oc);
 }
 /* five steps of fixed gradients: momentum warmup 0.6 -> 0.95 over 3 steps, clipping, a warmdown */
 TEST(reference_optim_steps_fixed_grads) {
-    opt_case oc = {0, 5, "1,1,0.75,0.5,0.25", 0, 1, 2e-5};
+    opt_case oc = {0, 5, "1,1,0.75,0.5,0.25", 0, 1, 2e-5, NULL};
     check_optim(t__, &oc);
 }
 /* four full training steps (2 micro-batches each) with gradients from the model */
 TEST(reference_train_steps) {
-    opt_case oc = {0, 4, "1,0.8,0.5,0.2", 1, 1, 1e-4};
+    opt_case oc = {0, 4, "1,0.8,0.5,0.2", 1, 1, 1e-4, NULL};
     check_optim(t__, &oc);
 }
 TEST(reference_train_steps_tied) {
-    opt_case oc = {1, 3, "1,1,0.5", 1, 0, 1e-4};
+    opt_case oc = {1, 3, "1,1,0.5", 1, 0, 1e-4, NULL};
+    check_optim(t__, &oc);
+}
+/* the records' training-side techniques, each over several steps with fixed gradients */
+TEST(reference_optim_weight_decay) { /* Muon WD (PR #65/#315), AdamW on the token and scalar groups */
+    opt_case oc = {0, 5, "1,1,0.75,0.5,0.25", 0, 0, 2e-5, "MUON_WD=0.3 ADAM_WD=0.2"};
+    check_optim(t__, &oc);
+}
+TEST(reference_optim_weight_decay_pr65_name) { /* MUON_WEIGHT_DECAY is PR #65's name for it */
+    opt_case oc = {1, 3, "1,0.5,0.25", 0, 0, 2e-5, "MUON_WEIGHT_DECAY=0.3"};
+    check_optim(t__, &oc);
+}
+TEST(reference_optim_muon_eq_r) { /* MuonEq-R (PR #1392) */
+    opt_case oc = {0, 4, "1,1,0.5,0.25", 0, 1, 2e-5, "MUON_EQ_R=1"};
+    check_optim(t__, &oc);
+}
+TEST(reference_optim_ema_from_init) { /* PR #315: EMA from the initial weights, every step */
+    opt_case oc = {0, 5, "1,1,0.75,0.5,0.25", 0, 0, 2e-5, "EMA_ENABLED=1 EMA_DECAY=0.7"};
+    check_optim(t__, &oc);
+}
+TEST(reference_optim_ema_late_start) { /* EMA copied from the weights after step 2 (pgolf counts steps from 1) */
+    opt_case oc = {1, 5, "1,1,0.75,0.5,0.25", 0, 0, 2e-5, "EMA_ENABLED=1 EMA_DECAY=0.6 pg:EMA_START_STEP=2 ref:EMA_START_STEP=1"};
+    check_optim(t__, &oc);
+}
+TEST(reference_optim_swa) { /* PR #315's SWA: a sample every SWA_EVERY steps once the lr scale is low */
+    opt_case oc = {0, 6, "1,1,0.75,0.5,0.25,0.1", 0, 0, 2e-5,
+                   "SWA_ENABLED=1 SWA_EVERY=2 pg:SWA_START_SCALE=0.8 ref:SWA_LR_THRESHOLD=0.8"};
+    check_optim(t__, &oc);
+}
+/* everything at once, gradients from the model */
+TEST(reference_train_steps_wd_eqr_ema_clip) {
+    opt_case oc = {0, 4, "1,0.8,0.5,0.2", 1, 1, 1e-4, "MUON_WD=0.04 ADAM_WD=0.04 MUON_EQ_R=1 EMA_ENABLED=1 EMA_DECAY=0.5"};
     check_optim(t__, &oc);
 }
 
