@@ -34,7 +34,7 @@ CFLAGS  += $(if $(wildcard src/cuda/ops_cuda.cu),-DPGOLF_CUDA=1,) -I$(CUDA_HOME)
 LDLIBS  += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib64/stubs -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -lstdc++
 endif
 
-.PHONY: all test demo clean deps bench
+.PHONY: all test demo clean deps bench bench-tokenize
 all: $(BUILD)/pgolf $(BUILD)/pgolf_tests
 
 $(BUILD)/pgolf: $(OBJ_C) $(OBJ_CU) $(BUILD)/src_bundle.o
@@ -77,6 +77,9 @@ demo: deps
 
 bench: deps all
 	@BUILD=$(BUILD) bash bench/run_cpu.sh
+
+bench-tokenize: deps all
+	@BUILD=$(BUILD) bash bench/run_cpu.sh tokenize
 
 clean:
 	rm -rf $(BUILD)
