@@ -34,8 +34,6 @@ static const struct {
     const char *key, *off;
 } UNIMPLEMENTED[] = {
     {"XSA_LAST_N", "0"},         {"ROPE_DIMS", "0"},          {"LN_SCALE", "0"},
-    {"BIGRAM_VOCAB_SIZE", "0"},  {"BIGRAM_HASH_BUCKETS", "0"}, {"USE_SMEARGATE", "0"},
-    
     {"LATE_QAT", "0"},           {"QAT_ENABLED", "0"},        {"VE_ENABLED", "0"},
     {"MTP_NUM_HEADS", "0"},      {"TTT_ENABLED", "0"},        {"TRIGRAM_VOCAB_SIZE", "0"},
     {"NUM_LOOPS", "0"},          {"PARALLEL_RESIDUAL_START", "-1"}, {"LOOP_CORE_LAYERS", "0"},
@@ -178,6 +176,14 @@ int config_load_env(pg_config *c, char *err, size_t errlen) {
 
 int config_mlp_hidden(const pg_config *c) { return (int)floor(c->mlp_mult * (double)c->model_dim); }
 
+int config_smear_mode(const pg_config *c) {
+    const char *s = c->smear_mode;
+    if (!s[0]) return c->use_smeargate ? 1 : 0;
+    int m = !strcmp(s, "off") ? 0 : !strcmp(s, "pre") ? 1 : !strcmp(s, "post") ? 2 : -1;
+    if (c->use_smeargate && m != 1) return -1; /* USE_SMEARGATE=1 is PR #65's variant */
+    return m;
+}
+
 int config_validate(const pg_config *c, char *err, size_t errlen) {
     if (c->model_dim % c->num_heads)
         return pg_err(err, errlen, "MODEL_DIM=%lld must be divisible by NUM_HEADS=%lld", (long long)c->model_dim,
@@ -189,6 +195,15 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
         return pg_err(err, errlen, "head dim MODEL_DIM/NUM_HEADS=%lld must be even for RoPE",
                       (long long)(c->model_dim / c->num_heads));
     if (config_mlp_hidden(c) < 1) return pg_err(err, errlen, "MLP_MULT=%g gives an empty MLP", c->mlp_mult);
+    if (config_smear_mode(c) < 0)
+        return pg_err(err, errlen, "PGOLF_SMEAR_MODE=%s: expected off, pre or post (USE_SMEARGATE=1 means pre)",
+                      c->smear_mode);
+    if (c->bigram_hash_buckets > 0 && c->bigram_vocab_size > 0)
+        return pg_err(err, errlen, "BIGRAM_HASH_BUCKETS (PR #65) and BIGRAM_VOCAB_SIZE (PR #315) are two bigram "
+                                   "tables; set only one");
+    if (c->bigram_vocab_size == 1) return pg_err(err, errlen, "BIGRAM_VOCAB_SIZE=1: must be 0 (off) or >= 2");
+    if (strcmp(c->init_style, "default") && strcmp(c->init_style, "ortho") && strcmp(c->init_style, "ortho_mup"))
+        return pg_err(err, errlen, "PGOLF_INIT_STYLE=%s: expected default, ortho or ortho_mup", c->init_style);
     if (8 % c->world_size)
         return pg_err(err, errlen, "WORLD_SIZE=%lld must divide 8 so grad_accum_steps stays integral",
                       (long long)c->world_size);

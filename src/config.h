@@ -40,6 +40,20 @@
     X(BOOL, TIE_EMBEDDINGS, tie_embeddings, "1", 0, 1, "tie the output head to the token embedding") \
     X(FLOAT, ROPE_BASE, rope_base, "10000.0", 1e-6, 1e18, "RoPE base")                             \
     X(FLOAT, LOGIT_SOFTCAP, logit_softcap, "30.0", 1e-6, 1e18, "logits = c*tanh(z/c)")             \
+    /* the records' model features (defaults: the baseline, every feature off; docs/seeds.md) */   \
+    X(BOOL, USE_SMEARGATE, use_smeargate, "0", 0, 1, "PR #65 SmearGate (= PGOLF_SMEAR_MODE=pre)")   \
+    X(STR, PGOLF_SMEAR_MODE, smear_mode, "", 0, 0,                                                 \
+      "SmearGate: off; pre (PR #65: before the embedding norm, g*x+(1-g)*x_prev, gate init 3); "    \
+      "post (PR #315: after the norm, (1-g)*x+g*x_prev, gate init 0); empty: pre if USE_SMEARGATE") \
+    X(INT, BIGRAM_HASH_BUCKETS, bigram_hash_buckets, "0", 0, 1e8,                                  \
+      "PR #65 BigramHash buckets, bucket = (prev*92821 + cur) mod B, prev = 0 at t = 0 (0: off)")   \
+    X(INT, BIGRAM_HASH_DIM, bigram_hash_dim, "128", 1, 65536, "PR #65 BigramHash table width")     \
+    X(INT, BIGRAM_VOCAB_SIZE, bigram_vocab_size, "0", 0, 1e8,                                      \
+      "PR #315 bigram buckets Vb: (36313*cur ^ 27191*prev) mod (Vb-1), Vb-1 at t = 0 (0: off)")     \
+    X(INT, BIGRAM_DIM, bigram_dim, "128", 1, 65536, "PR #315 bigram width (no projection if = MODEL_DIM)") \
+    X(STR, PGOLF_INIT_STYLE, init_style, "default", 0, 0,                                           \
+      "default (baseline); ortho (PR #65: every non-zero-init Linear orthogonal); ortho_mup (PR #315: " \
+      "orthogonal if both dims >= 64, *.proj x 1/sqrt(2*NUM_LAYERS))")                              \
     /* optimizer */                                                                                \
     X(FLOAT, EMBED_LR, embed_lr, "0.6", 0, 1e6, "token embedding lr when untied")                  \
     X(FLOAT, HEAD_LR, head_lr, "0.008", 0, 1e6, "untied lm_head lr")                               \
@@ -142,5 +156,7 @@ void config_print_help(void);
 void config_dump(const pg_config *c, void (*emit)(const char *line, void *ctx), void *ctx);
 /* MLP hidden width int(MLP_MULT * MODEL_DIM) as Python computes it. */
 int config_mlp_hidden(const pg_config *c);
+/* SmearGate variant of PGOLF_SMEAR_MODE/USE_SMEARGATE: 0 off, 1 pre (PR #65), 2 post (PR #315); -1 invalid. */
+int config_smear_mode(const pg_config *c);
 
 #endif

@@ -2,7 +2,9 @@
  * hand-written backward (spec §2.2-§2.4), written top to bottom as op calls (ops.h).
  *
  * Forward (N = B*T tokens):
- *   x0 = rmsnorm(tok_emb[idx]); x = x0
+ *   e = tok_emb[idx] (+ bigram(idx): PR #65 proj(table[hash]), PR #315 scale*proj(embed[hash]))
+ *   x0 = rmsnorm(e); with SmearGate: x0 = rmsnorm(smear(e)) (PR #65) or smear(rmsnorm(e)) (PR #315)
+ *   x = x0
  *   encoder blocks 0..n_enc-1: x = block(x, x0), outputs kept for the U-Net skips
  *   decoder block j: x = x + skip_weights[j] * enc_out[n_enc-1-j] (j < n_skip); x = block(x, x0)
  *   logits = softcap(rmsnorm(x) @ head^T); loss = mean CE
@@ -14,6 +16,7 @@
  */
 #include "model.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +51,31 @@ static double rng_normal(rng_t *r) {
     double u1 = rng_uniform(r), u2 = rng_uniform(r);
     if (u1 < 1e-300) u1 = 1e-300;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* An orthogonal (rows, cols) matrix times gain, as torch.nn.init.orthogonal_ draws it: the QR
+ * factorisation of a Gaussian (max, min) matrix with the signs fixed so that diag(R) > 0,
+ * transposed when rows < cols (orthonormal rows if rows <= cols, else orthonormal columns).
+ * Gram-Schmidt, run twice per column, yields exactly that Q (its R has a positive diagonal). */
+static void orthogonal_fill(float *w, int rows, int cols, double gain, rng_t *r) {
+    const int n = rows >= cols ? rows : cols, k = rows >= cols ? cols : rows;
+    double *q = xmalloc((size_t)n * k * sizeof(double)); /* (k, n): row j is column j of Q */
+    double *c = xmalloc((size_t)k * sizeof(double));
+    for (size_t i = 0; i < (size_t)n * k; i++) q[i] = rng_normal(r);
+    for (int j = 0; j < k; j++) {
+        double *v = q + (size_t)j * n;
+        for (int pass = 0; pass < 2 && j > 0; pass++) { /* v -= Q_<j^T (Q_<j v) */
+            cblas_dgemv(CblasRowMajor, CblasNoTrans, j, n, 1.0, q, n, v, 1, 0.0, c, 1);
+            cblas_dgemv(CblasRowMajor, CblasTrans, j, n, -1.0, q, n, c, 1, 1.0, v, 1);
+        }
+        double nrm = cblas_dnrm2(n, v, 1);
+        for (int i = 0; i < n; i++) v[i] /= nrm;
+    }
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < cols; j++)
+            w[(size_t)i * cols + j] = (float)(gain * (rows >= cols ? q[(size_t)j * n + i] : q[(size_t)i * n + j]));
+    free(q);
+    free(c);
 }
 
 int name_matches_patterns(const char *name, const char *patterns) {
@@ -91,20 +119,51 @@ static int add_param(gpt_model *m, int cap, const char *name, int ndim, int64_t 
     return m->n_params++;
 }
 
+/* Init of a Linear weight (rows, cols) that the record does not zero-initialise, under
+ * PGOLF_INIT_STYLE (spec §3.3, §4.2); `ctor` is what the module's constructor leaves. */
+static void linear_init(const pg_config *cfg, const gpt_model *m, const char *name, int64_t r, int64_t c,
+                        param_init ctor, float ctor_a, param_init *init, float *a) {
+    *init = ctor;
+    *a = ctor_a;
+    if (!strcmp(cfg->init_style, "ortho")) { /* PR #65: every Linear without _zero_init */
+        *init = INIT_ORTHO;
+        *a = 1.0f;
+    } else if (!strcmp(cfg->init_style, "ortho_mup") && r >= 64 && c >= 64) { /* PR #315 */
+        *init = INIT_ORTHO;
+        size_t n = strlen(name);
+        int is_proj = strstr(name, ".proj.") || (n >= 5 && !strcmp(name + n - 5, ".proj"));
+        *a = is_proj ? (float)(1.0 / sqrt(2.0 * m->L)) : 1.0f;
+    }
+}
+
 static void build_table(gpt_model *m, const pg_config *cfg) {
-    int cap = 16 + 12 * m->L;
+    int cap = 24 + 12 * m->L;
     m->params = xcalloc((size_t)cap, sizeof(param_info));
     const char *ctrl = cfg->control_tensor_name_patterns;
     const int d = m->d, hd = m->H * m->D, kvd = m->Hk * m->D;
     char nm[96];
+    param_init in;
+    float ia;
     /* PyTorch state-dict order: a module's own parameters, then its children in registration order */
     int i_skip = m->n_skip > 0 ? add_param(m, cap, "skip_weights", 2, m->n_skip, d, GROUP_SCALAR, INIT_ONES, 0, DT_F32) : -1;
     (void)i_skip;
     float emb_std = m->tied ? (float)cfg->tied_embed_init_std : 1.0f; /* untied: nn.Embedding's N(0,1) */
     m->i_tok_emb = add_param(m, cap, "tok_emb.weight", 2, m->V, d, GROUP_TOKEN, INIT_NORMAL, emb_std, DT_BF16);
+    if (m->bigram == 1) { /* PR #65 BigramHash: table N(0, 0.01^2) (bf16 param), zero-init proj (Muon) */
+        add_param(m, cap, "bigram_hash.table.weight", 2, m->nb, m->db, GROUP_TOKEN, INIT_NORMAL, 0.01f, DT_BF16);
+        add_param(m, cap, "bigram_hash.proj.weight", 2, d, m->db, GROUP_MUON, INIT_ZERO, 0, DT_F32);
+    } else if (m->bigram == 2) { /* PR #315 BigramHashEmbedding: scale 0.05, zero embed, proj zeroed by its
+                                    constructor and re-initialised by PGOLF_INIT_STYLE=ortho_mup */
+        add_param(m, cap, "bigram.scale", 0, 1, 1, GROUP_SCALAR, INIT_CONST, 0.05f, DT_F32);
+        add_param(m, cap, "bigram.embed.weight", 2, m->nb, m->db, GROUP_TOKEN, INIT_ZERO, 0, DT_BF16);
+        if (m->db != d) {
+            linear_init(cfg, m, "bigram.proj", d, m->db, INIT_ZERO, 0, &in, &ia);
+            add_param(m, cap, "bigram.proj.weight", 2, d, m->db, GROUP_MUON, in, ia, DT_F32);
+        }
+    }
+    if (m->smear == 1) add_param(m, cap, "smeargate.gate", 1, d, 1, GROUP_SCALAR, INIT_CONST, 3.0f, DT_F32);
+    if (m->smear == 2) add_param(m, cap, "smear.gate", 1, d, 1, GROUP_SCALAR, INIT_ZERO, 0, DT_F32);
     const float bound = 1.0f / sqrtf((float)d); /* nn.Linear default U(+-1/sqrt(fan_in)) */
-    const float bound_h = 1.0f / sqrtf((float)m->hidden);
-    (void)bound_h;
     for (int l = 0; l < m->L; l++) {
         struct {
             const char *suffix;
@@ -112,23 +171,27 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
             int64_t r, c;
             param_init init;
             float a;
+            int linear; /* a Linear without _zero_init: PGOLF_INIT_STYLE applies */
         } ps[] = {
-            {"attn_scale", 1, d, 1, INIT_ONES, 0},
-            {"mlp_scale", 1, d, 1, INIT_ONES, 0},
-            {"resid_mix", 2, 2, d, INIT_RESID_MIX, 0},
-            {"attn.c_q.weight", 2, hd, d, INIT_UNIFORM, bound},
-            {"attn.c_k.weight", 2, kvd, d, INIT_UNIFORM, bound},
-            {"attn.c_v.weight", 2, kvd, d, INIT_UNIFORM, bound},
-            {"attn.proj.weight", 2, d, hd, INIT_ZERO, 0},
-            {"attn.q_gain", 1, m->H, 1, INIT_CONST, (float)cfg->qk_gain_init},
-            {"mlp.fc.weight", 2, m->hidden, d, INIT_UNIFORM, bound},
-            {"mlp.proj.weight", 2, d, m->hidden, INIT_ZERO, 0},
+            {"attn_scale", 1, d, 1, INIT_ONES, 0, 0},
+            {"mlp_scale", 1, d, 1, INIT_ONES, 0, 0},
+            {"resid_mix", 2, 2, d, INIT_RESID_MIX, 0, 0},
+            {"attn.c_q.weight", 2, hd, d, INIT_UNIFORM, bound, 1},
+            {"attn.c_k.weight", 2, kvd, d, INIT_UNIFORM, bound, 1},
+            {"attn.c_v.weight", 2, kvd, d, INIT_UNIFORM, bound, 1},
+            {"attn.proj.weight", 2, d, hd, INIT_ZERO, 0, 0},
+            {"attn.q_gain", 1, m->H, 1, INIT_CONST, (float)cfg->qk_gain_init, 0},
+            {"mlp.fc.weight", 2, m->hidden, d, INIT_UNIFORM, bound, 1},
+            {"mlp.proj.weight", 2, d, m->hidden, INIT_ZERO, 0, 0},
         };
         for (size_t k = 0; k < sizeof(ps) / sizeof(ps[0]); k++) {
             snprintf(nm, sizeof(nm), "blocks.%d.%s", l, ps[k].suffix);
             /* spec §2.5: 2-D block params not matching a control pattern -> Muon; the rest -> scalar Adam */
             param_group grp = (ps[k].ndim == 2 && !name_matches_patterns(nm, ctrl)) ? GROUP_MUON : GROUP_SCALAR;
-            add_param(m, cap, nm, ps[k].ndim, ps[k].r, ps[k].c, grp, ps[k].init, ps[k].a, DT_F32);
+            in = ps[k].init;
+            ia = ps[k].a;
+            if (ps[k].linear) linear_init(cfg, m, nm, ps[k].r, ps[k].c, ps[k].init, ps[k].a, &in, &ia);
+            add_param(m, cap, nm, ps[k].ndim, ps[k].r, ps[k].c, grp, in, ia, DT_F32);
         }
     }
     m->i_lm_head = m->tied ? -1 : add_param(m, cap, "lm_head.weight", 2, m->V, d, GROUP_HEAD, INIT_ZERO, 0, DT_F32);
@@ -138,12 +201,16 @@ static void set_views(gpt_model *m) {
     float *w = m->w;
     m->tok_emb = w + m->params[m->i_tok_emb].offset;
     m->lm_head = m->tied ? NULL : w + m->params[m->i_lm_head].offset;
-    m->skip_weights = NULL;
+    m->skip_weights = m->smear_gate = m->bigram_table = m->bigram_proj = m->bigram_scale = NULL;
     m->blk = xcalloc((size_t)m->L, sizeof(block_params));
     for (int i = 0; i < m->n_params; i++) {
         const char *n = m->params[i].name;
         float *p = w + m->params[i].offset;
         if (!strcmp(n, "skip_weights")) m->skip_weights = p;
+        else if (!strcmp(n, "smeargate.gate") || !strcmp(n, "smear.gate")) m->smear_gate = p;
+        else if (!strcmp(n, "bigram_hash.table.weight") || !strcmp(n, "bigram.embed.weight")) m->bigram_table = p;
+        else if (!strcmp(n, "bigram_hash.proj.weight") || !strcmp(n, "bigram.proj.weight")) m->bigram_proj = p;
+        else if (!strcmp(n, "bigram.scale")) m->bigram_scale = p;
         int l;
         char rest[96];
         if (sscanf(n, "blocks.%d.%95s", &l, rest) == 2) {
@@ -198,9 +265,8 @@ static void build_rope(gpt_model *m, const pg_config *cfg) {
 static pg_act *aalloc(const gpt_model *m, size_t n) { return m->ops->alloc(n * m->ops->act_bytes); }
 static float *falloc(const gpt_model *m, size_t n) { return m->ops->alloc(n * sizeof(float)); }
 
-void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T) {
-    memset(m, 0, sizeof(*m));
-    m->ops = ops;
+/* the shape fields of m from the configuration (everything build_table needs) */
+static void set_shape(gpt_model *m, const pg_config *cfg) {
     m->V = (int)cfg->vocab_size;
     m->d = (int)cfg->model_dim;
     m->L = (int)cfg->num_layers;
@@ -214,6 +280,26 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
     m->tied = cfg->tie_embeddings;
     m->rope_dims = m->D;
     m->softcap = (float)cfg->logit_softcap;
+    m->smear = config_smear_mode(cfg);
+    PG_CHECK(m->smear >= 0);
+    m->bigram = cfg->bigram_hash_buckets > 0 ? 1 : cfg->bigram_vocab_size > 0 ? 2 : 0;
+    m->nb = (int)(m->bigram == 1 ? cfg->bigram_hash_buckets : cfg->bigram_vocab_size);
+    m->db = (int)(m->bigram == 1 ? cfg->bigram_hash_dim : cfg->bigram_dim);
+}
+
+size_t gpt_param_count_cfg(const pg_config *cfg) {
+    gpt_model m;
+    memset(&m, 0, sizeof(m));
+    set_shape(&m, cfg);
+    build_table(&m, cfg);
+    free(m.params);
+    return m.n_count;
+}
+
+void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T) {
+    memset(m, 0, sizeof(*m));
+    m->ops = ops;
+    set_shape(m, cfg);
     m->B = B;
     m->T = T;
     build_table(m, cfg);
@@ -244,6 +330,14 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
     m->rstdf = falloc(m, N);
     m->losses = falloc(m, N);
     m->losses_host = xmalloc(N * sizeof(float));
+    m->emb_mid = m->smear ? aalloc(m, N * d) : NULL;
+    if (m->bigram) {
+        m->bidx = ops->alloc(N * sizeof(int32_t));
+        m->bidx_host = xmalloc(N * sizeof(int32_t));
+        m->bg_e = aalloc(m, N * (size_t)m->db);
+        m->bg_p = m->bigram_proj ? aalloc(m, N * d) : NULL;
+        m->s_bg = aalloc(m, N * (size_t)m->db);
+    }
     m->acts = xcalloc((size_t)m->L, sizeof(block_acts));
     for (int l = 0; l < m->L; l++) {
         block_acts *a = &m->acts[l];
@@ -302,6 +396,12 @@ void gpt_free(gpt_model *m) {
     o->free(m->rstd0);
     o->free(m->rstdf);
     o->free(m->losses);
+    o->free(m->emb_mid);
+    o->free(m->bidx);
+    o->free(m->bg_e);
+    o->free(m->bg_p);
+    o->free(m->s_bg);
+    free(m->bidx_host);
     for (int l = 0; l < m->L; l++) {
         block_acts *a = &m->acts[l];
         void *ps[] = {a->xm, a->n1, a->q_raw, a->k_raw, a->v, a->q, a->k, a->att, a->a, a->xa, a->n2, a->h,
@@ -334,6 +434,7 @@ void gpt_init(gpt_model *m, const pg_config *cfg, uint64_t seed) {
         uint64_t s = seed * 0x9e3779b97f4a7c15ull;
         for (const char *c = p->name; *c; c++) s = (s ^ (uint64_t)(unsigned char)*c) * 0x100000001b3ull;
         rng_seed(&r, s);
+        if (p->init == INIT_ORTHO) orthogonal_fill(w, (int)p->shape[0], (int)p->shape[1], p->init_a, &r);
         for (size_t k = 0; k < p->numel; k++) {
             float v = 0;
             switch (p->init) {
@@ -343,6 +444,7 @@ void gpt_init(gpt_model *m, const pg_config *cfg, uint64_t seed) {
             case INIT_NORMAL: v = (float)(rng_normal(&r) * p->init_a); break;
             case INIT_UNIFORM: v = (float)((2.0 * rng_uniform(&r) - 1.0) * p->init_a); break;
             case INIT_RESID_MIX: v = k < (size_t)p->shape[1] ? 1.0f : 0.0f; break;
+            case INIT_ORTHO: v = w[k]; break;
             }
             /* the records build in fp32, cast the model to bf16 and back: every initial value is bf16 */
             w[k] = pg_round_bf16(v);
@@ -410,6 +512,81 @@ static void block_bwd(gpt_model *m, int l, int N, int B, pg_act *dxo) {
     o->mix_bwd(dxo, m->dx0, GR(m, p->resid_mix), dxo, block_input(m, l), m->x0, p->resid_mix, N, d);
 }
 
+/* Bigram buckets of the host tokens x, per row of T (spec §3.2, §4.2). Both records hash across
+ * document boundaries (BOS is an ordinary token); only position 0 of each row is special. */
+static void bigram_buckets(gpt_model *m, const int32_t *x, int N) {
+    for (int n = 0; n < N; n++) {
+        const int t = n % m->T;
+        if (m->bigram == 1) { /* PR #65: int64 (prev*92821 + cur) mod buckets, prev = 0 at t = 0 */
+            int64_t prev = t ? x[n - 1] : 0;
+            m->bidx_host[n] = (int32_t)((prev * 92821 + x[n]) % m->nb);
+        } else if (t == 0) { /* PR #315: the reserved bucket Vb-1 */
+            m->bidx_host[n] = m->nb - 1;
+        } else { /* PR #315: (36313*cur ^ 27191*prev) in wrapping int32, Python's (non-negative) mod Vb-1 */
+            const int32_t mod = m->nb - 1;
+            int32_t h = (int32_t)((36313u * (uint32_t)x[n]) ^ (27191u * (uint32_t)x[n - 1]));
+            int32_t r = h % mod;
+            m->bidx_host[n] = r < 0 ? r + mod : r;
+        }
+    }
+}
+
+/* x0 (N, d) from the tokens: embedding, bigram table, SmearGate and the embedding norm */
+static void embed_fwd(gpt_model *m, const int32_t *x, int N) {
+    const pg_ops *o = m->ops;
+    const int d = m->d, T = m->T;
+    o->embed_fwd(m->emb, m->idx, WC(m, m->tok_emb), N, d); /* e = tok_emb[idx] (N, d) */
+    if (m->bigram) {
+        bigram_buckets(m, x, N);
+        o->to_device(m->bidx, m->bidx_host, (size_t)N * sizeof(int32_t));
+        o->embed_fwd(m->bg_e, m->bidx, WC(m, m->bigram_table), N, m->db); /* (N, db) */
+        const pg_act *b = m->bg_e;
+        if (m->bigram_proj) {
+            o->matmul_fwd(m->bg_p, m->bg_e, WC(m, m->bigram_proj), N, m->db, d); /* (N, d) */
+            b = m->bg_p;
+        }
+        if (m->bigram_scale) o->resid_fwd(m->emb, m->emb, b, m->bigram_scale, N * d, 1); /* e += scale*b */
+        else o->add_inplace(m->emb, b, (size_t)N * d);                                 /* e += b */
+    }
+    if (m->smear == 1) { /* PR #65: x0 = rmsnorm(smear(e)) */
+        o->smear_fwd(m->emb_mid, m->emb, m->smear_gate, N, T, d, 0);
+        o->rmsnorm_fwd(m->x0, m->rstd0, m->emb_mid, N, d);
+    } else if (m->smear == 2) { /* PR #315: x0 = smear(rmsnorm(e)) */
+        o->rmsnorm_fwd(m->emb_mid, m->rstd0, m->emb, N, d);
+        o->smear_fwd(m->x0, m->emb_mid, m->smear_gate, N, T, d, 1);
+    } else
+        o->rmsnorm_fwd(m->x0, m->rstd0, m->emb, N, d);
+}
+
+/* from dx0 (N, d), the gradient wrt x0: the gradients of the embedding-side parameters (scratch s_d, s_d2) */
+static void embed_bwd(gpt_model *m, int N) {
+    const pg_ops *o = m->ops;
+    const int d = m->d, T = m->T;
+    pg_act *de = m->s_d; /* d e (N, d) */
+    if (m->smear == 1) {
+        o->rmsnorm_bwd(m->s_d2, m->dx0, m->x0, m->rstd0, N, d, 0);
+        o->smear_bwd(de, GR(m, m->smear_gate), m->s_d2, m->emb, m->smear_gate, N, T, d, 0);
+    } else if (m->smear == 2) {
+        o->smear_bwd(m->s_d2, GR(m, m->smear_gate), m->dx0, m->emb_mid, m->smear_gate, N, T, d, 1);
+        o->rmsnorm_bwd(de, m->s_d2, m->emb_mid, m->rstd0, N, d, 0);
+    } else
+        o->rmsnorm_bwd(de, m->dx0, m->x0, m->rstd0, N, d, 0);
+    o->embed_bwd(GR(m, m->tok_emb), de, m->idx, N, d);
+    if (m->bigram) {
+        const pg_act *db = de; /* d b */
+        if (m->bigram_scale) {
+            o->resid_bwd(m->s_d2, GR(m, m->bigram_scale), de, m->bigram_proj ? m->bg_p : m->bg_e, m->bigram_scale,
+                         N * d, 1, 0);
+            db = m->s_d2;
+        }
+        if (m->bigram_proj) {
+            o->matmul_bwd(m->s_bg, GR(m, m->bigram_proj), db, m->bg_e, WC(m, m->bigram_proj), N, m->db, d, 0);
+            db = m->s_bg;
+        }
+        o->embed_bwd(GR(m, m->bigram_table), db, m->bidx, N, m->db);
+    }
+}
+
 double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, int B_run, float grad_scale,
                             float *per_token_loss) {
     const pg_ops *o = m->ops;
@@ -418,9 +595,7 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
     o->to_device(m->idx, x, (size_t)N * sizeof(int32_t));
     o->to_device(m->tgt, y, (size_t)N * sizeof(int32_t));
 
-    /* embedding and its norm */
-    o->embed_fwd(m->emb, m->idx, WC(m, m->tok_emb), N, d);
-    o->rmsnorm_fwd(m->x0, m->rstd0, m->emb, N, d);
+    embed_fwd(m, x, N);
     /* encoder, then decoder with U-Net skips */
     for (int l = 0; l < m->L; l++) {
         int j = l - m->n_enc;
@@ -454,8 +629,7 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
                          m->skip_weights + (size_t)j * d, N, d, 0);
     }
     o->add_inplace(m->dx0, m->dx, (size_t)N * d); /* block 0's input is x0 */
-    o->rmsnorm_bwd(m->emb, m->dx0, m->x0, m->rstd0, N, d, 0);
-    o->embed_bwd(GR(m, m->tok_emb), m->emb, m->idx, N, d);
+    embed_bwd(m, N);
     return sum / N;
 }
 

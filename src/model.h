@@ -22,11 +22,12 @@ typedef enum {
     INIT_NORMAL,    /* N(0, init_a^2) */
     INIT_UNIFORM,   /* U(-init_a, init_a) */
     INIT_RESID_MIX, /* row 0 ones, row 1 zeros */
+    INIT_ORTHO,     /* orthogonal (QR of a Gaussian, diag(R) > 0) times init_a */
 } param_init;
 
 typedef struct {
     char name[96];
-    int ndim;
+    int ndim; /* 0 (a scalar, numel 1), 1 or 2 */
     int64_t shape[2];
     size_t numel;
     size_t offset; /* in floats, into the parameter arena */
@@ -51,6 +52,10 @@ typedef struct {
     /* shape */
     int V, d, L, H, Hk, D, hidden, n_enc, n_dec, n_skip, tied, rope_dims;
     float softcap;
+    /* record features (docs/seeds.md) */
+    int smear;       /* SmearGate: 0 off, 1 before the embedding norm (PR #65), 2 after it (PR #315) */
+    int bigram;      /* bigram table: 0 off, 1 PR #65 BigramHash, 2 PR #315 BigramHashEmbedding */
+    int nb, db;      /* bigram buckets and width */
     int B, T; /* activation capacity: B sequences of T tokens */
 
     /* parameter table */
@@ -64,6 +69,7 @@ typedef struct {
     int wc_owned;
     /* views */
     float *tok_emb, *skip_weights, *lm_head;
+    float *smear_gate, *bigram_table, *bigram_proj, *bigram_scale; /* NULL when the feature is off */
     block_params *blk;
     int i_tok_emb, i_lm_head;
 
@@ -72,11 +78,14 @@ typedef struct {
 
     /* activations */
     int32_t *idx, *tgt; /* backend memory (B*T) */
+    int32_t *bidx, *bidx_host; /* bigram buckets (B*T), backend and host */
     pg_act *x0, *nf, *logits, *emb;
+    pg_act *emb_mid;    /* (N, d) smear input (PR #65) or norm output (PR #315) */
+    pg_act *bg_e, *bg_p; /* (N, db) gathered bigram rows, (N, d) their projection */
     float *rstd0, *rstdf, *losses;
     block_acts *acts;
     /* backward scratch */
-    pg_act *dx, *dx0, **dskip, *s_d, *s_d2, *s_hid, *s_hd, *s_dq, *s_dk, *s_dv, *s_dqr, *s_dkr;
+    pg_act *dx, *dx0, **dskip, *s_d, *s_d2, *s_hid, *s_hd, *s_dq, *s_dk, *s_dv, *s_dqr, *s_dkr, *s_bg;
     float *losses_host;
 } gpt_model;
 
@@ -84,6 +93,9 @@ typedef struct {
 void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T);
 void gpt_free(gpt_model *m);
 size_t gpt_param_count(const gpt_model *m);
+/* The parameter count of a configuration without allocating the model (what `pgolf train` prints as
+ * model_params). */
+size_t gpt_param_count_cfg(const pg_config *cfg);
 /* Initialise parameters with the baseline's rules from a seed (own RNG; values bf16-rounded). */
 void gpt_init(gpt_model *m, const pg_config *cfg, uint64_t seed);
 /* Copy the compute weights from the masters (call after every optimizer step). */

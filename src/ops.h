@@ -83,6 +83,13 @@ typedef struct pg_ops {
     void (*relu2_fwd)(pg_act *u, const pg_act *h, size_t n);
     /* dh = du * 2*relu(h)  (dh may alias du) */
     void (*relu2_bwd)(pg_act *dh, const pg_act *du, const pg_act *h, size_t n);
+    /* SmearGate (PR #65, PR #315): per row of T tokens and channel c, g = sigmoid(gate[c]) and
+     * x_prev = x one position earlier (0 at t = 0); y = a*x + (1-a)*x_prev with a = g (reverse = 0,
+     * PR #65) or a = 1-g (reverse = 1, PR #315). y must not alias x. */
+    void (*smear_fwd)(pg_act *y, const pg_act *x, const float *gate, int N, int T, int C, int reverse);
+    /* dx overwritten (must not alias dy); dgate (C) accumulated */
+    void (*smear_bwd)(pg_act *dx, float *dgate, const pg_act *dy, const pg_act *x, const float *gate, int N, int T,
+                      int C, int reverse);
     /* dx += dy (n elements) */
     void (*add_inplace)(pg_act *dx, const pg_act *dy, size_t n);
     /* per row: l = softcap*tanh(z/softcap); losses[n] = logsumexp(l) - l[target] (fp32).

@@ -418,6 +418,48 @@ static void cpu_relu2_bwd(pg_act *dh, const pg_act *du, const pg_act *h, size_t 
     }
 }
 
+/* ---- SmearGate: y[t] = a*x[t] + (1-a)*x[t-1] per row of T, a = g or 1-g ---- */
+static void cpu_smear_fwd(pg_act *y, const pg_act *x, const float *gate, int N, int T, int C, int reverse) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *xr = CF(x) + (size_t)n * C, *xp = n % T ? xr - C : NULL;
+        float *yr = F(y) + (size_t)n * C;
+        for (int c = 0; c < C; c++) {
+            float g = 1.0f / (1.0f + expf(-gate[c])), a = reverse ? 1.0f - g : g;
+            yr[c] = a * xr[c] + (xp ? (1.0f - a) * xp[c] : 0.0f);
+        }
+    }
+}
+
+static void cpu_smear_bwd(pg_act *dx, float *dgate, const pg_act *dy, const pg_act *x, const float *gate, int N, int T,
+                          int C, int reverse) {
+    int nt = omp_get_max_threads();
+    double *part = xcalloc((size_t)nt * (size_t)C, sizeof(double));
+#pragma omp parallel
+    {
+        int th = omp_get_thread_num(), nth = omp_get_num_threads();
+        double *acc = part + (size_t)th * C;
+        long n0 = (long)N * th / nth, n1 = (long)N * (th + 1) / nth;
+        for (long n = n0; n < n1; n++) {
+            const float *g_ = CF(dy) + n * C, *gn = (n + 1) % T ? g_ + C : NULL;
+            const float *xr = CF(x) + n * C, *xp = n % T ? xr - C : NULL;
+            float *d = F(dx) + n * C;
+            for (int c = 0; c < C; c++) {
+                float g = 1.0f / (1.0f + expf(-gate[c])), a = reverse ? 1.0f - g : g;
+                d[c] = a * g_[c] + (gn ? (1.0f - a) * gn[c] : 0.0f);
+                acc[c] += (double)g_[c] * ((double)xr[c] - (xp ? (double)xp[c] : 0.0));
+            }
+        }
+    }
+    for (int c = 0; c < C; c++) {
+        double s = 0;
+        for (int t = 0; t < nt; t++) s += part[(size_t)t * C + c];
+        double g = 1.0 / (1.0 + exp(-(double)gate[c]));
+        dgate[c] += (float)(s * g * (1.0 - g) * (reverse ? -1.0 : 1.0)); /* da/dgate = +-g(1-g) */
+    }
+    free(part);
+}
+
 static void cpu_add_inplace(pg_act *dx, const pg_act *dy, size_t n) {
 #pragma omp parallel for
     for (size_t i = 0; i < n; i++) F(dx)[i] += CF(dy)[i];
@@ -588,6 +630,8 @@ const pg_ops pg_cpu_ops = {
     .resid_bwd = cpu_resid_bwd,
     .relu2_fwd = cpu_relu2_fwd,
     .relu2_bwd = cpu_relu2_bwd,
+    .smear_fwd = cpu_smear_fwd,
+    .smear_bwd = cpu_smear_bwd,
     .add_inplace = cpu_add_inplace,
     .softcap_ce = cpu_softcap_ce,
     .adam_step = cpu_adam_step,

@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ref_config import Config, load_config  # noqa: E402
 from ref_eval import Luts, build_luts, eval_standard, load_val_tokens, token_bytes  # noqa: E402
 from ref_io import load_safetensors, load_shard, save_safetensors  # noqa: E402
-from ref_model import Model, RunState, init_params, param_table  # noqa: E402
+from ref_model import Model, RunState, init_params, ortho_violations, param_table  # noqa: E402
 from ref_optim import Trainer, lr_multiplier  # noqa: E402
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -277,6 +277,8 @@ def cmd_initcheck(a: argparse.Namespace) -> None:
                 bad.append(f"{s.name}: mean {mean:.6g}, expected 0 (std {std:.6g}, n {n})")
             if abs(sd - std) > 5 * std * math.sqrt((kurt - 1) / (4 * n)) + std * 2 ** -8:
                 bad.append(f"{s.name}: std {sd:.6g}, expected {std:.6g} (n {n})")
+        elif kind == "ortho":
+            bad += ortho_violations(s.name, w, s.shape, float(s.init[1]) * float(s.init[2]))
         elif kind not in ("zeros", "ones", "const", "resid_mix"):
             bad.append(f"{s.name}: init {kind} is not checked by initcheck")
     for b in bad:

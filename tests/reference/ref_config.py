@@ -134,15 +134,16 @@ KEYS: Dict[str, Tuple[type, Any, str]] = {
     "CROWN_Q_ENABLED": (bool, False, "error if set"),
     # --- PR #187 ---
     "ENCODER_RECURRENCE": (bool, False, "PR187 encoder run twice with RMSNorm between passes"),
-    # --- reference keys for behaviour the records hard-code ([ref]) ---
-    "MLP_ACTIVATION": (str, "relu2", "[ref] relu2 | leaky_relu2 (PR1311/1392) | gelu"),
-    "LEAKY_RELU_SLOPE": (float, 0.5, "[ref] negative slope of leaky_relu2"),
-    "SMEAR_MODE": (str, "", "[ref] off | pre (PR65/187: before the norm, g*x, init 3) | post (PR315+: after the norm, (1-g)*x, init 0); empty = pre if USE_SMEARGATE else off"),
-    "ROPE_NTK": (bool, False, "[ref] PR315+ Rotary: fp32 tables with NTK base when T > 1024, else the bf16 buffer path"),
-    "ROPE_NTK_REF_LEN": (int, 1024, "[ref] the Rotary reference length hard-coded by the records"),
+    # --- reference keys for behaviour the records hard-code ([ref]); those that pgolf has too carry
+    #     pgolf's name (PGOLF_*), so one config file drives both ---
+    "PGOLF_MLP_ACTIVATION": (str, "relu2", "[ref] relu2 | leaky_relu2 (PR1311/1392) | gelu"),
+    "PGOLF_LEAKY_RELU_SLOPE": (float, 0.5, "[ref] negative slope of leaky_relu2"),
+    "PGOLF_SMEAR_MODE": (str, "", "[ref] off | pre (PR65/187: before the norm, g*x, init 3) | post (PR315+: after the norm, (1-g)*x, init 0); empty = pre if USE_SMEARGATE else off"),
+    "PGOLF_ROPE_NTK": (bool, False, "[ref] PR315+ Rotary: fp32 tables with NTK base when T > 1024, else the bf16 buffer path"),
+    "PGOLF_ROPE_NTK_REF_LEN": (int, 1024, "[ref] the Rotary reference length hard-coded by the records"),
     "PRE_ENRICH": (bool, False, "[ref] PR187 GELU pre-enrichment (hidden = 3*d//2)"),
     "OVERTONE_INIT": (bool, False, "[ref] PR187 overtone tok_emb init"),
-    "INIT_STYLE": (str, "default", "[ref] default | ortho (PR65) | ortho_mup (PR315/453) | banked (PR1311/1392)"),
+    "PGOLF_INIT_STYLE": (str, "default", "[ref] default | ortho (PR65) | ortho_mup (PR315/453) | banked (PR1311/1392)"),
     "BIGRAM_HASH_PROJ_INIT": (str, "zero", "[ref] zero (PR65) | default (PR187: U(+-1/sqrt(in)))"),
     "OPT_PARTITION": (str, "default", "[ref] default | banked (PR1311/1392) | pr187"),
     "MUON_WD_PLACEMENT": (str, "before", "[ref] before (PR65/315/1311/1392) | after (PR187)"),
@@ -163,9 +164,9 @@ _MUST_BE_OFF = ("QAT_ENABLED", "MTP_NUM_HEADS", "GATED_ATTENTION", "VALUE_RESIDU
                 "NGRAM_ENABLED", "LAWA_ENABLED", "DTG_ENABLED", "CROWN_Q_ENABLED")
 
 _CHOICES = {
-    "MLP_ACTIVATION": ("relu2", "leaky_relu2", "gelu"),
-    "SMEAR_MODE": ("", "off", "pre", "post"),
-    "INIT_STYLE": ("default", "ortho", "ortho_mup", "banked"),
+    "PGOLF_MLP_ACTIVATION": ("relu2", "leaky_relu2", "gelu"),
+    "PGOLF_SMEAR_MODE": ("", "off", "pre", "post"),
+    "PGOLF_INIT_STYLE": ("default", "ortho", "ortho_mup", "banked"),
     "BIGRAM_HASH_PROJ_INIT": ("zero", "default"),
     "OPT_PARTITION": ("default", "banked", "pr187"),
     "MUON_WD_PLACEMENT": ("before", "after"),
@@ -240,7 +241,7 @@ class Config:
 
     @property
     def smear_mode(self) -> str:
-        m = self.raw["SMEAR_MODE"]
+        m = self.raw["PGOLF_SMEAR_MODE"]
         if m == "":
             return "pre" if self.raw["USE_SMEARGATE"] else "off"
         return m
@@ -335,7 +336,7 @@ def _validate(cfg: Config) -> None:
         raise ValueError("config: MODEL_DIM must divide by NUM_HEADS and NUM_HEADS by NUM_KV_HEADS")
     if cfg.head_dim % 2 != 0 or cfg.rope_dims % 2 != 0 or cfg.rope_dims > cfg.head_dim:
         raise ValueError("config: head dim and ROPE_DIMS must be even, ROPE_DIMS <= head dim")
-    if r["ROPE_NTK"] and cfg.rope_dims <= 2:
+    if r["PGOLF_ROPE_NTK"] and cfg.rope_dims <= 2:
         raise ValueError("config: NTK RoPE needs ROPE_DIMS > 2")
     if r["LOGIT_SOFTCAP"] <= 0:
         raise ValueError("config: LOGIT_SOFTCAP must be positive")
@@ -343,6 +344,8 @@ def _validate(cfg: Config) -> None:
         raise ValueError("config: MUON_WD and MUON_WEIGHT_DECAY disagree")
     if r["BIGRAM_HASH_BUCKETS"] > 0 and r["BIGRAM_VOCAB_SIZE"] > 0:
         raise ValueError("config: BIGRAM_HASH_BUCKETS (PR65/187) and BIGRAM_VOCAB_SIZE (PR315+) are exclusive")
+    if r["USE_SMEARGATE"] and r["PGOLF_SMEAR_MODE"] not in ("", "pre"):
+        raise ValueError("config: USE_SMEARGATE=1 is PR65's SmearGate (PGOLF_SMEAR_MODE=pre)")
     if r["BIGRAM_VOCAB_SIZE"] == 1:
         raise ValueError("config: BIGRAM_VOCAB_SIZE must be 0 or >= 2")
     L = r["NUM_LAYERS"]

@@ -59,7 +59,7 @@ def _linear_init(cfg: Config, name: str, shape: Tuple[int, int], ctor: Tuple, ze
     """
     if zero:
         return ("zeros",)
-    style = cfg["INIT_STYLE"]
+    style = cfg["PGOLF_INIT_STYLE"]
     r, c = shape
     if style == "ortho":  # PR65 §3.3: every non-zero-init Linear
         return ("ortho", 1.0, 1.0)
@@ -83,7 +83,7 @@ def effective_layers(cfg: Config) -> int:
 
 def _block_specs(cfg: Config, prefix: str, eff_layers: int, parallel_lanes: bool) -> List[ParamSpec]:
     d, kv, h, H = cfg.d, cfg.kv_dim, cfg.mlp_hidden, cfg["NUM_HEADS"]
-    banked = cfg["INIT_STYLE"] == "banked"
+    banked = cfg["PGOLF_INIT_STYLE"] == "banked"
     u = lambda fan_in: ("uniform", 1.0 / math.sqrt(fan_in))
 
     def mat(n: str, shape: Tuple[int, int], zero: bool) -> ParamSpec:
@@ -273,6 +273,32 @@ def init_params(cfg: Config, seed: int, dtype: torch.dtype, bf16_round: bool = T
     return out
 
 
+def ortho_violations(name: str, w: torch.Tensor, shape: Tuple[int, int], scale: float) -> List[str]:
+    """initcheck of an ("ortho", gain, mult) tensor: W W^T (rows <= cols) or W^T W (rows > cols)
+    equals scale^2 I up to the bf16 rounding of the entries (relative 2^-8 on the diagonal,
+    2^-7 * scale^2 absolute elsewhere), and the entries look like a random rotation's (mean 0,
+    std scale/sqrt(max(rows, cols)), normal-like kurtosis), which a permutation or an identity fails."""
+    r, c = shape
+    W = w.reshape(r, c).double()
+    G = W @ W.t() if r <= c else W.t() @ W
+    bad: List[str] = []
+    s2 = scale * scale
+    diag_err = float((torch.diagonal(G) - s2).abs().max()) / s2
+    off = G - torch.diag(torch.diagonal(G))
+    off_err = float(off.abs().max()) / s2
+    if diag_err > 2 ** -7 or off_err > 2 ** -7:
+        bad.append(f"{name}: not orthogonal x {scale:.6g}: diagonal rel error {diag_err:.3g}, off-diagonal {off_err:.3g}")
+    n = W.numel()
+    if n >= 1000:
+        std = scale / math.sqrt(max(r, c))
+        mean, sd = float(W.mean()), float(W.std())
+        kurt = float(((W - mean) ** 4).mean()) / (sd ** 4)
+        if abs(mean) > 6 * std / math.sqrt(n) or abs(sd - std) > 0.02 * std or not 2.2 < kurt < 3.8:
+            bad.append(f"{name}: entries mean {mean:.3g} std {sd:.4g} (expected {std:.4g}) kurtosis {kurt:.3g}: "
+                       f"not a random orthogonal matrix")
+    return bad
+
+
 # --------------------------------------------------------------------------------------------------
 # ops
 # --------------------------------------------------------------------------------------------------
@@ -335,8 +361,8 @@ def rope_table(cfg: Config, T: int, dtype: torch.dtype) -> Tuple[torch.Tensor, t
     rd = cfg.rope_dims
     base = cfg["ROPE_BASE"]
     exps = torch.arange(0, rd, 2, dtype=torch.float32) / rd
-    if cfg["ROPE_NTK"] and T > cfg["ROPE_NTK_REF_LEN"]:
-        new_base = base * ((T / cfg["ROPE_NTK_REF_LEN"]) ** (rd / (rd - 2)))
+    if cfg["PGOLF_ROPE_NTK"] and T > cfg["PGOLF_ROPE_NTK_REF_LEN"]:
+        new_base = base * ((T / cfg["PGOLF_ROPE_NTK_REF_LEN"]) ** (rd / (rd - 2)))
         inv = 1.0 / (new_base ** exps)
         pos = torch.arange(T, dtype=torch.float32)
     else:
@@ -445,11 +471,11 @@ class Model:
 
     def mlp(self, prefix: str, u: torch.Tensor, st: RunState) -> torch.Tensor:
         h = self.linear(u, f"{prefix}.fc.weight", st)
-        act = self.cfg["MLP_ACTIVATION"]
+        act = self.cfg["PGOLF_MLP_ACTIVATION"]
         if act == "relu2":
             h = torch.relu(h).square()
         elif act == "leaky_relu2":
-            h = F.leaky_relu(h, negative_slope=self.cfg["LEAKY_RELU_SLOPE"]).square()
+            h = F.leaky_relu(h, negative_slope=self.cfg["PGOLF_LEAKY_RELU_SLOPE"]).square()
         else:
             h = F.gelu(h)
         return self.linear(h, f"{prefix}.proj.weight", st)
@@ -509,7 +535,8 @@ class Model:
             x = x + self.linear(p["bigram_hash.table.weight"][bucket], "bigram_hash.proj.weight", st)
         if cfg["BIGRAM_VOCAB_SIZE"] > 0:  # PR315 §4.2: reserved bucket V_b-1 at t = 0
             mod = cfg["BIGRAM_VOCAB_SIZE"] - 1
-            h = torch.bitwise_xor(36313 * idx, 27191 * prev) % mod
+            i32, p32 = idx.to(torch.int32), prev.to(torch.int32)  # the record hashes in (wrapping) int32
+            h = (torch.bitwise_xor(36313 * i32, 27191 * p32) % mod).long()
             h[:, 0] = mod
             e = p["bigram.embed.weight"][h]
             if "bigram.proj.weight" in p:

@@ -1,0 +1,281 @@
+/* test_reference_model.c: the records' model features (docs/seeds.md) against the PyTorch
+ * reference (tests/reference/ref.py, float64), in the pattern of test_reference.c: pgolf writes the
+ * config (JSON of the records' names), random weights and tokens; `ref.py grad` computes the loss,
+ * each position's loss and every parameter gradient, `ref.py initcheck` judges gpt_init's tensors
+ * against the init rules of the feature. Tolerances as test_reference.c: loss 2e-6 relative,
+ * per-token losses and every gradient 1e-5 (max|pgolf - ref| / max|ref| per tensor).
+ * The presets' parameter counts (configs/<record>.env at full size) are checked against the
+ * records' logged model_params without building the model. */
+#include <stdlib.h>
+
+#include "../src/common.h"
+#include "../src/config.h"
+#include "../src/model.h"
+#include "../src/statedict.h"
+#include "test.h"
+
+#define REF "/usr/bin/python3 tests/reference/ref.py"
+
+static uint64_t rng_s = 1;
+static double urand(void) {
+    rng_s = rng_s * 6364136223846793005ull + 1442695040888963407ull;
+    return (double)(rng_s >> 11) * (1.0 / 9007199254740992.0);
+}
+static float usym(float a) { return (float)((2.0 * urand() - 1.0) * a); }
+
+typedef struct {
+    const char *k, *v;
+} kv;
+
+static int make_config(pg_config *c, const kv *pairs, int n, const char *json_path, char *err, size_t errlen) {
+    config_defaults(c);
+    FILE *f = fopen(json_path, "w");
+    if (!f) return pg_err(err, errlen, "%s: cannot write", json_path);
+    fputc('{', f);
+    for (int i = 0; i < n; i++) {
+        if (config_set(c, pairs[i].k, pairs[i].v, "test", err, errlen) != 0) {
+            fclose(f);
+            return -1;
+        }
+        fprintf(f, "%s\"%s\": \"%s\"", i ? ", " : "", pairs[i].k, pairs[i].v);
+    }
+    fputs("}\n", f);
+    fclose(f);
+    return 0;
+}
+
+/* Random weights of the right scale for every tensor (the records' zero-initialised tables and
+ * projections would hide most of the backward). */
+static void randomize_weights(gpt_model *m, uint64_t seed) {
+    rng_s = seed;
+    for (int i = 0; i < m->n_params; i++) {
+        const param_info *p = &m->params[i];
+        float *w = m->w + p->offset;
+        const char *nm = p->name;
+        for (size_t k = 0; k < p->numel; k++) {
+            float v;
+            if (strstr(nm, "resid_mix")) v = k < (size_t)p->shape[1] ? 1.0f + usym(0.3f) : usym(0.5f);
+            else if (strstr(nm, "q_gain")) v = 1.5f + usym(0.5f);
+            else if (strstr(nm, "gate")) v = usym(2.0f); /* sigmoid well inside (0, 1), both signs */
+            else if (p->ndim == 0) v = 0.5f + usym(0.3f);
+            else if (p->ndim == 1 || !strcmp(nm, "skip_weights")) v = 1.0f + usym(0.3f);
+            else if (!strcmp(nm, "tok_emb.weight") || !strcmp(nm, "lm_head.weight")) v = usym(0.5f);
+            else if (strstr(nm, "bigram") && !strstr(nm, "proj")) v = usym(0.5f);
+            else v = usym(1.7f / sqrtf((float)p->shape[1]));
+            w[k] = v;
+        }
+    }
+    gpt_sync_weights(m);
+}
+
+static int write_arena(const gpt_model *m, const float *arena, const char *path, char *err, size_t errlen) {
+    statedict sd;
+    sd_init(&sd);
+    for (int i = 0; i < m->n_params; i++)
+        sd_add_f32(&sd, m->params[i].name, m->params[i].ndim, m->params[i].shape, arena + m->params[i].offset);
+    int rc = safetensors_write(path, &sd, NULL, 0, err, errlen);
+    sd_free(&sd);
+    return rc;
+}
+
+static double *get_f64(const statedict *sd, const char *name, size_t n) {
+    const sd_tensor *t = sd_find(sd, name);
+    if (!t || (size_t)sd_numel(t) != n) return NULL;
+    double *out = xmalloc((n ? n : 1) * sizeof(double));
+    if (t->dtype == DT_F64) memcpy(out, t->data, n * sizeof(double));
+    else {
+        float *f = xmalloc((n ? n : 1) * sizeof(float));
+        sd_to_f32(t, f);
+        for (size_t i = 0; i < n; i++) out[i] = f[i];
+        free(f);
+    }
+    return out;
+}
+
+static double rel_err_fd(const float *a, const double *b, size_t n) {
+    double md = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= md)) md = d;
+        if (fabs(b[i]) > mb) mb = fabs(b[i]);
+    }
+    return md / (mb > 1e-30 ? mb : 1e-30);
+}
+
+/* loss, per-token losses and every gradient of pgolf against the reference, A micro-batches of B
+ * sequences; `names` (comma-separated, optional) must all be parameters of the model */
+static void check_grads(t_state *t__, const char *label, const kv *cfg, int n_cfg, int B, int A, const char *names) {
+    T_NEED_TORCH();
+    const char *dir = t_tmpdir();
+    char cfgp[1024], wp[1024], tp[1024], op[1024], err[PG_ERRLEN];
+    snprintf(cfgp, sizeof(cfgp), "%s/config.json", dir);
+    snprintf(wp, sizeof(wp), "%s/weights.safetensors", dir);
+    snprintf(tp, sizeof(tp), "%s/tokens.safetensors", dir);
+    snprintf(op, sizeof(op), "%s/ref.safetensors", dir);
+    pg_config c;
+    T_ASSERT(make_config(&c, cfg, n_cfg, cfgp, err, sizeof(err)) == 0, "%s", err);
+    const int T = (int)c.train_seq_len, V = (int)c.vocab_size;
+    char tbt[32];
+    snprintf(tbt, sizeof(tbt), "%d", 8 * B * T);
+    T_ASSERT(config_set(&c, "TRAIN_BATCH_TOKENS", tbt, "test", err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(config_validate(&c, err, sizeof(err)) == 0, "%s", err);
+    gpt_model m;
+    gpt_build(&m, &c, &pg_cpu_ops, B, T);
+    for (const char *p = names; p && *p;) { /* the feature's tensors exist (the test would pass vacuously otherwise) */
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        int found = 0;
+        for (int i = 0; i < m.n_params && !found; i++) found = strlen(m.params[i].name) == n && !strncmp(m.params[i].name, p, n);
+        T_ASSERT(found, "%s: no parameter %.*s", label, (int)n, p);
+        p = e ? e + 1 : NULL;
+    }
+    randomize_weights(&m, 2000 + (uint64_t)T * 7 + (uint64_t)m.L);
+    const size_t N = (size_t)A * B * T;
+    int32_t *x = xmalloc(N * sizeof(int32_t)), *y = xmalloc(N * sizeof(int32_t));
+    for (size_t i = 0; i < N; i++) x[i] = (int32_t)(urand() * V) % V, y[i] = (int32_t)(urand() * V) % V;
+    T_ASSERT(write_arena(&m, m.w, wp, err, sizeof(err)) == 0, "%s", err);
+    statedict tk;
+    sd_init(&tk);
+    int64_t shape[3] = {A, B, T};
+    sd_add(&tk, "x", DT_I32, 3, shape, x);
+    sd_add(&tk, "y", DT_I32, 3, shape, y);
+    T_ASSERT(safetensors_write(tp, &tk, NULL, 0, err, sizeof(err)) == 0, "%s", err);
+    sd_free(&tk);
+
+    float *ptl = xmalloc(N * sizeof(float));
+    gpt_zero_grad(&m);
+    double loss = 0;
+    for (int a = 0; a < A; a++)
+        loss += gpt_forward_backward(&m, x + (size_t)a * B * T, y + (size_t)a * B * T, B, 1.0f / (float)A,
+                                     ptl + (size_t)a * B * T);
+    loss /= A;
+    T_ASSERT(t_system(REF " grad --config %s --weights %s --tokens %s --out %s", cfgp, wp, tp, op) == 0,
+             "reference grad failed");
+    statedict ref;
+    T_ASSERT(safetensors_read(op, &ref, err, sizeof(err)) == 0, "%s", err);
+    double *rl = get_f64(&ref, "loss", 1), *rp = get_f64(&ref, "per_token_loss", N);
+    T_ASSERT(rl && rp, "reference output lacks loss/per_token_loss");
+    T_CLOSE(loss, rl[0], 2e-6, 0, "mean loss");
+    double e = rel_err_fd(ptl, rp, N);
+    T_ASSERT(e <= 1e-5, "per-token losses: max rel error %.3g", e);
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < m.n_params; i++) {
+        const param_info *p = &m.params[i];
+        char nm[160];
+        snprintf(nm, sizeof(nm), "grad.%s", p->name);
+        double *rg = get_f64(&ref, nm, p->numel);
+        T_ASSERT(rg, "reference output lacks %s", nm);
+        double eg = rel_err_fd(m.g + p->offset, rg, p->numel);
+        T_ASSERT(eg <= 1e-5, "%s: gradient max rel error %.3g", p->name, eg);
+        if (eg > worst) worst = eg, worst_name = p->name;
+        free(rg);
+    }
+    printf("  %s: loss %.6f, worst gradient rel error %.2g (%s)\n", label, loss, worst, worst_name);
+    free(rl);
+    free(rp);
+    free(ptl);
+    free(x);
+    free(y);
+    sd_free(&ref);
+    gpt_free(&m);
+    config_free(&c);
+}
+#define GRADS(label, B, A, names, ...)                                                             \
+    do {                                                                                           \
+        const kv cfg_[] = {__VA_ARGS__};                                                           \
+        check_grads(t__, label, cfg_, (int)(sizeof(cfg_) / sizeof(cfg_[0])), B, A, names);          \
+    } while (0)
+
+/* gpt_init's tensors against the reference's init rules (ref.py initcheck) */
+static void check_init(t_state *t__, const kv *cfg, int n_cfg, const char *names) {
+    T_NEED_TORCH();
+    const char *dir = t_tmpdir();
+    char cfgp[1024], wp[1024], err[PG_ERRLEN];
+    snprintf(cfgp, sizeof(cfgp), "%s/config.json", dir);
+    snprintf(wp, sizeof(wp), "%s/weights.safetensors", dir);
+    pg_config c;
+    T_ASSERT(make_config(&c, cfg, n_cfg, cfgp, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(config_validate(&c, err, sizeof(err)) == 0, "%s", err);
+    gpt_model m;
+    gpt_build(&m, &c, &pg_cpu_ops, 1, 16);
+    gpt_init(&m, &c, 1337);
+    for (const char *p = names; p && *p;) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        int found = 0;
+        for (int i = 0; i < m.n_params && !found; i++) found = strlen(m.params[i].name) == n && !strncmp(m.params[i].name, p, n);
+        T_ASSERT(found, "no parameter %.*s", (int)n, p);
+        p = e ? e + 1 : NULL;
+    }
+    T_ASSERT(write_arena(&m, m.w, wp, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(t_system(REF " initcheck --config %s --weights %s", cfgp, wp) == 0,
+             "gpt_init violates the init rules (see the initcheck lines above)");
+    gpt_free(&m);
+    config_free(&c);
+}
+#define INIT(names, ...)                                                                           \
+    do {                                                                                           \
+        const kv cfg_[] = {__VA_ARGS__};                                                           \
+        check_init(t__, cfg_, (int)(sizeof(cfg_) / sizeof(cfg_[0])), names);                        \
+    } while (0)
+
+/* ---- PR #65: MLP 3x, SmearGate before the norm, BigramHash (mult-add hash, projection) ---- */
+
+TEST(refmodel_pr65_smear_bigram_tied) {
+    GRADS("PR65 smear+bigram", 2, 2, "smeargate.gate,bigram_hash.table.weight,bigram_hash.proj.weight",
+          {"NUM_LAYERS", "3"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3"},
+          {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"}, {"USE_SMEARGATE", "1"}, {"BIGRAM_HASH_BUCKETS", "40"},
+          {"BIGRAM_HASH_DIM", "8"});
+}
+/* untied head, the smear alone (no bigram), many buckets (every pair its own row) */
+TEST(refmodel_pr65_smear_untied_bigram_wide) {
+    GRADS("PR65 smear untied", 3, 1, "smeargate.gate,bigram_hash.table.weight,lm_head.weight", {"NUM_LAYERS", "2"},
+          {"MODEL_DIM", "24"}, {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "1"}, {"MLP_MULT", "3"}, {"TIE_EMBEDDINGS", "0"},
+          {"VOCAB_SIZE", "40"}, {"TRAIN_SEQ_LEN", "12"}, {"PGOLF_SMEAR_MODE", "pre"},
+          {"BIGRAM_HASH_BUCKETS", "4096"}, {"BIGRAM_HASH_DIM", "24"});
+}
+/* PR #65's init: orthogonal c_q/c_k/c_v/fc (square, wide and tall), zero projections (blocks and
+ * bigram), table N(0, 0.01^2), gate 3.0 */
+TEST(refmodel_pr65_init_rules) {
+    INIT("smeargate.gate,bigram_hash.table.weight,bigram_hash.proj.weight", {"NUM_LAYERS", "2"}, {"MODEL_DIM", "128"},
+         {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3"}, {"VOCAB_SIZE", "256"}, {"USE_SMEARGATE", "1"},
+         {"BIGRAM_HASH_BUCKETS", "512"}, {"BIGRAM_HASH_DIM", "32"}, {"PGOLF_INIT_STYLE", "ortho"});
+}
+
+/* ---- PR #315's embedding side: SmearGate after the norm, BigramHashEmbedding (xor hash, scale) ---- */
+
+TEST(refmodel_pr315_smear_bigram) {
+    GRADS("PR315 smear+bigram", 2, 2, "smear.gate,bigram.embed.weight,bigram.proj.weight,bigram.scale",
+          {"NUM_LAYERS", "3"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3.0"},
+          {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"}, {"PGOLF_SMEAR_MODE", "post"}, {"BIGRAM_VOCAB_SIZE", "37"},
+          {"BIGRAM_DIM", "8"});
+}
+/* BIGRAM_DIM = MODEL_DIM: no projection; fractional MLP_MULT */
+TEST(refmodel_pr315_bigram_noproj) {
+    GRADS("PR315 bigram no proj", 2, 1, "bigram.embed.weight,bigram.scale", {"NUM_LAYERS", "2"}, {"MODEL_DIM", "32"},
+          {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "2.5"}, {"VOCAB_SIZE", "50"}, {"TRAIN_SEQ_LEN", "16"},
+          {"BIGRAM_VOCAB_SIZE", "64"}, {"BIGRAM_DIM", "32"});
+}
+/* PR #315's init: orthogonal where both dims >= 64, x 1/sqrt(2L) on bigram.proj, the constructor's
+ * init below 64 (c_k/c_v of 32 rows keep U(+-1/sqrt(in))), zero embed, scale bf16(0.05), gate 0 */
+TEST(refmodel_pr315_init_rules) {
+    INIT("smear.gate,bigram.embed.weight,bigram.proj.weight,bigram.scale", {"NUM_LAYERS", "3"}, {"MODEL_DIM", "128"},
+         {"NUM_HEADS", "8"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3.0"}, {"VOCAB_SIZE", "256"},
+         {"PGOLF_SMEAR_MODE", "post"}, {"BIGRAM_VOCAB_SIZE", "300"}, {"BIGRAM_DIM", "64"},
+         {"PGOLF_INIT_STYLE", "ortho_mup"});
+}
+
+/* ---- presets at full size: the records' logged model_params ---- */
+
+static void check_preset(t_state *t__, const char *path, size_t expect) {
+    pg_config c;
+    char err[PG_ERRLEN];
+    config_defaults(&c);
+    T_ASSERT(config_load_preset(&c, path, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(config_validate(&c, err, sizeof(err)) == 0, "%s: %s", path, err);
+    size_t n = gpt_param_count_cfg(&c);
+    T_ASSERT(n == expect, "%s: model_params %zu, the record logs %zu", path, n, expect);
+    config_free(&c);
+}
+TEST(refmodel_preset_pr65_params) { check_preset(t__, "configs/pr65.env", 22368840); }
