@@ -4,7 +4,8 @@
 #   - shards of the FineWeb sample with SP1024 byte-identical to the reference (several train shards,
 #     documents across shard ends), and a layout check independent of the reference (headers, token
 #     counts, one BOS per document, names);
-#   - the same shards from plain / gzip / xz / zstd files, stdin, several inputs, and 1, 2 or 7 threads;
+#   - the same shards from plain / gzip / xz / zstd files (also several members / streams / frames),
+#     stdin, several inputs, and 1, 2 or 7 threads;
 #   - the plain-text format (blank-line separated documents), --format, --text-key, --max-docs;
 #   - every policy with its FILE:LINE message: malformed JSON, missing/non-string text member,
 #     invalid UTF-8 (error, --skip-bad, --fix-utf8 == Python's errors="replace"), empty documents
@@ -119,6 +120,15 @@ xz -T1 -c "$D/many.jsonl" > "$D/many.jsonl.xz"
 zstd -q -c "$D/many.jsonl" > "$D/many.jsonl.zst"
 why=""
 for f in many.jsonl many.jsonl.gz many.jsonl.xz many.jsonl.zst; do
+  rm -rf "$TMP/o"; tok --out "$TMP/o" --val-docs 1000 --shard-tokens 30000 --threads 2 "$D/$f" > /dev/null 2>&1
+  w=$(same_dir "$TMP/o" "$TMP/ref_many") || why="$why $f: $w;"
+done
+# several gzip members / xz streams / zstd frames in one file (cut in the middle of a line)
+head -c 300000 "$D/many.jsonl" > "$D/a.part"; tail -c +300001 "$D/many.jsonl" > "$D/b.part"
+(gzip -c "$D/a.part"; gzip -c "$D/b.part") > "$D/multi.jsonl.gz"
+(xz -T1 -c "$D/a.part"; xz -T1 -c "$D/b.part") > "$D/multi.jsonl.xz"
+(zstd -q -c "$D/a.part"; zstd -q -c "$D/b.part") > "$D/multi.jsonl.zst"
+for f in multi.jsonl.gz multi.jsonl.xz multi.jsonl.zst; do
   rm -rf "$TMP/o"; tok --out "$TMP/o" --val-docs 1000 --shard-tokens 30000 --threads 2 "$D/$f" > /dev/null 2>&1
   w=$(same_dir "$TMP/o" "$TMP/ref_many") || why="$why $f: $w;"
 done
