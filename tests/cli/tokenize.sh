@@ -18,8 +18,9 @@ cd "$(dirname "$0")/../.."
 . tests/cli_lib.sh
 PY=/usr/bin/python3
 REF="$PY tests/reference/tokenize_ref.py"
-M="$PGOLF_SHARED/data/tokenizers/fineweb_1024_bpe.model"
-CORPUS="$PGOLF_SHARED/data/corpus/fineweb_sample_300.jsonl.xz"
+SHARED="${PGOLF_SHARED:-$(cd .. && pwd)/shared}"
+M="$SHARED/data/tokenizers/fineweb_1024_bpe.model"
+CORPUS="$SHARED/data/corpus/fineweb_sample_300.jsonl.xz"
 
 if "$PG" tokenize --help 2>&1 | grep -q "usage: pgolf tokenize" && "$PG" tokenize --help | grep -q "docs/tokenize.md"; then
   echo "ok tokenize/help"
