@@ -33,7 +33,6 @@ _Static_assert(sizeof(KEYS) / sizeof(KEYS[0]) <= 128, "grow pg_config.set_from")
 static const struct {
     const char *key, *off;
 } UNIMPLEMENTED[] = {
-    {"XSA_LAST_N", "0"},         {"ROPE_DIMS", "0"},          {"LN_SCALE", "0"},
     {"LATE_QAT", "0"},           {"QAT_ENABLED", "0"},        {"VE_ENABLED", "0"},
     {"MTP_NUM_HEADS", "0"},      {"TTT_ENABLED", "0"},        {"TRIGRAM_VOCAB_SIZE", "0"},
     {"NUM_LOOPS", "0"},          {"PARALLEL_RESIDUAL_START", "-1"}, {"LOOP_CORE_LAYERS", "0"},
@@ -195,6 +194,15 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
         return pg_err(err, errlen, "head dim MODEL_DIM/NUM_HEADS=%lld must be even for RoPE",
                       (long long)(c->model_dim / c->num_heads));
     if (config_mlp_hidden(c) < 1) return pg_err(err, errlen, "MLP_MULT=%g gives an empty MLP", c->mlp_mult);
+    {
+        int64_t hd = c->model_dim / c->num_heads, rd = c->rope_dims ? c->rope_dims : hd;
+        if (rd % 2 || rd > hd)
+            return pg_err(err, errlen, "ROPE_DIMS=%lld: must be even and at most the head dim %lld",
+                          (long long)c->rope_dims, (long long)hd);
+        if (c->rope_ntk && rd <= 2)
+            return pg_err(err, errlen, "PGOLF_ROPE_NTK=1 needs more than 2 rotary dims (ROPE_DIMS=%lld)",
+                          (long long)c->rope_dims);
+    }
     if (config_smear_mode(c) < 0)
         return pg_err(err, errlen, "PGOLF_SMEAR_MODE=%s: expected off, pre or post (USE_SMEARGATE=1 means pre)",
                       c->smear_mode);

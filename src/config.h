@@ -51,6 +51,13 @@
     X(INT, BIGRAM_VOCAB_SIZE, bigram_vocab_size, "0", 0, 1e8,                                      \
       "PR #315 bigram buckets Vb: (36313*cur ^ 27191*prev) mod (Vb-1), Vb-1 at t = 0 (0: off)")     \
     X(INT, BIGRAM_DIM, bigram_dim, "128", 1, 65536, "PR #315 bigram width (no projection if = MODEL_DIM)") \
+    X(INT, XSA_LAST_N, xsa_last_n, "0", 0, 1e6, "PR #315 XSA on the last N layers (0: off; >= NUM_LAYERS: all)") \
+    X(INT, ROPE_DIMS, rope_dims, "0", 0, 65536, "PR #315 partial RoPE: rotate the first ROPE_DIMS dims of each head (0: all)") \
+    X(BOOL, LN_SCALE, ln_scale, "0", 0, 1, "PR #315: scale the normalised sublayer inputs of layer i by 1/sqrt(i+1)") \
+    X(BOOL, PGOLF_ROPE_NTK, rope_ntk, "0", 0, 1,                                                    \
+      "PR #315 Rotary: when TRAIN_SEQ_LEN > PGOLF_ROPE_NTK_REF_LEN, base*(T/ref)^(rd/(rd-2)) and fp32 positions") \
+    X(INT, PGOLF_ROPE_NTK_REF_LEN, rope_ntk_ref_len, "1024", 1, 1048576,                            \
+      "the Rotary reference length hard-coded by PR #315 (train_seq_len=1024)")                     \
     X(STR, PGOLF_INIT_STYLE, init_style, "default", 0, 0,                                           \
       "default (baseline); ortho (PR #65: every non-zero-init Linear orthogonal); ortho_mup (PR #315: " \
       "orthogonal if both dims >= 64, *.proj x 1/sqrt(2*NUM_LAYERS))")                              \

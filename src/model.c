@@ -8,11 +8,12 @@
  *   encoder blocks 0..n_enc-1: x = block(x, x0), outputs kept for the U-Net skips
  *   decoder block j: x = x + skip_weights[j] * enc_out[n_enc-1-j] (j < n_skip); x = block(x, x0)
  *   logits = softcap(rmsnorm(x) @ head^T); loss = mean CE
- * block(x, x0):
+ * block l (x, x0), s = 1/sqrt(l+1) with LN_SCALE else 1:
  *   xm = m0*x + m1*x0; n1 = rmsnorm(xm)
- *   q,k,v = n1 Wq^T, n1 Wk^T, n1 Wv^T; q,k = rope(rmsnorm_head(.)), q *= q_gain
- *   xa = xm + attn_scale * (attn(q,k,v) Wo^T)
- *   xout = xa + mlp_scale * (relu(rmsnorm(xa) Wfc^T)^2 Wp^T)
+ *   q,k,v = s*n1 Wq^T, s*n1 Wk^T, s*n1 Wv^T; q,k = rope(rmsnorm_head(.)) (first rope_dims dims), q *= q_gain
+ *   y = attn(q,k,v); in the last XSA_LAST_N layers y -= (y.v^)v^ per head (v^ = v/|v| of its KV head)
+ *   xa = xm + attn_scale * (y Wo^T)
+ *   xout = xa + mlp_scale * (relu(s*rmsnorm(xa) Wfc^T)^2 Wp^T)
  */
 #include "model.h"
 
@@ -236,16 +237,23 @@ static const pg_wc *WC(const gpt_model *m, const float *master) {
 /* corresponding gradient pointer */
 static float *GR(const gpt_model *m, const float *master) { return m->g + (master - m->w); }
 
+/* cos/sin (T, rope_dims/2). The baseline's tables (spec §2.3, §7.1): bf16 inv_freq and bf16
+ * positions. PR #315's Rotary for T above its hard-coded 1024 (spec §4.2): the NTK base
+ * base*(T/1024)^(rd/(rd-2)), fp32 inv_freq and positions. cos/sin are rounded to bf16 at use. */
 static void build_rope(gpt_model *m, const pg_config *cfg) {
-    int half = m->rope_dims / 2, T = m->T;
+    const int rd = m->rope_dims, half = rd / 2, T = m->T;
+    const int ntk = cfg->rope_ntk && T > cfg->rope_ntk_ref_len;
+    const int bf16_pos = cfg->bf16_rope_table && !ntk;
+    double base = cfg->rope_base;
+    if (ntk) base *= pow((double)T / (double)cfg->rope_ntk_ref_len, (double)rd / (double)(rd - 2));
     float *c = xmalloc((size_t)T * half * sizeof(float)), *s = xmalloc((size_t)T * half * sizeof(float));
     for (int j = 0; j < half; j++) {
         /* inv_freq = 1 / base^(2j/rope_dims), in fp32 as torch computes it */
-        float ex = (float)(2 * j) / (float)m->rope_dims;
-        float inv = 1.0f / powf((float)cfg->rope_base, ex);
-        if (cfg->bf16_rope_table) inv = pg_round_bf16(inv);
+        float ex = (float)(2 * j) / (float)rd;
+        float inv = 1.0f / powf((float)base, ex);
+        if (bf16_pos) inv = pg_round_bf16(inv);
         for (int t = 0; t < T; t++) {
-            float p = cfg->bf16_rope_table ? pg_round_bf16((float)t) : (float)t;
+            float p = bf16_pos ? pg_round_bf16((float)t) : (float)t;
             float ang = p * inv;
             float cv = cosf(ang), sv = sinf(ang);
             if (cfg->bf16_rope_table) cv = pg_round_bf16(cv), sv = pg_round_bf16(sv);
@@ -278,7 +286,9 @@ static void set_shape(gpt_model *m, const pg_config *cfg) {
     m->n_dec = m->L - m->n_enc;
     m->n_skip = m->n_enc < m->n_dec ? m->n_enc : m->n_dec;
     m->tied = cfg->tie_embeddings;
-    m->rope_dims = m->D;
+    m->rope_dims = cfg->rope_dims > 0 ? (int)cfg->rope_dims : m->D;
+    m->xsa_from = cfg->xsa_last_n >= m->L ? 0 : m->L - (int)cfg->xsa_last_n;
+    m->ln_scale = cfg->ln_scale;
     m->softcap = (float)cfg->logit_softcap;
     m->smear = config_smear_mode(cfg);
     PG_CHECK(m->smear >= 0);
@@ -349,6 +359,7 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
         a->q = aalloc(m, N * hd);
         a->k = aalloc(m, N * kvd);
         a->att = aalloc(m, N * hd);
+        a->att_x = l >= m->xsa_from ? aalloc(m, N * hd) : NULL;
         a->a = aalloc(m, N * d);
         a->xa = aalloc(m, N * d);
         a->n2 = aalloc(m, N * d);
@@ -375,6 +386,7 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
     m->s_dq = aalloc(m, N * hd);
     m->s_dk = aalloc(m, N * kvd);
     m->s_dv = aalloc(m, N * kvd);
+    m->s_dv2 = m->xsa_from < m->L ? aalloc(m, N * kvd) : NULL;
     m->s_dqr = aalloc(m, N * hd);
     m->s_dkr = aalloc(m, N * kvd);
 }
@@ -404,12 +416,13 @@ void gpt_free(gpt_model *m) {
     free(m->bidx_host);
     for (int l = 0; l < m->L; l++) {
         block_acts *a = &m->acts[l];
-        void *ps[] = {a->xm, a->n1, a->q_raw, a->k_raw, a->v, a->q, a->k, a->att, a->a, a->xa, a->n2, a->h,
+        void *ps[] = {a->xm, a->n1, a->q_raw, a->k_raw, a->v, a->q, a->k, a->att, a->att_x, a->a, a->xa, a->n2, a->h,
                       a->u, a->m, a->xout, a->xin_skip, a->rstd1, a->rstd_q, a->rstd_k, a->lse, a->rstd2};
         for (size_t k = 0; k < sizeof(ps) / sizeof(ps[0]); k++) o->free(ps[k]);
     }
     for (int j = 0; j < m->n_skip; j++) o->free(m->dskip[j]);
-    void *ss[] = {m->dx, m->dx0, m->s_d, m->s_d2, m->s_hid, m->s_hd, m->s_dq, m->s_dk, m->s_dv, m->s_dqr, m->s_dkr};
+    void *ss[] = {m->dx,   m->dx0,  m->s_d,   m->s_d2,  m->s_hid, m->s_hd,
+                  m->s_dq, m->s_dk, m->s_dv, m->s_dv2, m->s_dqr, m->s_dkr};
     for (size_t k = 0; k < sizeof(ss) / sizeof(ss[0]); k++) o->free(ss[k]);
     free(m->dskip);
     free(m->acts);
@@ -464,23 +477,38 @@ static const pg_act *block_input(const gpt_model *m, int l) {
     return l == 0 ? m->x0 : m->acts[l - 1].xout;
 }
 
+/* LN_SCALE factor of layer l (spec §4.2) */
+static float ln_scale(const gpt_model *m, int l) { return m->ln_scale ? (float)(1.0 / sqrt(l + 1.0)) : 1.0f; }
+
 static void block_fwd(gpt_model *m, int l, int N, int B) {
     const pg_ops *o = m->ops;
     const block_params *p = &m->blk[l];
     block_acts *a = &m->acts[l];
     const int d = m->d, hd = m->H * m->D, kvd = m->Hk * m->D;
     const pg_act *x = block_input(m, l);
+    const float s = ln_scale(m, l);
     o->mix_norm_fwd(a->xm, a->n1, a->rstd1, x, m->x0, p->resid_mix, N, d);
     o->matmul_fwd(a->q_raw, a->n1, WC(m, p->c_q), N, d, hd);
     o->matmul_fwd(a->k_raw, a->n1, WC(m, p->c_k), N, d, kvd);
     o->matmul_fwd(a->v, a->n1, WC(m, p->c_v), N, d, kvd);
+    if (s != 1.0f) { /* (s*n1) W^T = s*(n1 W^T) */
+        o->act_scale(a->q_raw, (size_t)N * hd, s);
+        o->act_scale(a->k_raw, (size_t)N * kvd, s);
+        o->act_scale(a->v, (size_t)N * kvd, s);
+    }
     o->qk_prep_fwd(a->q, a->k, a->rstd_q, a->rstd_k, a->q_raw, a->k_raw, p->q_gain, m->rope_cos, m->rope_sin, N, m->T,
                    m->H, m->Hk, m->D, m->rope_dims);
     o->attn_fwd(a->att, a->lse, a->q, a->k, a->v, B, m->T, m->H, m->Hk, m->D);
-    o->matmul_fwd(a->a, a->att, WC(m, p->proj), N, hd, d);
+    const pg_act *y = a->att;
+    if (a->att_x) { /* XSA */
+        o->xsa_fwd(a->att_x, a->att, a->v, N, m->H, m->Hk, m->D);
+        y = a->att_x;
+    }
+    o->matmul_fwd(a->a, y, WC(m, p->proj), N, hd, d);
     o->resid_fwd(a->xa, a->xm, a->a, p->attn_scale, N, d);
     o->rmsnorm_fwd(a->n2, a->rstd2, a->xa, N, d);
     o->matmul_fwd(a->h, a->n2, WC(m, p->fc), N, d, m->hidden);
+    if (s != 1.0f) o->act_scale(a->h, (size_t)N * m->hidden, s);
     o->relu2_fwd(a->u, a->h, (size_t)N * m->hidden);
     o->matmul_fwd(a->m, a->u, WC(m, p->mproj), N, m->hidden, d);
     o->resid_fwd(a->xout, a->xa, a->m, p->mlp_scale, N, d);
@@ -492,18 +520,27 @@ static void block_bwd(gpt_model *m, int l, int N, int B, pg_act *dxo) {
     const block_params *p = &m->blk[l];
     block_acts *a = &m->acts[l];
     const int d = m->d, hd = m->H * m->D, kvd = m->Hk * m->D;
+    const float s = ln_scale(m, l);
     /* MLP branch: xout = xa + mlp_scale * m */
     o->resid_bwd(m->s_d, GR(m, p->mlp_scale), dxo, a->m, p->mlp_scale, N, d, 0);
     o->matmul_bwd(m->s_hid, GR(m, p->mproj), m->s_d, a->u, WC(m, p->mproj), N, m->hidden, d, 0);
     o->relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden);
+    if (s != 1.0f) o->act_scale(m->s_hid, (size_t)N * m->hidden, s);
     o->matmul_bwd(m->s_d2, GR(m, p->fc), m->s_hid, a->n2, WC(m, p->fc), N, d, m->hidden, 0);
     o->rmsnorm_bwd(dxo, m->s_d2, a->n2, a->rstd2, N, d, 1); /* dxo is now d xa */
     /* attention branch: xa = xm + attn_scale * a */
     o->resid_bwd(m->s_d, GR(m, p->attn_scale), dxo, a->a, p->attn_scale, N, d, 0);
-    o->matmul_bwd(m->s_hd, GR(m, p->proj), m->s_d, a->att, WC(m, p->proj), N, hd, d, 0);
+    o->matmul_bwd(m->s_hd, GR(m, p->proj), m->s_d, a->att_x ? a->att_x : a->att, WC(m, p->proj), N, hd, d, 0);
+    if (a->att_x) o->xsa_bwd(m->s_hd, m->s_dv2, m->s_hd, a->att, a->v, N, m->H, m->Hk, m->D); /* XSA */
     o->attn_bwd(m->s_dq, m->s_dk, m->s_dv, m->s_hd, a->q, a->k, a->v, a->att, a->lse, B, m->T, m->H, m->Hk, m->D);
+    if (a->att_x) o->add_inplace(m->s_dv, m->s_dv2, (size_t)N * kvd);
     o->qk_prep_bwd(m->s_dqr, m->s_dkr, GR(m, p->q_gain), m->s_dq, m->s_dk, a->q_raw, a->k_raw, a->rstd_q, a->rstd_k,
                    p->q_gain, m->rope_cos, m->rope_sin, N, m->T, m->H, m->Hk, m->D, m->rope_dims);
+    if (s != 1.0f) {
+        o->act_scale(m->s_dqr, (size_t)N * hd, s);
+        o->act_scale(m->s_dkr, (size_t)N * kvd, s);
+        o->act_scale(m->s_dv, (size_t)N * kvd, s);
+    }
     o->matmul_bwd(m->s_d2, GR(m, p->c_q), m->s_dqr, a->n1, WC(m, p->c_q), N, d, hd, 0);
     o->matmul_bwd(m->s_d2, GR(m, p->c_k), m->s_dkr, a->n1, WC(m, p->c_k), N, d, kvd, 1);
     o->matmul_bwd(m->s_d2, GR(m, p->c_v), m->s_dv, a->n1, WC(m, p->c_v), N, d, kvd, 1);

@@ -43,7 +43,7 @@ typedef struct {
 } block_params;
 
 typedef struct {
-    pg_act *xm, *n1, *q_raw, *k_raw, *v, *q, *k, *att, *a, *xa, *n2, *h, *u, *m, *xout, *xin_skip;
+    pg_act *xm, *n1, *q_raw, *k_raw, *v, *q, *k, *att, *att_x, *a, *xa, *n2, *h, *u, *m, *xout, *xin_skip;
     float *rstd1, *rstd_q, *rstd_k, *lse, *rstd2;
 } block_acts;
 
@@ -56,6 +56,8 @@ typedef struct {
     int smear;       /* SmearGate: 0 off, 1 before the embedding norm (PR #65), 2 after it (PR #315) */
     int bigram;      /* bigram table: 0 off, 1 PR #65 BigramHash, 2 PR #315 BigramHashEmbedding */
     int nb, db;      /* bigram buckets and width */
+    int xsa_from;    /* XSA in layers xsa_from..L-1 (L: none) */
+    int ln_scale;    /* normalised sublayer inputs of layer l scaled by 1/sqrt(l+1) */
     int B, T; /* activation capacity: B sequences of T tokens */
 
     /* parameter table */
@@ -86,6 +88,7 @@ typedef struct {
     block_acts *acts;
     /* backward scratch */
     pg_act *dx, *dx0, **dskip, *s_d, *s_d2, *s_hid, *s_hd, *s_dq, *s_dk, *s_dv, *s_dqr, *s_dkr, *s_bg;
+    pg_act *s_dv2; /* XSA's dv (N, Hk*D) */
     float *losses_host;
 } gpt_model;
 

@@ -90,6 +90,14 @@ typedef struct pg_ops {
     /* dx overwritten (must not alias dy); dgate (C) accumulated */
     void (*smear_bwd)(pg_act *dx, float *dgate, const pg_act *dy, const pg_act *x, const float *gate, int N, int T,
                       int C, int reverse);
+    /* XSA (PR #315): per token n and query head h, with u = v[n, h/(H/Hk)] / max(|v[n, h/(H/Hk)]|, 1e-12):
+     * y = o - (o.u) u. o, y (N, H*D); v (N, Hk*D). y may alias o. */
+    void (*xsa_fwd)(pg_act *y, const pg_act *o, const pg_act *v, int N, int H, int Hk, int D);
+    /* do_ and dv overwritten; do_ may alias dy */
+    void (*xsa_bwd)(pg_act *do_, pg_act *dv, const pg_act *dy, const pg_act *o, const pg_act *v, int N, int H, int Hk,
+                    int D);
+    /* x *= s (n activations) */
+    void (*act_scale)(pg_act *x, size_t n, float s);
     /* dx += dy (n elements) */
     void (*add_inplace)(pg_act *dx, const pg_act *dy, size_t n);
     /* per row: l = softcap*tanh(z/softcap); losses[n] = logsumexp(l) - l[target] (fp32).

@@ -254,7 +254,7 @@ TEST(refmodel_pr315_smear_bigram) {
 /* BIGRAM_DIM = MODEL_DIM: no projection; fractional MLP_MULT */
 TEST(refmodel_pr315_bigram_noproj) {
     GRADS("PR315 bigram no proj", 2, 1, "bigram.embed.weight,bigram.scale", {"NUM_LAYERS", "2"}, {"MODEL_DIM", "32"},
-          {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "2.5"}, {"VOCAB_SIZE", "50"}, {"TRAIN_SEQ_LEN", "16"},
+          {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "2.5"}, {"VOCAB_SIZE", "50"}, {"TRAIN_SEQ_LEN", "16"},
           {"BIGRAM_VOCAB_SIZE", "64"}, {"BIGRAM_DIM", "32"});
 }
 /* PR #315's init: orthogonal where both dims >= 64, x 1/sqrt(2L) on bigram.proj, the constructor's
@@ -279,3 +279,22 @@ static void check_preset(t_state *t__, const char *path, size_t expect) {
     config_free(&c);
 }
 TEST(refmodel_preset_pr65_params) { check_preset(t__, "configs/pr65.env", 22368840); }
+TEST(refmodel_preset_pr315_params) { check_preset(t__, "configs/pr315.env", 26829913); }
+
+/* ---- PR #315's trunk: XSA on the last N layers, partial RoPE (+ NTK base), LN scale ---- */
+
+/* 5 layers (2 encoder + 3 decoder), XSA on the last 2, GQA 4:2, ROPE_DIMS 4 of 8, LN scale */
+TEST(refmodel_pr315_xsa_partial_rope_ln_scale) {
+    GRADS("PR315 XSA2 rope4/8 ln_scale", 2, 1, "blocks.4.attn.c_v.weight", {"NUM_LAYERS", "5"}, {"MODEL_DIM", "32"},
+          {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3.0"}, {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"},
+          {"XSA_LAST_N", "2"}, {"ROPE_DIMS", "4"}, {"LN_SCALE", "1"});
+}
+/* the whole PR #315 model at small size: XSA on every layer (N > L), MQA, the NTK RoPE base
+ * (T 40 > PGOLF_ROPE_NTK_REF_LEN 16) with fp32 positions, smear after the norm, bigram with proj */
+TEST(refmodel_pr315_model_small) {
+    GRADS("PR315 small", 1, 2, "smear.gate,bigram.proj.weight", {"NUM_LAYERS", "3"}, {"MODEL_DIM", "48"},
+          {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "1"}, {"MLP_MULT", "3.0"}, {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "40"},
+          {"XSA_LAST_N", "7"}, {"ROPE_DIMS", "6"}, {"PGOLF_ROPE_NTK", "1"}, {"PGOLF_ROPE_NTK_REF_LEN", "16"},
+          {"LN_SCALE", "1"}, {"PGOLF_SMEAR_MODE", "post"}, {"BIGRAM_VOCAB_SIZE", "31"}, {"BIGRAM_DIM", "16"},
+          {"ROPE_BASE", "500"});
+}

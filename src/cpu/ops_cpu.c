@@ -460,6 +460,59 @@ static void cpu_smear_bwd(pg_act *dx, float *dgate, const pg_act *dy, const pg_a
     free(part);
 }
 
+/* ---- XSA: remove from each head's output its component along the token's own value ---- */
+static void cpu_xsa_fwd(pg_act *y, const pg_act *o, const pg_act *v, int N, int H, int Hk, int D) {
+    const int grp = H / Hk;
+#pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < H; h++) {
+            const float *vr = CF(v) + ((size_t)n * Hk + h / grp) * D, *orow = CF(o) + ((size_t)n * H + h) * D;
+            float *yr = F(y) + ((size_t)n * H + h) * D;
+            double ss = 0, dot = 0;
+            for (int d = 0; d < D; d++) ss += (double)vr[d] * vr[d];
+            const float inv = 1.0f / fmaxf(sqrtf((float)ss), 1e-12f);
+            for (int d = 0; d < D; d++) dot += (double)orow[d] * vr[d];
+            const float c = (float)dot * inv * inv;
+            for (int d = 0; d < D; d++) yr[d] = orow[d] - c * vr[d];
+        }
+}
+
+static void cpu_xsa_bwd(pg_act *do_, pg_act *dv, const pg_act *dy, const pg_act *o, const pg_act *v, int N, int H,
+                        int Hk, int D) {
+    const int grp = H / Hk;
+    PG_CHECK(D <= 1024);
+#pragma omp parallel for
+    for (int n = 0; n < N; n++)
+        for (int g = 0; g < Hk; g++) {
+            const float *vr = CF(v) + ((size_t)n * Hk + g) * D;
+            float u[1024], du[1024];
+            double ss = 0;
+            for (int d = 0; d < D; d++) ss += (double)vr[d] * vr[d];
+            const float nrm = sqrtf((float)ss), r = fmaxf(nrm, 1e-12f);
+            for (int d = 0; d < D; d++) u[d] = vr[d] / r, du[d] = 0.0f;
+            for (int h = g * grp; h < (g + 1) * grp; h++) {
+                const float *orow = CF(o) + ((size_t)n * H + h) * D, *dyr = CF(dy) + ((size_t)n * H + h) * D;
+                float *dor = F(do_) + ((size_t)n * H + h) * D;
+                double a = 0, b = 0;
+                for (int d = 0; d < D; d++) a += (double)orow[d] * u[d], b += (double)dyr[d] * u[d];
+                /* y = o - (o.u)u: do = dy - (dy.u)u, du = -(o.u) dy - (dy.u) o */
+                for (int d = 0; d < D; d++) du[d] -= (float)a * dyr[d] + (float)b * orow[d];
+                for (int d = 0; d < D; d++) dor[d] = dyr[d] - (float)b * u[d];
+            }
+            /* u = v/max(|v|, eps): dv = (du - (du.u)u)/|v|, or du/eps when clamped */
+            double c = 0;
+            if (nrm > 1e-12f)
+                for (int d = 0; d < D; d++) c += (double)du[d] * u[d];
+            float *dvr = F(dv) + ((size_t)n * Hk + g) * D;
+            for (int d = 0; d < D; d++) dvr[d] = (du[d] - (float)c * u[d]) / r;
+        }
+}
+
+static void cpu_act_scale(pg_act *x, size_t n, float s) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) F(x)[i] *= s;
+}
+
 static void cpu_add_inplace(pg_act *dx, const pg_act *dy, size_t n) {
 #pragma omp parallel for
     for (size_t i = 0; i < n; i++) F(dx)[i] += CF(dy)[i];
@@ -632,6 +685,9 @@ const pg_ops pg_cpu_ops = {
     .relu2_bwd = cpu_relu2_bwd,
     .smear_fwd = cpu_smear_fwd,
     .smear_bwd = cpu_smear_bwd,
+    .xsa_fwd = cpu_xsa_fwd,
+    .xsa_bwd = cpu_xsa_bwd,
+    .act_scale = cpu_act_scale,
     .add_inplace = cpu_add_inplace,
     .softcap_ce = cpu_softcap_ce,
     .adam_step = cpu_adam_step,
