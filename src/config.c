@@ -210,6 +210,8 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
         return pg_err(err, errlen, "BIGRAM_HASH_BUCKETS (PR #65) and BIGRAM_VOCAB_SIZE (PR #315) are two bigram "
                                    "tables; set only one");
     if (c->bigram_vocab_size == 1) return pg_err(err, errlen, "BIGRAM_VOCAB_SIZE=1: must be 0 (off) or >= 2");
+    if (strcmp(c->mlp_activation, "relu2") && strcmp(c->mlp_activation, "leaky_relu2"))
+        return pg_err(err, errlen, "PGOLF_MLP_ACTIVATION=%s: expected relu2 or leaky_relu2", c->mlp_activation);
     if (strcmp(c->init_style, "default") && strcmp(c->init_style, "ortho") && strcmp(c->init_style, "ortho_mup"))
         return pg_err(err, errlen, "PGOLF_INIT_STYLE=%s: expected default, ortho or ortho_mup", c->init_style);
     if (8 % c->world_size)

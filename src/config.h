@@ -58,6 +58,9 @@
       "PR #315 Rotary: when TRAIN_SEQ_LEN > PGOLF_ROPE_NTK_REF_LEN, base*(T/ref)^(rd/(rd-2)) and fp32 positions") \
     X(INT, PGOLF_ROPE_NTK_REF_LEN, rope_ntk_ref_len, "1024", 1, 1048576,                            \
       "the Rotary reference length hard-coded by PR #315 (train_seq_len=1024)")                     \
+    X(STR, PGOLF_MLP_ACTIVATION, mlp_activation, "relu2", 0, 0,                                    \
+      "MLP activation: relu2 (baseline), leaky_relu2 (PR #1311, PR #1392: leaky_relu(x, slope)^2)") \
+    X(FLOAT, PGOLF_LEAKY_RELU_SLOPE, leaky_relu_slope, "0.5", 0, 1, "negative slope of leaky_relu2")  \
     X(STR, PGOLF_INIT_STYLE, init_style, "default", 0, 0,                                           \
       "default (baseline); ortho (PR #65: every non-zero-init Linear orthogonal); ortho_mup (PR #315: " \
       "orthogonal if both dims >= 64, *.proj x 1/sqrt(2*NUM_LAYERS))")                              \

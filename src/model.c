@@ -13,7 +13,7 @@
  *   q,k,v = s*n1 Wq^T, s*n1 Wk^T, s*n1 Wv^T; q,k = rope(rmsnorm_head(.)) (first rope_dims dims), q *= q_gain
  *   y = attn(q,k,v); in the last XSA_LAST_N layers y -= (y.v^)v^ per head (v^ = v/|v| of its KV head)
  *   xa = xm + attn_scale * (y Wo^T)
- *   xout = xa + mlp_scale * (relu(s*rmsnorm(xa) Wfc^T)^2 Wp^T)
+ *   xout = xa + mlp_scale * (act(s*rmsnorm(xa) Wfc^T) Wp^T), act = relu^2 or leaky_relu(., slope)^2
  */
 #include "model.h"
 
@@ -289,6 +289,8 @@ static void set_shape(gpt_model *m, const pg_config *cfg) {
     m->rope_dims = cfg->rope_dims > 0 ? (int)cfg->rope_dims : m->D;
     m->xsa_from = cfg->xsa_last_n >= m->L ? 0 : m->L - (int)cfg->xsa_last_n;
     m->ln_scale = cfg->ln_scale;
+    m->leaky = !strcmp(cfg->mlp_activation, "leaky_relu2");
+    m->slope = (float)cfg->leaky_relu_slope;
     m->softcap = (float)cfg->logit_softcap;
     m->smear = config_smear_mode(cfg);
     PG_CHECK(m->smear >= 0);
@@ -509,7 +511,8 @@ static void block_fwd(gpt_model *m, int l, int N, int B) {
     o->rmsnorm_fwd(a->n2, a->rstd2, a->xa, N, d);
     o->matmul_fwd(a->h, a->n2, WC(m, p->fc), N, d, m->hidden);
     if (s != 1.0f) o->act_scale(a->h, (size_t)N * m->hidden, s);
-    o->relu2_fwd(a->u, a->h, (size_t)N * m->hidden);
+    if (m->leaky) o->leaky_relu2_fwd(a->u, a->h, (size_t)N * m->hidden, m->slope);
+    else o->relu2_fwd(a->u, a->h, (size_t)N * m->hidden);
     o->matmul_fwd(a->m, a->u, WC(m, p->mproj), N, m->hidden, d);
     o->resid_fwd(a->xout, a->xa, a->m, p->mlp_scale, N, d);
 }
@@ -524,7 +527,8 @@ static void block_bwd(gpt_model *m, int l, int N, int B, pg_act *dxo) {
     /* MLP branch: xout = xa + mlp_scale * m */
     o->resid_bwd(m->s_d, GR(m, p->mlp_scale), dxo, a->m, p->mlp_scale, N, d, 0);
     o->matmul_bwd(m->s_hid, GR(m, p->mproj), m->s_d, a->u, WC(m, p->mproj), N, m->hidden, d, 0);
-    o->relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden);
+    if (m->leaky) o->leaky_relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden, m->slope);
+    else o->relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden);
     if (s != 1.0f) o->act_scale(m->s_hid, (size_t)N * m->hidden, s);
     o->matmul_bwd(m->s_d2, GR(m, p->fc), m->s_hid, a->n2, WC(m, p->fc), N, d, m->hidden, 0);
     o->rmsnorm_bwd(dxo, m->s_d2, a->n2, a->rstd2, N, d, 1); /* dxo is now d xa */

@@ -58,6 +58,8 @@ typedef struct {
     int nb, db;      /* bigram buckets and width */
     int xsa_from;    /* XSA in layers xsa_from..L-1 (L: none) */
     int ln_scale;    /* normalised sublayer inputs of layer l scaled by 1/sqrt(l+1) */
+    int leaky;       /* MLP activation leaky_relu(., slope)^2 instead of relu^2 */
+    float slope;
     int B, T; /* activation capacity: B sequences of T tokens */
 
     /* parameter table */

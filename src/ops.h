@@ -98,6 +98,10 @@ typedef struct pg_ops {
                     int D);
     /* x *= s (n activations) */
     void (*act_scale)(pg_act *x, size_t n, float s);
+    /* u = leaky_relu(h, slope)^2 (PR #1311, PR #1392: slope 0.5) */
+    void (*leaky_relu2_fwd)(pg_act *u, const pg_act *h, size_t n, float slope);
+    /* dh = du * 2*h * (h > 0 ? 1 : slope^2)  (dh may alias du) */
+    void (*leaky_relu2_bwd)(pg_act *dh, const pg_act *du, const pg_act *h, size_t n, float slope);
     /* dx += dy (n elements) */
     void (*add_inplace)(pg_act *dx, const pg_act *dy, size_t n);
     /* per row: l = softcap*tanh(z/softcap); losses[n] = logsumexp(l) - l[target] (fp32).

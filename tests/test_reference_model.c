@@ -298,3 +298,20 @@ TEST(refmodel_pr315_model_small) {
           {"LN_SCALE", "1"}, {"PGOLF_SMEAR_MODE", "post"}, {"BIGRAM_VOCAB_SIZE", "31"}, {"BIGRAM_DIM", "16"},
           {"ROPE_BASE", "500"});
 }
+
+/* ---- PR #1311 / PR #1392: LeakyReLU(0.5)^2 MLP ---- */
+
+TEST(refmodel_leaky_relu2) {
+    GRADS("leaky_relu2", 2, 1, NULL, {"NUM_LAYERS", "2"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"},
+          {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3"}, {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"},
+          {"PGOLF_MLP_ACTIVATION", "leaky_relu2"});
+}
+/* with PR #1311's trunk at small size (XSA, partial RoPE, LN scale, smear after the norm, bigram), MLP 4x
+ * (PR #1392), another slope */
+TEST(refmodel_leaky_relu2_pr1311_trunk) {
+    GRADS("leaky_relu2 PR1311 trunk", 1, 2, "smear.gate", {"NUM_LAYERS", "3"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"},
+          {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "4.0"}, {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"},
+          {"PGOLF_MLP_ACTIVATION", "leaky_relu2"}, {"PGOLF_LEAKY_RELU_SLOPE", "0.3"}, {"XSA_LAST_N", "2"},
+          {"ROPE_DIMS", "4"}, {"LN_SCALE", "1"}, {"PGOLF_SMEAR_MODE", "post"}, {"BIGRAM_VOCAB_SIZE", "33"},
+          {"BIGRAM_DIM", "8"});
+}

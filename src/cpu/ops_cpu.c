@@ -513,6 +513,22 @@ static void cpu_act_scale(pg_act *x, size_t n, float s) {
     for (size_t i = 0; i < n; i++) F(x)[i] *= s;
 }
 
+static void cpu_leaky_relu2_fwd(pg_act *u, const pg_act *h, size_t n, float slope) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float x = CF(h)[i], r = x > 0 ? x : slope * x;
+        F(u)[i] = r * r;
+    }
+}
+
+static void cpu_leaky_relu2_bwd(pg_act *dh, const pg_act *du, const pg_act *h, size_t n, float slope) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float x = CF(h)[i], r = x > 0 ? x : slope * x;
+        F(dh)[i] = CF(du)[i] * 2.0f * r * (x > 0 ? 1.0f : slope);
+    }
+}
+
 static void cpu_add_inplace(pg_act *dx, const pg_act *dy, size_t n) {
 #pragma omp parallel for
     for (size_t i = 0; i < n; i++) F(dx)[i] += CF(dy)[i];
@@ -688,6 +704,8 @@ const pg_ops pg_cpu_ops = {
     .xsa_fwd = cpu_xsa_fwd,
     .xsa_bwd = cpu_xsa_bwd,
     .act_scale = cpu_act_scale,
+    .leaky_relu2_fwd = cpu_leaky_relu2_fwd,
+    .leaky_relu2_bwd = cpu_leaky_relu2_bwd,
     .add_inplace = cpu_add_inplace,
     .softcap_ce = cpu_softcap_ce,
     .adam_step = cpu_adam_step,
