@@ -198,6 +198,12 @@ static int get_codec(const uint8_t *p, pg_codec *c) {
     return p[3] == 0 && codec_check(c) == 0 ? 0 : -1;
 }
 
+#define ART_MAX_RATIO 64
+static uint64_t art_max_raw(uint64_t compressed) {
+    uint64_t r = compressed * ART_MAX_RATIO, floor = (uint64_t)64 << 20;
+    return r > floor ? r : floor;
+}
+
 int artifact_parse(uint8_t *buf, size_t len, const char *what, artifact *a, char *err, size_t errlen) {
     memset(a, 0, sizeof(*a));
     int rc = 0;
@@ -226,6 +232,13 @@ int artifact_parse(uint8_t *buf, size_t len, const char *what, artifact *a, char
     if (get_codec(buf + 64, &a->codec) != 0 || get_codec(buf + 68, &a->code_codec) != 0)
         FAIL("%s: unknown compression codec in the header", what);
     if (prl > ((uint64_t)1 << 40) || crl > ((uint64_t)1 << 32)) FAIL("%s: implausible uncompressed sizes in the header", what);
+    /* a decompression bomb would make the reader allocate what the header claims: quantised weights
+     * and source code compress by a few times, so more than ART_MAX_RATIO x (or 64 MiB for small
+     * sections) is refused before anything is decompressed */
+    if (prl > art_max_raw(pl) || crl > art_max_raw(cl))
+        FAIL("%s: the header claims %llu/%llu uncompressed bytes for %llu/%llu compressed (payload/code): more than "
+             "%dx, refused as a decompression bomb", what, (unsigned long long)prl, (unsigned long long)crl,
+             (unsigned long long)pl, (unsigned long long)cl, ART_MAX_RATIO);
     const uint8_t *m = buf + ART_HEADER_BYTES;
     if (pg_rd_u64(buf + 72) != lzma_crc64(m, ml, 0)) FAIL("%s: checksum mismatch in the metadata (corrupt artifact)", what);
     if (pg_rd_u64(buf + 80) != lzma_crc64(m + ml, pl, 0)) FAIL("%s: checksum mismatch in the model payload (corrupt artifact)", what);

@@ -960,3 +960,27 @@ TEST(export_train_roundtrip_eval_consistent) {
     free(y);
     config_free(&cfg);
 }
+
+/* a decompression bomb (a tiny payload that inflates to far more than quantised weights ever do)
+ * is refused from the header, before anything is allocated for it; a payload of ordinary ratio
+ * with the same codec still loads */
+TEST(export_artifact_refuses_decompression_bomb) {
+    char err[PG_ERRLEN];
+    pg_codec zc;
+    T_ASSERT(codec_parse("zstd-22", &zc, err, sizeof(err)) == 0, "%s", err);
+    const size_t big = (size_t)80 << 20; /* zeros: zstd makes a few KiB of them */
+    uint8_t *raw = xcalloc(big, 1), *art;
+    size_t al;
+    T_ASSERT(artifact_build(raw, big, &zc, "int8_baseline", "{}", NULL, &art, &al, err, sizeof(err)) == 0, "%s", err);
+    artifact a;
+    int rc = artifact_parse(art, al, "bomb.pgolf", &a, err, sizeof(err));
+    if (rc == 0) artifact_free(&a);
+    T_ASSERT(rc != 0 && strstr(err, "decompression bomb") && strstr(err, "bomb.pgolf"), "accepted (%s)", rc ? err : "");
+    /* (artifact_parse took art over, and freed it on failure) */
+    /* 1 MiB of zeros is under the 64 MiB floor: accepted */
+    T_ASSERT(artifact_build(raw, (size_t)1 << 20, &zc, "int8_baseline", "{}", NULL, &art, &al, err, sizeof(err)) == 0,
+             "%s", err);
+    T_ASSERT(artifact_parse(art, al, "small.pgolf", &a, err, sizeof(err)) == 0, "%s", err);
+    artifact_free(&a);
+    free(raw);
+}
