@@ -33,7 +33,7 @@ _Static_assert(sizeof(KEYS) / sizeof(KEYS[0]) <= 128, "grow pg_config.set_from")
 static const struct {
     const char *key, *off;
 } UNIMPLEMENTED[] = {
-    {"LATE_QAT", "0"},           {"QAT_ENABLED", "0"},        {"VE_ENABLED", "0"},
+    {"QAT_ENABLED", "0"},        {"VE_ENABLED", "0"},
     {"MTP_NUM_HEADS", "0"},      {"TTT_ENABLED", "0"},        {"TRIGRAM_VOCAB_SIZE", "0"},
     {"NUM_LOOPS", "0"},          {"PARALLEL_RESIDUAL_START", "-1"}, {"LOOP_CORE_LAYERS", "0"},
     {"EVAL_TEMPERATURE", "1.0"},
@@ -175,6 +175,11 @@ int config_load_env(pg_config *c, char *err, size_t errlen) {
 
 int config_mlp_hidden(const pg_config *c) { return (int)floor(c->mlp_mult * (double)c->model_dim); }
 
+double config_late_qat_threshold(const pg_config *c) {
+    if (c->late_qat_threshold > 0) return c->late_qat_threshold;
+    return c->late_qat ? c->qat_threshold : 0.0;
+}
+
 int config_smear_mode(const pg_config *c) {
     const char *s = c->smear_mode;
     if (!s[0]) return c->use_smeargate ? 1 : 0;
@@ -214,6 +219,11 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
         return pg_err(err, errlen, "PGOLF_MLP_ACTIVATION=%s: expected relu2 or leaky_relu2", c->mlp_activation);
     if (strcmp(c->init_style, "default") && strcmp(c->init_style, "ortho") && strcmp(c->init_style, "ortho_mup"))
         return pg_err(err, errlen, "PGOLF_INIT_STYLE=%s: expected default, ortho or ortho_mup", c->init_style);
+    if (strcmp(c->qat_mode, "off") && strcmp(c->qat_mode, "quantile") && strcmp(c->qat_mode, "rowmax"))
+        return pg_err(err, errlen, "PGOLF_QAT_MODE=%s: expected off, quantile or rowmax", c->qat_mode);
+    if (strcmp(c->qat_mode, "off") && c->late_qat_active && config_late_qat_threshold(c) > 0)
+        return pg_err(err, errlen, "PGOLF_QAT_MODE=%s (always on) and an active late QAT (PGOLF_LATE_QAT_ACTIVE=1) exclude "
+                                   "each other", c->qat_mode);
     if (8 % c->world_size)
         return pg_err(err, errlen, "WORLD_SIZE=%lld must divide 8 so grad_accum_steps stays integral",
                       (long long)c->world_size);

@@ -64,6 +64,19 @@
     X(STR, PGOLF_INIT_STYLE, init_style, "default", 0, 0,                                           \
       "default (baseline); ortho (PR #65: every non-zero-init Linear orthogonal); ortho_mup (PR #315: " \
       "orthogonal if both dims >= 64, *.proj x 1/sqrt(2*NUM_LAYERS))")                              \
+    /* STE fake quantisation in training forwards (docs/seeds.md) */                              \
+    X(STR, PGOLF_QAT_MODE, qat_mode, "off", 0, 0,                                                  \
+      "always-on int6 STE QAT of every CastedLinear weight: off; quantile (PR #65: rows of bf16(W), " \
+      "clip quantile(|w|, 0.9999984) floored at 1e-8, step clip/31); rowmax (PR #187: step "        \
+      "max(rowmax|W|, 1e-12)/31, codes +-31)")                                                     \
+    X(BOOL, LATE_QAT, late_qat, "0", 0, 1, "PR #315 late QAT once the lr scale < QAT_THRESHOLD (inert in the record)") \
+    X(FLOAT, QAT_THRESHOLD, qat_threshold, "0.1", 0, 1e6, "PR #315 late-QAT lr-scale threshold (with LATE_QAT=1)") \
+    X(FLOAT, LATE_QAT_THRESHOLD, late_qat_threshold, "0", 0, 1e6,                                  \
+      "PR #1311/#1392 late QAT once the lr scale < this (0: off; inert in the records)")           \
+    X(BOOL, PGOLF_LATE_QAT_ACTIVE, late_qat_active, "0", 0, 1,                                     \
+      "late QAT really fake-quantises (0: the records' effective behaviour, the switch is logged only)") \
+    X(INT, PGOLF_LATE_QAT_CLAMP_LOW, late_qat_clamp_low, "-32", -32, -31,                          \
+      "lowest code of the late-QAT grid: -32 (PR #315, #1311) or -31 (PR #1392)")                  \
     /* optimizer */                                                                                \
     X(FLOAT, EMBED_LR, embed_lr, "0.6", 0, 1e6, "token embedding lr when untied")                  \
     X(FLOAT, HEAD_LR, head_lr, "0.008", 0, 1e6, "untied lm_head lr")                               \
@@ -168,5 +181,8 @@ void config_dump(const pg_config *c, void (*emit)(const char *line, void *ctx), 
 int config_mlp_hidden(const pg_config *c);
 /* SmearGate variant of PGOLF_SMEAR_MODE/USE_SMEARGATE: 0 off, 1 pre (PR #65), 2 post (PR #315); -1 invalid. */
 int config_smear_mode(const pg_config *c);
+/* lr-scale threshold of late QAT: LATE_QAT_THRESHOLD (PR #1311/#1392) if > 0, else QAT_THRESHOLD
+ * when LATE_QAT=1 (PR #315), else 0 (off). */
+double config_late_qat_threshold(const pg_config *c);
 
 #endif

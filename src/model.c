@@ -14,6 +14,9 @@
  *   y = attn(q,k,v); in the last XSA_LAST_N layers y -= (y.v^)v^ per head (v^ = v/|v| of its KV head)
  *   xa = xm + attn_scale * (y Wo^T)
  *   xout = xa + mlp_scale * (act(s*rmsnorm(xa) Wfc^T) Wp^T), act = relu^2 or leaky_relu(., slope)^2
+ * STE QAT (PGOLF_QAT_MODE, late QAT): in a training forward every CastedLinear weight W (`linear`
+ * in the table) is read from its fake-quantised copy wq = grid(W) (ops fake_quant_rows), forward
+ * and input gradients alike; W's gradient is that of wq, the straight-through estimator.
  */
 #include "model.h"
 
@@ -152,14 +155,14 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
     m->i_tok_emb = add_param(m, cap, "tok_emb.weight", 2, m->V, d, GROUP_TOKEN, INIT_NORMAL, emb_std, DT_BF16);
     if (m->bigram == 1) { /* PR #65 BigramHash: table N(0, 0.01^2) (bf16 param), zero-init proj (Muon) */
         add_param(m, cap, "bigram_hash.table.weight", 2, m->nb, m->db, GROUP_TOKEN, INIT_NORMAL, 0.01f, DT_BF16);
-        add_param(m, cap, "bigram_hash.proj.weight", 2, d, m->db, GROUP_MUON, INIT_ZERO, 0, DT_F32);
+        m->params[add_param(m, cap, "bigram_hash.proj.weight", 2, d, m->db, GROUP_MUON, INIT_ZERO, 0, DT_F32)].linear = 1;
     } else if (m->bigram == 2) { /* PR #315 BigramHashEmbedding: scale 0.05, zero embed, proj zeroed by its
                                     constructor and re-initialised by PGOLF_INIT_STYLE=ortho_mup */
         add_param(m, cap, "bigram.scale", 0, 1, 1, GROUP_SCALAR, INIT_CONST, 0.05f, DT_F32);
         add_param(m, cap, "bigram.embed.weight", 2, m->nb, m->db, GROUP_TOKEN, INIT_ZERO, 0, DT_BF16);
         if (m->db != d) {
             linear_init(cfg, m, "bigram.proj", d, m->db, INIT_ZERO, 0, &in, &ia);
-            add_param(m, cap, "bigram.proj.weight", 2, d, m->db, GROUP_MUON, in, ia, DT_F32);
+            m->params[add_param(m, cap, "bigram.proj.weight", 2, d, m->db, GROUP_MUON, in, ia, DT_F32)].linear = 1;
         }
     }
     if (m->smear == 1) add_param(m, cap, "smeargate.gate", 1, d, 1, GROUP_SCALAR, INIT_CONST, 3.0f, DT_F32);
@@ -192,10 +195,12 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
             in = ps[k].init;
             ia = ps[k].a;
             if (ps[k].linear) linear_init(cfg, m, nm, ps[k].r, ps[k].c, ps[k].init, ps[k].a, &in, &ia);
-            add_param(m, cap, nm, ps[k].ndim, ps[k].r, ps[k].c, grp, in, ia, DT_F32);
+            int pi = add_param(m, cap, nm, ps[k].ndim, ps[k].r, ps[k].c, grp, in, ia, DT_F32);
+            m->params[pi].linear = ps[k].ndim == 2 && strcmp(ps[k].suffix, "resid_mix"); /* the block's CastedLinears */
         }
     }
     m->i_lm_head = m->tied ? -1 : add_param(m, cap, "lm_head.weight", 2, m->V, d, GROUP_HEAD, INIT_ZERO, 0, DT_F32);
+    if (!m->tied) m->params[m->i_lm_head].linear = 1;
 }
 
 static void set_views(gpt_model *m) {
@@ -233,6 +238,12 @@ static void set_views(gpt_model *m) {
 /* pointer into the compute-weight arena for a master pointer */
 static const pg_wc *WC(const gpt_model *m, const float *master) {
     return (const pg_wc *)((const char *)m->wc + (size_t)(master - m->w) * m->ops->wc_bytes);
+}
+/* the compute weight of a CastedLinear (a `linear` parameter): its fake-quantised copy while a
+ * training forward runs with QAT */
+static const pg_wc *WL(const gpt_model *m, const float *master) {
+    if (!m->qat_now) return WC(m, master);
+    return (const pg_wc *)((const char *)m->wq + (size_t)(master - m->w) * m->ops->wc_bytes);
 }
 /* corresponding gradient pointer */
 static float *GR(const gpt_model *m, const float *master) { return m->g + (master - m->w); }
@@ -296,6 +307,10 @@ static void set_shape(gpt_model *m, const pg_config *cfg) {
     PG_CHECK(m->smear >= 0);
     m->bigram = cfg->bigram_hash_buckets > 0 ? 1 : cfg->bigram_vocab_size > 0 ? 2 : 0;
     m->nb = (int)(m->bigram == 1 ? cfg->bigram_hash_buckets : cfg->bigram_vocab_size);
+    m->qat_mode = !strcmp(cfg->qat_mode, "quantile") ? 1 : !strcmp(cfg->qat_mode, "rowmax") ? 2 : 0;
+    m->late_thr = config_late_qat_threshold(cfg);
+    m->late_active = cfg->late_qat_active;
+    m->late_low = (int)cfg->late_qat_clamp_low;
     m->db = (int)(m->bigram == 1 ? cfg->bigram_hash_dim : cfg->bigram_dim);
 }
 
@@ -327,6 +342,7 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
         m->wc = ops->alloc(m->n_floats * ops->wc_bytes);
         m->wc_owned = 1;
     }
+    if (m->qat_mode || (m->late_thr > 0 && m->late_active)) m->wq = ops->alloc(m->n_floats * ops->wc_bytes);
     set_views(m);
     build_rope(m, cfg);
 
@@ -399,6 +415,7 @@ void gpt_free(gpt_model *m) {
     o->free(m->w);
     o->free(m->g);
     if (m->wc_owned) o->free(m->wc);
+    o->free(m->wq);
     o->free(m->rope_cos);
     o->free(m->rope_sin);
     o->free(m->idx);
@@ -436,7 +453,31 @@ void gpt_free(gpt_model *m) {
 
 size_t gpt_param_count(const gpt_model *m) { return m->n_count; }
 
-void gpt_sync_weights(gpt_model *m) { m->ops->weights_to_compute(m->wc, m->w, m->n_floats); }
+void gpt_sync_weights(gpt_model *m) {
+    m->ops->weights_to_compute(m->wc, m->w, m->n_floats);
+    m->wq_mode = 0;
+}
+
+/* wq from the masters: the grid `mode` (ops.h fake_quant_rows) for every linear weight */
+static void refresh_wq(gpt_model *m, int mode) {
+    for (int i = 0; i < m->n_params; i++) {
+        const param_info *p = &m->params[i];
+        if (!p->linear) continue;
+        pg_wc *dst = (pg_wc *)((char *)m->wq + p->offset * m->ops->wc_bytes);
+        m->ops->fake_quant_rows(dst, m->w + p->offset, (int)p->shape[0], (int)p->shape[1], mode, m->late_low);
+    }
+    m->wq_mode = mode;
+}
+
+int gpt_step_begin(gpt_model *m, long step, double mult) {
+    (void)step;
+    int sw = 0;
+    if (m->late_thr > 0 && !m->late_qat && mult < m->late_thr) {
+        m->late_qat = 1;
+        sw |= GPT_SWITCHED_LATE_QAT;
+    }
+    return sw;
+}
 
 void gpt_init(gpt_model *m, const pg_config *cfg, uint64_t seed) {
     (void)cfg;
@@ -490,9 +531,9 @@ static void block_fwd(gpt_model *m, int l, int N, int B) {
     const pg_act *x = block_input(m, l);
     const float s = ln_scale(m, l);
     o->mix_norm_fwd(a->xm, a->n1, a->rstd1, x, m->x0, p->resid_mix, N, d);
-    o->matmul_fwd(a->q_raw, a->n1, WC(m, p->c_q), N, d, hd);
-    o->matmul_fwd(a->k_raw, a->n1, WC(m, p->c_k), N, d, kvd);
-    o->matmul_fwd(a->v, a->n1, WC(m, p->c_v), N, d, kvd);
+    o->matmul_fwd(a->q_raw, a->n1, WL(m, p->c_q), N, d, hd);
+    o->matmul_fwd(a->k_raw, a->n1, WL(m, p->c_k), N, d, kvd);
+    o->matmul_fwd(a->v, a->n1, WL(m, p->c_v), N, d, kvd);
     if (s != 1.0f) { /* (s*n1) W^T = s*(n1 W^T) */
         o->act_scale(a->q_raw, (size_t)N * hd, s);
         o->act_scale(a->k_raw, (size_t)N * kvd, s);
@@ -506,14 +547,14 @@ static void block_fwd(gpt_model *m, int l, int N, int B) {
         o->xsa_fwd(a->att_x, a->att, a->v, N, m->H, m->Hk, m->D);
         y = a->att_x;
     }
-    o->matmul_fwd(a->a, y, WC(m, p->proj), N, hd, d);
+    o->matmul_fwd(a->a, y, WL(m, p->proj), N, hd, d);
     o->resid_fwd(a->xa, a->xm, a->a, p->attn_scale, N, d);
     o->rmsnorm_fwd(a->n2, a->rstd2, a->xa, N, d);
-    o->matmul_fwd(a->h, a->n2, WC(m, p->fc), N, d, m->hidden);
+    o->matmul_fwd(a->h, a->n2, WL(m, p->fc), N, d, m->hidden);
     if (s != 1.0f) o->act_scale(a->h, (size_t)N * m->hidden, s);
     if (m->leaky) o->leaky_relu2_fwd(a->u, a->h, (size_t)N * m->hidden, m->slope);
     else o->relu2_fwd(a->u, a->h, (size_t)N * m->hidden);
-    o->matmul_fwd(a->m, a->u, WC(m, p->mproj), N, m->hidden, d);
+    o->matmul_fwd(a->m, a->u, WL(m, p->mproj), N, m->hidden, d);
     o->resid_fwd(a->xout, a->xa, a->m, p->mlp_scale, N, d);
 }
 
@@ -526,15 +567,15 @@ static void block_bwd(gpt_model *m, int l, int N, int B, pg_act *dxo) {
     const float s = ln_scale(m, l);
     /* MLP branch: xout = xa + mlp_scale * m */
     o->resid_bwd(m->s_d, GR(m, p->mlp_scale), dxo, a->m, p->mlp_scale, N, d, 0);
-    o->matmul_bwd(m->s_hid, GR(m, p->mproj), m->s_d, a->u, WC(m, p->mproj), N, m->hidden, d, 0);
+    o->matmul_bwd(m->s_hid, GR(m, p->mproj), m->s_d, a->u, WL(m, p->mproj), N, m->hidden, d, 0);
     if (m->leaky) o->leaky_relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden, m->slope);
     else o->relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden);
     if (s != 1.0f) o->act_scale(m->s_hid, (size_t)N * m->hidden, s);
-    o->matmul_bwd(m->s_d2, GR(m, p->fc), m->s_hid, a->n2, WC(m, p->fc), N, d, m->hidden, 0);
+    o->matmul_bwd(m->s_d2, GR(m, p->fc), m->s_hid, a->n2, WL(m, p->fc), N, d, m->hidden, 0);
     o->rmsnorm_bwd(dxo, m->s_d2, a->n2, a->rstd2, N, d, 1); /* dxo is now d xa */
     /* attention branch: xa = xm + attn_scale * a */
     o->resid_bwd(m->s_d, GR(m, p->attn_scale), dxo, a->a, p->attn_scale, N, d, 0);
-    o->matmul_bwd(m->s_hd, GR(m, p->proj), m->s_d, a->att_x ? a->att_x : a->att, WC(m, p->proj), N, hd, d, 0);
+    o->matmul_bwd(m->s_hd, GR(m, p->proj), m->s_d, a->att_x ? a->att_x : a->att, WL(m, p->proj), N, hd, d, 0);
     if (a->att_x) o->xsa_bwd(m->s_hd, m->s_dv2, m->s_hd, a->att, a->v, N, m->H, m->Hk, m->D); /* XSA */
     o->attn_bwd(m->s_dq, m->s_dk, m->s_dv, m->s_hd, a->q, a->k, a->v, a->att, a->lse, B, m->T, m->H, m->Hk, m->D);
     if (a->att_x) o->add_inplace(m->s_dv, m->s_dv2, (size_t)N * kvd);
@@ -545,9 +586,9 @@ static void block_bwd(gpt_model *m, int l, int N, int B, pg_act *dxo) {
         o->act_scale(m->s_dkr, (size_t)N * kvd, s);
         o->act_scale(m->s_dv, (size_t)N * kvd, s);
     }
-    o->matmul_bwd(m->s_d2, GR(m, p->c_q), m->s_dqr, a->n1, WC(m, p->c_q), N, d, hd, 0);
-    o->matmul_bwd(m->s_d2, GR(m, p->c_k), m->s_dkr, a->n1, WC(m, p->c_k), N, d, kvd, 1);
-    o->matmul_bwd(m->s_d2, GR(m, p->c_v), m->s_dv, a->n1, WC(m, p->c_v), N, d, kvd, 1);
+    o->matmul_bwd(m->s_d2, GR(m, p->c_q), m->s_dqr, a->n1, WL(m, p->c_q), N, d, hd, 0);
+    o->matmul_bwd(m->s_d2, GR(m, p->c_k), m->s_dkr, a->n1, WL(m, p->c_k), N, d, kvd, 1);
+    o->matmul_bwd(m->s_d2, GR(m, p->c_v), m->s_dv, a->n1, WL(m, p->c_v), N, d, kvd, 1);
     o->rmsnorm_bwd(dxo, m->s_d2, a->n1, a->rstd1, N, d, 1); /* dxo is now d xm */
     /* xm = m0*x + m1*x0 */
     o->mix_bwd(dxo, m->dx0, GR(m, p->resid_mix), dxo, block_input(m, l), m->x0, p->resid_mix, N, d);
@@ -583,7 +624,7 @@ static void embed_fwd(gpt_model *m, const int32_t *x, int N) {
         o->embed_fwd(m->bg_e, m->bidx, WC(m, m->bigram_table), N, m->db); /* (N, db) */
         const pg_act *b = m->bg_e;
         if (m->bigram_proj) {
-            o->matmul_fwd(m->bg_p, m->bg_e, WC(m, m->bigram_proj), N, m->db, d); /* (N, d) */
+            o->matmul_fwd(m->bg_p, m->bg_e, WL(m, m->bigram_proj), N, m->db, d); /* (N, d) */
             b = m->bg_p;
         }
         if (m->bigram_scale) o->resid_fwd(m->emb, m->emb, b, m->bigram_scale, N * d, 1); /* e += scale*b */
@@ -621,7 +662,7 @@ static void embed_bwd(gpt_model *m, int N) {
             db = m->s_d2;
         }
         if (m->bigram_proj) {
-            o->matmul_bwd(m->s_bg, GR(m, m->bigram_proj), db, m->bg_e, WC(m, m->bigram_proj), N, m->db, d, 0);
+            o->matmul_bwd(m->s_bg, GR(m, m->bigram_proj), db, m->bg_e, WL(m, m->bigram_proj), N, m->db, d, 0);
             db = m->s_bg;
         }
         o->embed_bwd(GR(m, m->bigram_table), db, m->bidx, N, m->db);
@@ -635,6 +676,12 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
     const int N = B_run * m->T, d = m->d;
     o->to_device(m->idx, x, (size_t)N * sizeof(int32_t));
     o->to_device(m->tgt, y, (size_t)N * sizeof(int32_t));
+    /* STE QAT in training forwards: the linear weights are read from their fake-quantised copies
+     * (forward and the backward's input gradients); their gradients are those of the copies, which
+     * is the straight-through estimator's gradient wrt the masters */
+    const int qmode = grad_scale == 0.0f ? 0 : m->qat_mode ? m->qat_mode : (m->late_qat && m->late_active) ? 3 : 0;
+    m->qat_now = qmode != 0;
+    if (qmode && m->wq_mode != qmode) refresh_wq(m, qmode);
 
     embed_fwd(m, x, N);
     /* encoder, then decoder with U-Net skips */
@@ -648,7 +695,7 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
     /* head: final norm, tied (or untied) projection, softcap + cross entropy */
     const float *head = m->tied ? m->tok_emb : m->lm_head;
     o->rmsnorm_fwd(m->nf, m->rstdf, m->acts[m->L - 1].xout, N, d);
-    o->matmul_fwd(m->logits, m->nf, WC(m, head), N, d, m->V);
+    o->matmul_fwd(m->logits, m->nf, m->tied ? WC(m, head) : WL(m, head), N, d, m->V);
     o->softcap_ce(m->losses, m->logits, m->tgt, N, m->V, m->softcap, grad_scale / (float)N);
     o->to_host(m->losses_host, m->losses, (size_t)N * sizeof(float));
     double sum = 0;
@@ -657,7 +704,7 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
     if (grad_scale == 0.0f) return sum / N;
 
     /* ---- backward ---- */
-    o->matmul_bwd(m->s_d, GR(m, head), m->logits, m->nf, WC(m, head), N, d, m->V, 0);
+    o->matmul_bwd(m->s_d, GR(m, head), m->logits, m->nf, m->tied ? WC(m, head) : WL(m, head), N, d, m->V, 0);
     o->rmsnorm_bwd(m->dx, m->s_d, m->nf, m->rstdf, N, d, 0);
     o->zero(m->dx0, (size_t)N * d * o->act_bytes);
     for (int l = m->L - 1; l >= 0; l--) {

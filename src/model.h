@@ -35,6 +35,7 @@ typedef struct {
     param_init init;
     float init_a;
     pg_dtype sd_dtype; /* dtype in the records' state dict (bf16 for embedding tables) */
+    int linear;        /* a CastedLinear weight of the records: STE fake quantisation applies to it */
 } param_info;
 
 /* views of one block's parameters (backend pointers into the arena) */
@@ -60,6 +61,15 @@ typedef struct {
     int ln_scale;    /* normalised sublayer inputs of layer l scaled by 1/sqrt(l+1) */
     int leaky;       /* MLP activation leaky_relu(., slope)^2 instead of relu^2 */
     float slope;
+    /* STE fake quantisation in training forwards (forwards with a backward); docs/seeds.md */
+    int qat_mode;    /* always on: 0 off, 1 quantile (PR #65), 2 rowmax (PR #187) */
+    double late_thr; /* late QAT: lr-scale threshold (0: none) */
+    int late_active; /* late QAT fake-quantises once switched on (PGOLF_LATE_QAT_ACTIVE) */
+    int late_low;    /* lowest code of the late grid */
+    int late_qat;    /* late QAT has switched on (the records' class flag) */
+    pg_wc *wq;       /* fake-quantised compute copies of the linear weights (NULL: no QAT configured) */
+    int wq_mode;     /* grid that wq holds for the current weights (0: stale) */
+    int qat_now;     /* the running forward reads the linear weights from wq */
     int B, T; /* activation capacity: B sequences of T tokens */
 
     /* parameter table */
@@ -105,6 +115,13 @@ size_t gpt_param_count_cfg(const pg_config *cfg);
 void gpt_init(gpt_model *m, const pg_config *cfg, uint64_t seed);
 /* Copy the compute weights from the masters (call after every optimizer step). */
 void gpt_sync_weights(gpt_model *m);
+
+/* The records' switches at the top of a training step, before its forward: `step` is the 0-based
+ * update index, `mult` its lr multiplier. Late QAT switches on (for good) once mult < the late-QAT
+ * threshold (it then fake-quantises only with PGOLF_LATE_QAT_ACTIVE=1). Returns the GPT_SWITCHED_*
+ * bits of what switched on in this call, for the log lines. */
+#define GPT_SWITCHED_LATE_QAT 1
+int gpt_step_begin(gpt_model *m, long step, double mult);
 
 /* Forward over B_run <= B sequences (host token arrays of B_run*T). Returns the mean loss; when
  * grad_scale != 0 also runs the backward and ACCUMULATES parameter gradients scaled by grad_scale

@@ -102,6 +102,14 @@ typedef struct pg_ops {
     void (*leaky_relu2_fwd)(pg_act *u, const pg_act *h, size_t n, float slope);
     /* dh = du * 2*h * (h > 0 ? 1 : slope^2)  (dh may alias du) */
     void (*leaky_relu2_bwd)(pg_act *dh, const pg_act *du, const pg_act *h, size_t n, float slope);
+    /* int6 STE fake quantisation of a weight matrix W (rows, cols) into its compute copy (values
+     * rounded to bf16, as the records cast the result to the autocast dtype), per row:
+     *   mode 1 (PR #65): w = bf16(W); clip = max(quantile(|w|, 0.9999984), 1e-8); s = clip/31;
+     *                    q = round(clamp(w, +-clip)/s)
+     *   mode 2 (PR #187): s = max(max|W|, 1e-12)/31; q = clamp(round(W/s), -31, 31)
+     *   mode 3 (late QAT, PR #315/#1311/#1392): s = max(max|W|/31, 1/31); q = clamp(round(W/s), low, 31)
+     * dst = bf16(q*s); fp32 arithmetic, round half to even. */
+    void (*fake_quant_rows)(pg_wc *dst, const float *W, int rows, int cols, int mode, int low);
     /* dx += dy (n elements) */
     void (*add_inplace)(pg_act *dx, const pg_act *dy, size_t n);
     /* per row: l = softcap*tanh(z/softcap); losses[n] = logsumexp(l) - l[target] (fp32).

@@ -242,6 +242,11 @@ int cmd_train(int argc, char **argv) {
         }
         double elapsed_ms = training_ms + 1000.0 * (pg_now() - t0);
         double mult = lr_mul(&cfg, step, elapsed_ms);
+        int switched = gpt_step_begin(&model, step, mult); /* the records' mid-run switches */
+        if (switched & GPT_SWITCHED_LATE_QAT) {
+            log_line(1, "late_qat:enabled step:%ld scale:%.4f", step, mult);
+            if (!model.late_active) log_line(1, "late_qat:inert as in the records (PGOLF_LATE_QAT_ACTIVE=0)");
+        }
         gpt_zero_grad(&model);
         double train_loss = 0;
         for (int micro = 0; micro < grad_accum; micro++) {

@@ -102,9 +102,15 @@ static double rel_err_fd(const float *a, const double *b, size_t n) {
     return md / (mb > 1e-30 ? mb : 1e-30);
 }
 
+/* run-time state of a training step (the reference's RunState) */
+#define ST_LATE_QAT 1 /* the late-QAT flag is on */
+#define ST_RECUR 2    /* depth recurrence is on */
+
 /* loss, per-token losses and every gradient of pgolf against the reference, A micro-batches of B
- * sequences; `names` (comma-separated, optional) must all be parameters of the model */
-static void check_grads(t_state *t__, const char *label, const kv *cfg, int n_cfg, int B, int A, const char *names) {
+ * sequences; `names` (comma-separated, optional) must all be parameters of the model; `state`:
+ * ST_* bits */
+static void check_grads(t_state *t__, const char *label, const kv *cfg, int n_cfg, int B, int A, const char *names,
+                        int state) {
     T_NEED_TORCH();
     const char *dir = t_tmpdir();
     char cfgp[1024], wp[1024], tp[1024], op[1024], err[PG_ERRLEN];
@@ -130,6 +136,7 @@ static void check_grads(t_state *t__, const char *label, const kv *cfg, int n_cf
         p = e ? e + 1 : NULL;
     }
     randomize_weights(&m, 2000 + (uint64_t)T * 7 + (uint64_t)m.L);
+    if (state & ST_LATE_QAT) T_ASSERT(gpt_step_begin(&m, 1, 0.0) == GPT_SWITCHED_LATE_QAT, "late QAT did not switch on");
     const size_t N = (size_t)A * B * T;
     int32_t *x = xmalloc(N * sizeof(int32_t)), *y = xmalloc(N * sizeof(int32_t));
     for (size_t i = 0; i < N; i++) x[i] = (int32_t)(urand() * V) % V, y[i] = (int32_t)(urand() * V) % V;
@@ -149,7 +156,8 @@ static void check_grads(t_state *t__, const char *label, const kv *cfg, int n_cf
         loss += gpt_forward_backward(&m, x + (size_t)a * B * T, y + (size_t)a * B * T, B, 1.0f / (float)A,
                                      ptl + (size_t)a * B * T);
     loss /= A;
-    T_ASSERT(t_system(REF " grad --config %s --weights %s --tokens %s --out %s", cfgp, wp, tp, op) == 0,
+    T_ASSERT(t_system(REF " grad --config %s --weights %s --tokens %s --out %s%s%s", cfgp, wp, tp, op,
+                      state & ST_LATE_QAT ? " --late-qat" : "", state & ST_RECUR ? " --recur" : "") == 0,
              "reference grad failed");
     statedict ref;
     T_ASSERT(safetensors_read(op, &ref, err, sizeof(err)) == 0, "%s", err);
@@ -184,7 +192,12 @@ static void check_grads(t_state *t__, const char *label, const kv *cfg, int n_cf
 #define GRADS(label, B, A, names, ...)                                                             \
     do {                                                                                           \
         const kv cfg_[] = {__VA_ARGS__};                                                           \
-        check_grads(t__, label, cfg_, (int)(sizeof(cfg_) / sizeof(cfg_[0])), B, A, names);          \
+        check_grads(t__, label, cfg_, (int)(sizeof(cfg_) / sizeof(cfg_[0])), B, A, names, 0);       \
+    } while (0)
+#define GRADS_ST(label, state, B, A, names, ...)                                                   \
+    do {                                                                                           \
+        const kv cfg_[] = {__VA_ARGS__};                                                           \
+        check_grads(t__, label, cfg_, (int)(sizeof(cfg_) / sizeof(cfg_[0])), B, A, names, state);   \
     } while (0)
 
 /* gpt_init's tensors against the reference's init rules (ref.py initcheck) */
@@ -314,4 +327,170 @@ TEST(refmodel_leaky_relu2_pr1311_trunk) {
           {"PGOLF_MLP_ACTIVATION", "leaky_relu2"}, {"PGOLF_LEAKY_RELU_SLOPE", "0.3"}, {"XSA_LAST_N", "2"},
           {"ROPE_DIMS", "4"}, {"LN_SCALE", "1"}, {"PGOLF_SMEAR_MODE", "post"}, {"BIGRAM_VOCAB_SIZE", "33"},
           {"BIGRAM_DIM", "8"});
+}
+
+/* ---- STE fake quantisation (PR #65 always on, PR #187 always on, late QAT of PR #315/#1311/#1392) ---- */
+
+/* The grids written out again (spec baseline §3.4, §4.8; second spec §2.7, §3.7, §4.6), independent
+ * of ops_cpu.c: the quantile by sorting the row. mode as ops.h fake_quant_rows. */
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+static void grid_rows(float *out, const float *w, int rows, int cols, int mode, int low) {
+    float *a = xmalloc((size_t)cols * sizeof(float));
+    for (int r = 0; r < rows; r++) {
+        const float *wr = w + (size_t)r * cols;
+        float *o = out + (size_t)r * cols;
+        float s, lo = -31.0f, hi = 31.0f, clip = INFINITY;
+        if (mode == 1) {
+            for (int c = 0; c < cols; c++) a[c] = fabsf(pg_round_bf16(wr[c]));
+            qsort(a, (size_t)cols, sizeof(float), cmp_float);
+            float pos = 0.9999984f * (float)(cols - 1);
+            int k = (int)floorf(pos), k1 = k + 1 < cols ? k + 1 : k;
+            float t = pos - (float)k, dd = a[k1] - a[k];
+            clip = t < 0.5f ? fmaf(t, dd, a[k]) : fmaf(t - 1.0f, dd, a[k1]);
+            if (clip < 1e-8f) clip = 1e-8f;
+            s = clip / 31.0f;
+            lo = -INFINITY, hi = INFINITY;
+        } else {
+            float mx = 0;
+            for (int c = 0; c < cols; c++) mx = fmaxf(mx, fabsf(wr[c]));
+            if (mode == 2) s = fmaxf(mx, 1e-12f) / 31.0f;
+            else s = fmaxf(mx / 31.0f, (float)(1.0 / 31.0)), lo = (float)low;
+        }
+        for (int c = 0; c < cols; c++) {
+            float v = mode == 1 ? pg_round_bf16(wr[c]) : wr[c];
+            v = fminf(fmaxf(v, -clip), clip);
+            float q = fminf(fmaxf(nearbyintf(v / s), lo), hi);
+            o[c] = pg_round_bf16(q * s);
+        }
+    }
+    free(a);
+}
+
+static void build_cfg_model(t_state *t__, gpt_model *m, pg_config *c, const kv *pairs, int n, int B) {
+    char err[PG_ERRLEN];
+    config_defaults(c);
+    for (int i = 0; i < n; i++) T_ASSERT(config_set(c, pairs[i].k, pairs[i].v, "t", err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(config_validate(c, err, sizeof(err)) == 0, "%s", err);
+    gpt_build(m, c, &pg_cpu_ops, B, (int)c->train_seq_len);
+}
+
+/* loss and every gradient of one training forward/backward (grad_scale 1) */
+static double fwd_bwd(gpt_model *m, const int32_t *x, const int32_t *y, int B) {
+    gpt_zero_grad(m);
+    return gpt_forward_backward(m, x, y, B, 1.0f, NULL);
+}
+
+/* The STE: a training forward with QAT equals the plain model at the fake-quantised weights (the
+ * forward reads the grid's values, the input gradients flow through them), and every gradient
+ * equals the plain model's gradient there (the weight gradient passes straight through the
+ * rounding): bit for bit. An eval forward (no backward) does not quantise. Late QAT does nothing
+ * before its threshold, nothing when inert (PGOLF_LATE_QAT_ACTIVE=0), and quantises after. */
+TEST(refmodel_qat_ste) {
+    static const kv base[] = {{"NUM_LAYERS", "2"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"},
+                              {"MLP_MULT", "3"}, {"VOCAB_SIZE", "48"}, {"TRAIN_SEQ_LEN", "12"},
+                              {"TIE_EMBEDDINGS", "0"}, {"BIGRAM_HASH_BUCKETS", "30"}, {"BIGRAM_HASH_DIM", "8"},
+                              {"TRAIN_BATCH_TOKENS", "192"}};
+    const int nb = (int)(sizeof(base) / sizeof(base[0])), B = 2;
+    struct {
+        const char *k1, *v1, *k2, *v2, *k3, *v3;
+        int mode, low, late; /* late: 1 active late QAT, 2 inert late QAT */
+    } cases[] = {
+        {"PGOLF_QAT_MODE", "quantile", NULL, NULL, NULL, NULL, 1, 0, 0},
+        {"PGOLF_QAT_MODE", "rowmax", NULL, NULL, NULL, NULL, 2, 0, 0},
+        {"LATE_QAT", "1", "QAT_THRESHOLD", "0.1", "PGOLF_LATE_QAT_ACTIVE", "1", 3, -32, 1},
+        {"LATE_QAT_THRESHOLD", "0.15", "PGOLF_LATE_QAT_CLAMP_LOW", "-31", "PGOLF_LATE_QAT_ACTIVE", "1", 3, -31, 1},
+        {"LATE_QAT_THRESHOLD", "0.15", NULL, NULL, NULL, NULL, 0, 0, 2},
+    };
+    for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+        kv pairs[16];
+        memcpy(pairs, base, sizeof(base));
+        int n = nb;
+        if (cases[ci].k1) pairs[n++] = (kv){cases[ci].k1, cases[ci].v1};
+        if (cases[ci].k2) pairs[n++] = (kv){cases[ci].k2, cases[ci].v2};
+        if (cases[ci].k3) pairs[n++] = (kv){cases[ci].k3, cases[ci].v3};
+        gpt_model q, pl;
+        pg_config cq, cp;
+        build_cfg_model(t__, &q, &cq, pairs, n, B);
+        if (t__->failed) return;
+        build_cfg_model(t__, &pl, &cp, base, nb, B);
+        if (t__->failed) return;
+        T_ASSERT(q.n_floats == pl.n_floats, "layouts differ");
+        randomize_weights(&q, 99 + ci);
+        const size_t N = (size_t)B * q.T;
+        int32_t *x = xmalloc(N * sizeof(int32_t)), *y = xmalloc(N * sizeof(int32_t));
+        for (size_t i = 0; i < N; i++) x[i] = (int32_t)(urand() * q.V) % q.V, y[i] = (int32_t)(urand() * q.V) % q.V;
+        /* the plain model at the masters */
+        memcpy(pl.w, q.w, q.n_floats * sizeof(float));
+        gpt_sync_weights(&pl);
+        double l_plain = fwd_bwd(&pl, x, y, B);
+        if (cases[ci].late) { /* before the threshold: no fake quantisation */
+            T_ASSERT(gpt_step_begin(&q, 3, 0.2) == 0, "late QAT switched on above its threshold");
+            double l = fwd_bwd(&q, x, y, B);
+            T_ASSERT(l == l_plain && !memcmp(q.g, pl.g, q.n_floats * sizeof(float)), "late QAT acts before the switch");
+            T_ASSERT(gpt_step_begin(&q, 4, 0.09) == GPT_SWITCHED_LATE_QAT, "late QAT did not switch on at scale 0.09");
+            T_ASSERT(gpt_step_begin(&q, 5, 0.05) == 0, "late QAT switched on twice");
+        }
+        /* eval forwards never quantise */
+        T_ASSERT(gpt_forward_backward(&q, x, y, B, 0.0f, NULL) == gpt_forward_backward(&pl, x, y, B, 0.0f, NULL),
+                 "case %zu: an eval forward is fake-quantised", ci);
+        double l_q = fwd_bwd(&q, x, y, B);
+        if (cases[ci].late == 2) { /* inert: the records' effective behaviour */
+            T_ASSERT(l_q == l_plain && !memcmp(q.g, pl.g, q.n_floats * sizeof(float)), "inert late QAT changed the step");
+        } else {
+            /* the plain model at the grid's values of every CastedLinear weight */
+            int n_lin = 0;
+            for (int i = 0; i < pl.n_params; i++) {
+                const param_info *p = &pl.params[i];
+                if (!p->linear) continue;
+                grid_rows(pl.w + p->offset, q.w + p->offset, (int)p->shape[0], (int)p->shape[1], cases[ci].mode,
+                          cases[ci].low);
+                n_lin++;
+            }
+            T_ASSERT(n_lin == 2 * 6 + 2, "case %zu: %d CastedLinear weights (blocks, bigram proj, lm_head)", ci, n_lin);
+            gpt_sync_weights(&pl);
+            double l_ref = fwd_bwd(&pl, x, y, B);
+            T_ASSERT(l_q != l_plain, "case %zu: QAT does not change the loss", ci);
+            T_ASSERT(l_q == l_ref, "case %zu: loss %.9g, plain model at the grid's weights %.9g", ci, l_q, l_ref);
+            for (int i = 0; i < q.n_params; i++) {
+                const param_info *p = &q.params[i];
+                T_ASSERT(!memcmp(q.g + p->offset, pl.g + p->offset, p->numel * sizeof(float)),
+                         "case %zu: %s: gradient differs from the plain model's at the grid's weights", ci, p->name);
+            }
+            /* a changed master refreshes the grid (the copy is not stale after an optimizer step) */
+            q.w[q.params[q.n_params - 1].offset] += 0.25f;
+            gpt_sync_weights(&q);
+            T_ASSERT(fwd_bwd(&q, x, y, B) != l_q, "case %zu: the fake-quantised copy was not refreshed", ci);
+        }
+        free(x);
+        free(y);
+        gpt_free(&q);
+        gpt_free(&pl);
+        config_free(&cq);
+        config_free(&cp);
+    }
+}
+
+/* the grids against the reference's: loss and gradients with QAT on */
+TEST(refmodel_qat_pr65_quantile) { /* PR #65: smear, bigram, untied head (a CastedLinear too) */
+    GRADS("QAT quantile (PR65)", 2, 1, "bigram_hash.proj.weight,lm_head.weight", {"NUM_LAYERS", "2"}, {"MODEL_DIM", "32"},
+          {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3"}, {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"},
+          {"TIE_EMBEDDINGS", "0"}, {"USE_SMEARGATE", "1"}, {"BIGRAM_HASH_BUCKETS", "40"}, {"BIGRAM_HASH_DIM", "8"},
+          {"PGOLF_QAT_MODE", "quantile"});
+}
+TEST(refmodel_qat_pr187_rowmax) {
+    GRADS("QAT rowmax (PR187)", 1, 2, "bigram_hash.proj.weight", {"NUM_LAYERS", "3"}, {"MODEL_DIM", "32"},
+          {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3"}, {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"},
+          {"USE_SMEARGATE", "1"}, {"BIGRAM_HASH_BUCKETS", "40"}, {"BIGRAM_HASH_DIM", "8"}, {"PGOLF_QAT_MODE", "rowmax"});
+}
+/* late QAT made active (the records' flag never took effect), PR #1392's grid (codes -31..31), on
+ * PR #315's trunk with its bigram projection */
+TEST(refmodel_qat_late_active) {
+    GRADS_ST("late QAT (active)", ST_LATE_QAT, 2, 1, "bigram.proj.weight", {"NUM_LAYERS", "3"}, {"MODEL_DIM", "32"},
+             {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3.0"}, {"VOCAB_SIZE", "64"},
+             {"TRAIN_SEQ_LEN", "16"}, {"XSA_LAST_N", "2"}, {"PGOLF_SMEAR_MODE", "post"}, {"BIGRAM_VOCAB_SIZE", "37"},
+             {"BIGRAM_DIM", "8"}, {"LATE_QAT_THRESHOLD", "0.15"}, {"PGOLF_LATE_QAT_ACTIVE", "1"},
+             {"PGOLF_LATE_QAT_CLAMP_LOW", "-31"});
 }

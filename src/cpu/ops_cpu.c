@@ -12,6 +12,7 @@
 
 #include "../common.h"
 #include "../ops.h"
+#include "../quant.h"
 
 #define F(p) ((float *)(p))
 #define CF(p) ((const float *)(p))
@@ -529,6 +530,41 @@ static void cpu_leaky_relu2_bwd(pg_act *dh, const pg_act *du, const pg_act *h, s
     }
 }
 
+static void cpu_fake_quant_rows(pg_wc *dst, const float *W, int rows, int cols, int mode, int low) {
+#pragma omp parallel
+    {
+        float *tmp = mode == 1 ? xmalloc((size_t)(cols ? cols : 1) * sizeof(float)) : NULL;
+#pragma omp for
+        for (int r = 0; r < rows; r++) {
+            const float *w = W + (size_t)r * cols;
+            float *o = (float *)dst + (size_t)r * cols;
+            if (mode == 1) { /* PR #65: the quantile of the bf16-cast row */
+                for (int c = 0; c < cols; c++) tmp[c] = fabsf(pg_round_bf16(w[c]));
+                float clip = cols ? quant_quantile(tmp, (size_t)cols, QUANT_CLIP_Q) : 0.0f;
+                if (!(clip >= 1e-8f)) clip = 1e-8f;
+                const float s = clip / 31.0f;
+                for (int c = 0; c < cols; c++) {
+                    float v = pg_round_bf16(w[c]);
+                    v = v < -clip ? -clip : v > clip ? clip : v;
+                    o[c] = pg_round_bf16(nearbyintf(v / s) * s);
+                }
+            } else { /* the row max of the fp32 master */
+                float mx = 0;
+                for (int c = 0; c < cols; c++) mx = fmaxf(mx, fabsf(w[c]));
+                float s, lo = -31.0f;
+                if (mode == 2) s = fmaxf(mx, 1e-12f) / 31.0f;
+                else s = fmaxf(mx / 31.0f, (float)(1.0 / 31.0)), lo = (float)low;
+                for (int c = 0; c < cols; c++) {
+                    float q = nearbyintf(w[c] / s);
+                    q = q < lo ? lo : q > 31.0f ? 31.0f : q;
+                    o[c] = pg_round_bf16(q * s);
+                }
+            }
+        }
+        free(tmp);
+    }
+}
+
 static void cpu_add_inplace(pg_act *dx, const pg_act *dy, size_t n) {
 #pragma omp parallel for
     for (size_t i = 0; i < n; i++) F(dx)[i] += CF(dy)[i];
@@ -706,6 +742,7 @@ const pg_ops pg_cpu_ops = {
     .act_scale = cpu_act_scale,
     .leaky_relu2_fwd = cpu_leaky_relu2_fwd,
     .leaky_relu2_bwd = cpu_leaky_relu2_bwd,
+    .fake_quant_rows = cpu_fake_quant_rows,
     .add_inplace = cpu_add_inplace,
     .softcap_ce = cpu_softcap_ce,
     .adam_step = cpu_adam_step,

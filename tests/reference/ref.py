@@ -9,8 +9,9 @@ by default), so the reference is the exact-maths side of every comparison.
 
   grad      weights + tokens x/y [A, B, T] -> the mean loss over the A micro-batches, each
             position's loss, and every parameter's gradient of mean_m(loss_m) (spec §2.4:
-            backward of loss/A per micro-step, summed). Output: loss [1], per_token_loss [A,B,T],
-            grad.<name>.
+            backward of loss/A per micro-step, summed), in training mode (PGOLF_QAT_MODE applies;
+            --late-qat: the late-QAT flag is on; --recur: depth recurrence is on). Output: loss [1],
+            per_token_loss [A,B,T], grad.<name>.
   step      weights + (tokens x/y [S, A, B, T] | fixed grads grad.<name>) -> the parameters after
             S training steps (clipping, Adam token/scalar/head, Muon with momentum warmup, the lr
             multiplier). --lr-mult a,b,... gives the multiplier of each step, else the step-based
@@ -101,7 +102,7 @@ def cmd_grad(a: argparse.Namespace) -> None:
     names = list(params.keys())
     leaves = [params[n] for n in names]
     grads: Dict[str, torch.Tensor] = {n: torch.zeros_like(params[n]) for n in names}
-    st = RunState(training=True)
+    st = RunState(training=True, late_qat=a.late_qat, recur_active=a.recur)
     losses = []
     per_tok = []
     for m in range(A):
@@ -367,6 +368,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     common(p)
     p.add_argument("--tokens", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--late-qat", action="store_true", help="the late-QAT flag is on (its grid in every CastedLinear)")
+    p.add_argument("--recur", action="store_true", help="depth recurrence (RECUR_LAYERS) is active")
     p.set_defaults(fn=cmd_grad)
 
     p = sub.add_parser("step")

@@ -313,42 +313,31 @@ def shift_right(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((torch.zeros_like(x[:, :1]), x[:, :-1]), dim=1)
 
 
-def quantile_rows(a: torch.Tensor, q: float) -> torch.Tensor:
-    """torch.quantile(a, q, dim=-1) with linear interpolation, written out (spec §2.9 item 1).
-
-    The rank is computed in a's dtype (q rounded to it), the interpolation is torch.lerp's formula."""
-    n = a.shape[-1]
-    s, _ = torch.sort(a, dim=-1)
-    qt = torch.tensor(q, dtype=a.dtype)
-    pos = qt * (n - 1)
-    k = int(torch.floor(pos).item())
-    w = pos - k
-    lo = s[..., k]
-    hi = s[..., min(k + 1, n - 1)]
-    wv = float(w.item())
-    if wv < 0.5:
-        return lo + w * (hi - lo)
-    return hi - (hi - lo) * (1 - w)
-
-
 def fake_quant_quantile(w: torch.Tensor) -> torch.Tensor:
-    """PR65 §3.4 QAT grid (no grad): per-row 99.99984 % quantile clip, floor 1e-8, step clip/31."""
-    clip = quantile_rows(w.abs(), QUANT_Q).clamp_min(1e-8)
-    scale = clip / 31.0
-    wc = torch.maximum(torch.minimum(w, clip[:, None]), -clip[:, None])
-    return torch.round(wc / scale[:, None]) * scale[:, None]
+    """PR65 §3.4 QAT grid (no grad), in float32 as the record: w = bf16(W) per row, clip =
+    max(quantile(|w|, 0.9999984), 1e-8) (torch.quantile as the export), s = clip/31,
+    w_q = bf16(round(clamp(w, +-clip)/s)*s). Returned in w's dtype."""
+    w32 = w.float().bfloat16().float()
+    clip = torch.quantile(w32.abs(), QUANT_Q, dim=-1).clamp_min(1e-8)[:, None]
+    s = clip / 31.0
+    wc = torch.maximum(torch.minimum(w32, clip), -clip)
+    return (torch.round(wc / s) * s).bfloat16().to(w.dtype)
 
 
 def fake_quant_rowmax(w: torch.Tensor) -> torch.Tensor:
-    """PR187 §4.6 QAT grid: s = max(rowmax, 1e-12)/31, clamp(round(w/s), -31, 31) * s."""
-    s = w.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 31.0
-    return torch.clamp(torch.round(w / s), -31, 31) * s
+    """PR187 §4.6 QAT grid, float32 on the master: s = max(rowmax, 1e-12)/31,
+    bf16(clamp(round(w/s), -31, 31) * s)."""
+    w32 = w.float()
+    s = w32.abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 31.0
+    return (torch.clamp(torch.round(w32 / s), -31, 31) * s).bfloat16().to(w.dtype)
 
 
 def fake_quant_late(w: torch.Tensor, low: int) -> torch.Tensor:
-    """PR315 §4.8 / PR1311 §2.7 late-QAT grid: s = max(rowmax/31, 1/31), clamp(round(w/s), low, 31) * s."""
-    s = (w.abs().amax(dim=1) / 31.0).clamp_min(1.0 / 31.0)[:, None]
-    return torch.clamp(torch.round(w / s), low, 31) * s
+    """PR315 §4.8 / PR1311 §2.7 / PR1392 §3.7 late-QAT grid, float32 on the master:
+    s = max(rowmax/31, 1/31), bf16(clamp(round(w/s), low, 31) * s)."""
+    w32 = w.float()
+    s = (w32.abs().amax(dim=1) / 31.0).clamp_min(1.0 / 31.0)[:, None]
+    return (torch.clamp(torch.round(w32 / s), low, 31) * s).bfloat16().to(w.dtype)
 
 
 def rope_table(cfg: Config, T: int, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -447,14 +436,14 @@ class Model:
             return w
         cfg = self.cfg
         q: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-        if cfg["QAT_MODE"] == "quantile":
+        if cfg["PGOLF_QAT_MODE"] == "quantile":
             q = fake_quant_quantile
-        elif cfg["QAT_MODE"] == "rowmax":
+        elif cfg["PGOLF_QAT_MODE"] == "rowmax":
             q = fake_quant_rowmax
         elif st.late_qat:
             # late QAT hits every CastedLinear; in the banked records only the side projections are CastedLinear
             if cfg["OPT_PARTITION"] != "banked" or self.specs[name].side:
-                low = cfg["LATE_QAT_CLAMP_LOW"]
+                low = cfg["PGOLF_LATE_QAT_CLAMP_LOW"]
                 q = lambda t: fake_quant_late(t, low)
         if q is None:
             return w

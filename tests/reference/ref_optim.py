@@ -145,7 +145,7 @@ class Trainer:
         """One training step: gradients of the A micro-batches xs/ys [A, B, T], then `apply`."""
         cfg = self.cfg
         thr = cfg.late_qat_threshold
-        if cfg["LATE_QAT_ACTIVE"] and thr > 0 and lr_mult < thr and not self.late_qat:
+        if cfg["PGOLF_LATE_QAT_ACTIVE"] and thr > 0 and lr_mult < thr and not self.late_qat:
             if cfg["LR_WARMUP_STEPS"] <= 0 or step > cfg["LR_WARMUP_STEPS"]:
                 self.late_qat = True
         st = RunState(training=True, recur_active=self.recur_active(step), late_qat=self.late_qat)
