@@ -13,11 +13,13 @@
 # a memcpy); ref.py: the sum of its per-step times after step SKIP (`--skip`, batch building
 # excluded). The first SKIP steps (allocators, caches, thread pools) are left out on both sides.
 # Each (side, threads) is run REPEATS times, interleaved; the medians are reported, with
-# tokens/s = TRAIN_BATCH_TOKENS * (STEPS - SKIP) / time and the ratio pgolf / reference.
+# tokens/s = TRAIN_BATCH_TOKENS * (STEPS - SKIP) / time and the ratio pgolf / reference. Also
+# printed: tokens/s of the fastest single timed step of each side over all runs, a figure that
+# other processes on a shared machine disturb less (they only ever make a step slower).
 # The train losses of the first steps of both are printed as a sanity check: they should agree
 # to about 1e-3 (both float32; the difference grows with the steps as rounding differs).
 #
-# Environment: BUILD (build dir, default build), BENCH_STEPS (25), BENCH_SKIP (3), BENCH_REPEATS
+# Environment: BUILD (build dir, default build), BENCH_STEPS (20), BENCH_SKIP (3), BENCH_REPEATS
 # (3), BENCH_THREADS ("1 2"), BENCH_LAYERS (4), BENCH_DIM (256), BENCH_SEQ (256), BENCH_BATCH
 # (TRAIN_BATCH_TOKENS, 8192), PGOLF_SHARED (../shared), BENCH_KEEP=1 keeps the work directory.
 set -euo pipefail
@@ -26,7 +28,7 @@ BUILD="${BUILD:-build}"
 PG="$PWD/$BUILD/pgolf"
 SHARED="${PGOLF_SHARED:-$(cd .. && pwd)/shared}"
 PY=/usr/bin/python3
-STEPS="${BENCH_STEPS:-25}"
+STEPS="${BENCH_STEPS:-20}"
 SKIP="${BENCH_SKIP:-3}"
 REPEATS="${BENCH_REPEATS:-3}"
 THREADS="${BENCH_THREADS:-1 2}"
@@ -91,6 +93,14 @@ ref_ms() {
   awk -v s="$SKIP" '/^step:[0-9]+\/[0-9]+ train_loss:/ { split($1, a, "[:/]"); split($3, b, ":");
       if (a[2] + 0 > s) { sum += b[2]; k++ } } END { if (!k) exit 1; print sum }' "$1"
 }
+# per-step milliseconds of steps SKIP+1..STEPS, one a line
+pg_steps() {
+  awk -v s="$SKIP" -F'train_time:' '/^step:[0-9]+\/[0-9]+ train_loss:/ { split($1, a, "[:/]"); split($2, b, "ms");
+      k = a[2] + 0; if (k > s) print b[1] - prev; prev = b[1] }' "$1"
+}
+ref_steps() {
+  awk -v s="$SKIP" '/^step:[0-9]+\/[0-9]+ train_loss:/ { split($1, a, "[:/]"); split($3, b, ":"); if (a[2] + 0 > s) print b[2] }' "$1"
+}
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 losses() { grep -o '^step:[0-9]*/[0-9]* train_loss:[0-9.]*' "$1" | sed 's/.*train_loss://'; }
 
@@ -103,7 +113,8 @@ for r in $(seq 1 "$REPEATS"); do
   for th in $THREADS; do
     run_pgolf "$th" "$WORK/pg_${th}_$r.out"; T_PG[$th]+="$(pg_ms "$WORK/pg_${th}_$r.out") "
     run_ref "$th" "$WORK/ref_${th}_$r.out"; T_REF[$th]+="$(ref_ms "$WORK/ref_${th}_$r.out") "
-    echo "run $r threads $th: pgolf $(pg_ms "$WORK/pg_${th}_$r.out") ms, reference $(ref_ms "$WORK/ref_${th}_$r.out") ms"
+    pg_steps "$WORK/pg_${th}_$r.out" >> "$WORK/pg_steps_$th"; ref_steps "$WORK/ref_${th}_$r.out" >> "$WORK/ref_steps_$th"
+    echo "run $r threads $th: pgolf $(pg_ms "$WORK/pg_${th}_$r.out") ms, reference $(ref_ms "$WORK/ref_${th}_$r.out") ms (load $(cut -d' ' -f1 /proc/loadavg))"
   done
 done
 echo
@@ -114,10 +125,13 @@ paste <(losses "$WORK/pg_${first}_1.out") <(losses "$WORK/ref_${first}_1.out") |
 echo "last step: pgolf $(losses "$WORK/pg_${first}_1.out" | tail -1) reference $(losses "$WORK/ref_${first}_1.out" | tail -1)"
 echo
 ntok=$((BATCH * (STEPS - SKIP)))
-printf '%-8s %16s %16s %16s\n' threads pgolf_tok/s reference_tok/s pgolf/reference
+echo "tokens/s from the median run time (and from the fastest single step, less sensitive to other load):"
+printf '%-8s %14s %16s %16s   %14s %16s %8s\n' threads pgolf_tok/s reference_tok/s pgolf/reference pgolf_best reference_best ratio
 for th in $THREADS; do
   mp=$(printf '%s\n' ${T_PG[$th]} | median); mr=$(printf '%s\n' ${T_REF[$th]} | median)
-  awk -v th="$th" -v n="$ntok" -v a="$mp" -v b="$mr" \
-    'BEGIN { printf "%-8s %16.0f %16.0f %16.2f\n", th, n / (a / 1000), n / (b / 1000), b / a }'
+  bp=$(sort -g "$WORK/pg_steps_$th" | head -1); br=$(sort -g "$WORK/ref_steps_$th" | head -1)
+  awk -v th="$th" -v n="$ntok" -v a="$mp" -v b="$mr" -v bt="$BATCH" -v c="$bp" -v d="$br" \
+    'BEGIN { printf "%-8s %14.0f %16.0f %16.2f   %14.0f %16.0f %8.2f\n", th, n / (a / 1000), n / (b / 1000), b / a,
+             bt / (c / 1000), bt / (d / 1000), d / c }'
 done
 echo "load at the end:$(cut -d' ' -f1-3 /proc/loadavg)"
