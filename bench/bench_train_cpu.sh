@@ -105,6 +105,8 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 losses() { grep -o '^step:[0-9]*/[0-9]* train_loss:[0-9.]*' "$1" | sed 's/.*train_loss://'; }
 
 echo "pgolf CPU training benchmark: $(git rev-parse --short HEAD 2>/dev/null || echo '?') on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, load:$(cut -d' ' -f1-3 /proc/loadavg)"
+torch_blas=$("$PY" -c "import torch; print(next((l.split()[-1] for l in open('/proc/self/maps') if 'blas' in l), '?'))" 2>/dev/null || echo '?')
+echo "BLAS: pgolf $(ldd "$PG" | grep -o '/[^ ]*openblas[^ ]*' | head -1 | xargs -r readlink -f), reference (torch $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)) $torch_blas; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
 echo "config: ${CFG[*]}"
 echo "data: fineweb_sample_300 with SP1024: $(head -1 "$WORK/tokenize.out" | sed -e 's/^tokenize: //' -e 's/ -> .*//')"
 echo "steps: $STEPS (timed: $((STEPS - SKIP)) after $SKIP untimed), $BATCH tokens/step, $REPEATS runs each, median"
