@@ -33,7 +33,7 @@ _Static_assert(sizeof(KEYS) / sizeof(KEYS[0]) <= 128, "grow pg_config.set_from")
 static const struct {
     const char *key, *off;
 } UNIMPLEMENTED[] = {
-    {"QAT_ENABLED", "0"},        {"VE_ENABLED", "0"},
+    {"QAT_ENABLED", "0"},
     {"MTP_NUM_HEADS", "0"},      {"TTT_ENABLED", "0"},        {"TRIGRAM_VOCAB_SIZE", "0"},
     {"NUM_LOOPS", "0"},          {"PARALLEL_RESIDUAL_START", "-1"}, {"LOOP_CORE_LAYERS", "0"},
     {"EVAL_TEMPERATURE", "1.0"},
@@ -180,6 +180,22 @@ double config_late_qat_threshold(const pg_config *c) {
     return c->late_qat ? c->qat_threshold : 0.0;
 }
 
+int config_layer_list(const pg_config *c, const char *s, int *out, int max) {
+    int n = 0;
+    while (*s) {
+        while (*s == ' ' || *s == ',') s++;
+        if (!*s) break;
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0 || v >= c->num_layers || n >= max) return -1;
+        out[n++] = (int)v;
+        s = end;
+        while (*s == ' ') s++;
+        if (*s && *s != ',') return -1;
+    }
+    return n;
+}
+
 int config_smear_mode(const pg_config *c) {
     const char *s = c->smear_mode;
     if (!s[0]) return c->use_smeargate ? 1 : 0;
@@ -217,8 +233,26 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
     if (c->bigram_vocab_size == 1) return pg_err(err, errlen, "BIGRAM_VOCAB_SIZE=1: must be 0 (off) or >= 2");
     if (strcmp(c->mlp_activation, "relu2") && strcmp(c->mlp_activation, "leaky_relu2"))
         return pg_err(err, errlen, "PGOLF_MLP_ACTIVATION=%s: expected relu2 or leaky_relu2", c->mlp_activation);
-    if (strcmp(c->init_style, "default") && strcmp(c->init_style, "ortho") && strcmp(c->init_style, "ortho_mup"))
-        return pg_err(err, errlen, "PGOLF_INIT_STYLE=%s: expected default, ortho or ortho_mup", c->init_style);
+    if (strcmp(c->init_style, "default") && strcmp(c->init_style, "ortho") && strcmp(c->init_style, "ortho_mup") &&
+        strcmp(c->init_style, "banked"))
+        return pg_err(err, errlen, "PGOLF_INIT_STYLE=%s: expected default, ortho, ortho_mup or banked", c->init_style);
+    if (strcmp(c->opt_partition, "default") && strcmp(c->opt_partition, "banked"))
+        return pg_err(err, errlen, "PGOLF_OPT_PARTITION=%s: expected default or banked", c->opt_partition);
+    {
+        int tmp[64];
+        int nv = c->ve_enabled ? config_layer_list(c, c->ve_layers, tmp, 16) : 0;
+        int nr = config_layer_list(c, c->recur_layers, tmp, 8);
+        if (nv < 0)
+            return pg_err(err, errlen, "VE_LAYERS=%s: expected at most 16 comma-separated layer indices below NUM_LAYERS=%lld",
+                          c->ve_layers, (long long)c->num_layers);
+        if (c->ve_enabled && nv == 0) return pg_err(err, errlen, "VE_ENABLED=1 with an empty VE_LAYERS");
+        if (nr < 0)
+            return pg_err(err, errlen, "RECUR_LAYERS=%s: expected at most 8 comma-separated layer indices below NUM_LAYERS=%lld",
+                          c->recur_layers, (long long)c->num_layers);
+        if (c->parallel_start_layer >= c->num_layers)
+            return pg_err(err, errlen, "PARALLEL_START_LAYER=%lld: must be below NUM_LAYERS=%lld (or -1: off)",
+                          (long long)c->parallel_start_layer, (long long)c->num_layers);
+    }
     if (strcmp(c->qat_mode, "off") && strcmp(c->qat_mode, "quantile") && strcmp(c->qat_mode, "rowmax"))
         return pg_err(err, errlen, "PGOLF_QAT_MODE=%s: expected off, quantile or rowmax", c->qat_mode);
     if (strcmp(c->qat_mode, "off") && c->late_qat_active && config_late_qat_threshold(c) > 0)

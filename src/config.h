@@ -63,7 +63,22 @@
     X(FLOAT, PGOLF_LEAKY_RELU_SLOPE, leaky_relu_slope, "0.5", 0, 1, "negative slope of leaky_relu2")  \
     X(STR, PGOLF_INIT_STYLE, init_style, "default", 0, 0,                                           \
       "default (baseline); ortho (PR #65: every non-zero-init Linear orthogonal); ortho_mup (PR #315: " \
-      "orthogonal if both dims >= 64, *.proj x 1/sqrt(2*NUM_LAYERS))")                              \
+      "orthogonal if both dims >= 64, *.proj x 1/sqrt(2*NUM_LAYERS)); banked (PR #1311/#1392: block " \
+      "matrices orthogonal, other Linears orthogonal if min(shape) >= 64)")                         \
+    X(STR, PGOLF_OPT_PARTITION, opt_partition, "default", 0, 0,                                   \
+      "default; banked (PR #1311/#1392: bigram.proj and ve_shared.proj in the scalar AdamW group)") \
+    X(BOOL, VE_ENABLED, ve_enabled, "0", 0, 1,                                                     \
+      "PR #1311/#1392 value embeddings: scale*proj(embed[idx]) * layer scale added to c_v's output") \
+    X(INT, VE_DIM, ve_dim, "128", 1, 65536, "value-embedding width (no projection if = NUM_KV_HEADS*head dim)") \
+    X(STR, VE_LAYERS, ve_layers, "9,10", 0, 0, "layers that add the value embedding (comma-separated)") \
+    X(INT, PARALLEL_START_LAYER, parallel_start_layer, "-1", -1, 255,                              \
+      "PR #1392 parallel residuals from this layer: xi + attn_scale*attn(n) + mlp_scale*mlp(n), "   \
+      "n = rmsnorm(xi) (-1: off)")                                                                 \
+    X(STR, RECUR_LAYERS, recur_layers, "", 0, 0,                                                   \
+      "PR #1392 depth recurrence: these encoder layers run a second pass x + r*(block(x) - x) after " \
+      "the skip push (r = recur_scales, 0.5, untrained; decoder layers in the list never recur)")   \
+    X(INT, RECUR_START_STEP, recur_start_step, "3000", 0, 1e12,                                    \
+      "update index (0-based) from which depth recurrence runs (switched on in the running loop)") \
     /* STE fake quantisation in training forwards (docs/seeds.md) */                              \
     X(STR, PGOLF_QAT_MODE, qat_mode, "off", 0, 0,                                                  \
       "always-on int6 STE QAT of every CastedLinear weight: off; quantile (PR #65: rows of bf16(W), " \
@@ -184,5 +199,8 @@ int config_smear_mode(const pg_config *c);
 /* lr-scale threshold of late QAT: LATE_QAT_THRESHOLD (PR #1311/#1392) if > 0, else QAT_THRESHOLD
  * when LATE_QAT=1 (PR #315), else 0 (off). */
 double config_late_qat_threshold(const pg_config *c);
+/* Comma-separated layer indices (VE_LAYERS, RECUR_LAYERS) into out[max]; returns the count, or -1
+ * if an entry is not an integer in [0, NUM_LAYERS) or there are more than max. */
+int config_layer_list(const pg_config *c, const char *s, int *out, int max);
 
 #endif

@@ -14,6 +14,10 @@
  *   y = attn(q,k,v); in the last XSA_LAST_N layers y -= (y.v^)v^ per head (v^ = v/|v| of its KV head)
  *   xa = xm + attn_scale * (y Wo^T)
  *   xout = xa + mlp_scale * (act(s*rmsnorm(xa) Wfc^T) Wp^T), act = relu^2 or leaky_relu(., slope)^2
+ * PR #1311/#1392: v += ve_layer_scale_k * ve in VE layers (ve = scale*proj(ve_embed[idx]), before
+ * XSA); parallel layers (>= PARALLEL_START_LAYER): xout = xa + mlp_scale*mlp(n1), both branches
+ * reading n1 = rmsnorm(xm); a recurring encoder layer (RECUR_LAYERS, while recur_on) runs a second
+ * pass on its output after the skip push: x = x1 + r*(block(x1) - x1), r = recur_scales.k.
  * STE QAT (PGOLF_QAT_MODE, late QAT): in a training forward every CastedLinear weight W (`linear`
  * in the table) is read from its fake-quantised copy wq = grid(W) (ops fake_quant_rows), forward
  * and input gradients alike; W's gradient is that of wq, the straight-through estimator.
@@ -137,11 +141,17 @@ static void linear_init(const pg_config *cfg, const gpt_model *m, const char *na
         size_t n = strlen(name);
         int is_proj = strstr(name, ".proj.") || (n >= 5 && !strcmp(name + n - 5, ".proj"));
         *a = is_proj ? (float)(1.0 / sqrt(2.0 * m->L)) : 1.0f;
+    } else if (!strcmp(cfg->init_style, "banked") && (!strncmp(name, "blocks.", 7) || (r >= 64 && c >= 64))) {
+        /* PR #1311/#1392: the bank matrices orthogonal, other Linears if min(shape) >= 64 (the muP
+         * factor of the output projections multiplies zeros) */
+        *init = INIT_ORTHO;
+        *a = 1.0f;
     }
 }
 
 static void build_table(gpt_model *m, const pg_config *cfg) {
-    int cap = 24 + 12 * m->L;
+    int cap = 40 + 12 * m->L;
+    const param_group side_grp = !strcmp(cfg->opt_partition, "banked") ? GROUP_SCALAR : GROUP_MUON;
     m->params = xcalloc((size_t)cap, sizeof(param_info));
     const char *ctrl = cfg->control_tensor_name_patterns;
     const int d = m->d, hd = m->H * m->D, kvd = m->Hk * m->D;
@@ -149,6 +159,10 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
     param_init in;
     float ia;
     /* PyTorch state-dict order: a module's own parameters, then its children in registration order */
+    for (int k = 0; k < m->recur_n; k++) { /* PR #1392: fixed at 0.5, in no optimizer group */
+        snprintf(nm, sizeof(nm), "recur_scales.%d", k);
+        add_param(m, cap, nm, 1, d, 1, GROUP_NONE, INIT_CONST, 0.5f, DT_F32);
+    }
     int i_skip = m->n_skip > 0 ? add_param(m, cap, "skip_weights", 2, m->n_skip, d, GROUP_SCALAR, INIT_ONES, 0, DT_F32) : -1;
     (void)i_skip;
     float emb_std = m->tied ? (float)cfg->tied_embed_init_std : 1.0f; /* untied: nn.Embedding's N(0,1) */
@@ -162,7 +176,7 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
         add_param(m, cap, "bigram.embed.weight", 2, m->nb, m->db, GROUP_TOKEN, INIT_ZERO, 0, DT_BF16);
         if (m->db != d) {
             linear_init(cfg, m, "bigram.proj", d, m->db, INIT_ZERO, 0, &in, &ia);
-            m->params[add_param(m, cap, "bigram.proj.weight", 2, d, m->db, GROUP_MUON, in, ia, DT_F32)].linear = 1;
+            m->params[add_param(m, cap, "bigram.proj.weight", 2, d, m->db, side_grp, in, ia, DT_F32)].linear = 1;
         }
     }
     if (m->smear == 1) add_param(m, cap, "smeargate.gate", 1, d, 1, GROUP_SCALAR, INIT_CONST, 3.0f, DT_F32);
@@ -199,6 +213,18 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
             m->params[pi].linear = ps[k].ndim == 2 && strcmp(ps[k].suffix, "resid_mix"); /* the block's CastedLinears */
         }
     }
+    if (m->ve_dim) { /* PR #1311/#1392 value embeddings */
+        add_param(m, cap, "ve_shared.embed.weight", 2, m->V, m->ve_dim, GROUP_TOKEN, INIT_NORMAL, 0.01f, DT_BF16);
+        if (m->ve_dim != kvd) {
+            linear_init(cfg, m, "ve_shared.proj", kvd, m->ve_dim, INIT_ZERO, 0, &in, &ia);
+            m->params[add_param(m, cap, "ve_shared.proj.weight", 2, kvd, m->ve_dim, side_grp, in, ia, DT_F32)].linear = 1;
+        }
+        add_param(m, cap, "ve_shared.scale", 0, 1, 1, GROUP_SCALAR, INIT_CONST, 0.1f, DT_F32);
+        for (int k = 0; k < m->ve_n; k++) {
+            snprintf(nm, sizeof(nm), "ve_layer_scales.%d", k);
+            add_param(m, cap, nm, 1, 1, 1, GROUP_SCALAR, INIT_ONES, 0, DT_F32);
+        }
+    }
     m->i_lm_head = m->tied ? -1 : add_param(m, cap, "lm_head.weight", 2, m->V, d, GROUP_HEAD, INIT_ZERO, 0, DT_F32);
     if (!m->tied) m->params[m->i_lm_head].linear = 1;
 }
@@ -208,7 +234,9 @@ static void set_views(gpt_model *m) {
     m->tok_emb = w + m->params[m->i_tok_emb].offset;
     m->lm_head = m->tied ? NULL : w + m->params[m->i_lm_head].offset;
     m->skip_weights = m->smear_gate = m->bigram_table = m->bigram_proj = m->bigram_scale = NULL;
+    m->ve_embed = m->ve_proj = m->ve_scale = NULL;
     m->blk = xcalloc((size_t)m->L, sizeof(block_params));
+    for (int l = 0; l < m->L; l++) m->blk[l].parallel = l >= m->par_from;
     for (int i = 0; i < m->n_params; i++) {
         const char *n = m->params[i].name;
         float *p = w + m->params[i].offset;
@@ -217,7 +245,12 @@ static void set_views(gpt_model *m) {
         else if (!strcmp(n, "bigram_hash.table.weight") || !strcmp(n, "bigram.embed.weight")) m->bigram_table = p;
         else if (!strcmp(n, "bigram_hash.proj.weight") || !strcmp(n, "bigram.proj.weight")) m->bigram_proj = p;
         else if (!strcmp(n, "bigram.scale")) m->bigram_scale = p;
-        int l;
+        else if (!strcmp(n, "ve_shared.embed.weight")) m->ve_embed = p;
+        else if (!strcmp(n, "ve_shared.proj.weight")) m->ve_proj = p;
+        else if (!strcmp(n, "ve_shared.scale")) m->ve_scale = p;
+        int l, k;
+        if (sscanf(n, "ve_layer_scales.%d", &k) == 1) m->blk[m->ve_layer[k]].ve_scale = p;
+        if (sscanf(n, "recur_scales.%d", &k) == 1) m->recur_scale[k] = p;
         char rest[96];
         if (sscanf(n, "blocks.%d.%95s", &l, rest) == 2) {
             block_params *b = &m->blk[l];
@@ -311,6 +344,13 @@ static void set_shape(gpt_model *m, const pg_config *cfg) {
     m->late_thr = config_late_qat_threshold(cfg);
     m->late_active = cfg->late_qat_active;
     m->late_low = (int)cfg->late_qat_clamp_low;
+    m->ve_n = cfg->ve_enabled ? config_layer_list(cfg, cfg->ve_layers, m->ve_layer, 16) : 0;
+    PG_CHECK(m->ve_n >= 0);
+    m->ve_dim = m->ve_n ? (int)cfg->ve_dim : 0;
+    m->recur_n = config_layer_list(cfg, cfg->recur_layers, m->recur_layer, 8);
+    PG_CHECK(m->recur_n >= 0);
+    m->recur_start = (long)cfg->recur_start_step;
+    m->par_from = cfg->parallel_start_layer >= 0 ? (int)cfg->parallel_start_layer : m->L;
     m->db = (int)(m->bigram == 1 ? cfg->bigram_hash_dim : cfg->bigram_dim);
 }
 
@@ -366,9 +406,24 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
         m->bg_p = m->bigram_proj ? aalloc(m, N * d) : NULL;
         m->s_bg = aalloc(m, N * (size_t)m->db);
     }
+    if (m->ve_dim) {
+        m->ve_e = aalloc(m, N * (size_t)m->ve_dim);
+        m->ve_p = m->ve_proj ? aalloc(m, N * kvd) : NULL;
+        m->ve = aalloc(m, N * kvd);
+        m->s_dve = aalloc(m, N * kvd);
+        m->s_dvp = aalloc(m, N * kvd);
+        m->s_dvee = aalloc(m, N * (size_t)m->ve_dim);
+    }
     m->acts = xcalloc((size_t)m->L, sizeof(block_acts));
-    for (int l = 0; l < m->L; l++) {
-        block_acts *a = &m->acts[l];
+    m->racts = xcalloc((size_t)(m->recur_n ? m->recur_n : 1), sizeof(block_acts));
+    m->rec_out = xcalloc((size_t)(m->recur_n ? m->recur_n : 1), sizeof(pg_act *));
+    for (int k = 0; k < m->recur_n; k++) m->rec_out[k] = aalloc(m, N * d);
+    m->s_rec = m->recur_n ? aalloc(m, N * d) : NULL;
+    for (int l = 0; l < m->L + m->recur_n; l++) {
+        /* the layers' first passes, then the recurrence passes (no skip input of their own) */
+        const int rk = l - m->L;
+        block_acts *a = rk < 0 ? &m->acts[l] : &m->racts[rk];
+        const int lay = rk < 0 ? l : m->recur_layer[rk];
         a->xm = aalloc(m, N * d);
         a->n1 = aalloc(m, N * d);
         a->q_raw = aalloc(m, N * hd);
@@ -377,7 +432,7 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
         a->q = aalloc(m, N * hd);
         a->k = aalloc(m, N * kvd);
         a->att = aalloc(m, N * hd);
-        a->att_x = l >= m->xsa_from ? aalloc(m, N * hd) : NULL;
+        a->att_x = lay >= m->xsa_from ? aalloc(m, N * hd) : NULL;
         a->a = aalloc(m, N * d);
         a->xa = aalloc(m, N * d);
         a->n2 = aalloc(m, N * d);
@@ -386,7 +441,7 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
         a->m = aalloc(m, N * d);
         a->xout = aalloc(m, N * d);
         int j = l - m->n_enc;
-        a->xin_skip = (j >= 0 && j < m->n_skip) ? aalloc(m, N * d) : NULL;
+        a->xin_skip = (rk < 0 && j >= 0 && j < m->n_skip) ? aalloc(m, N * d) : NULL;
         a->rstd1 = falloc(m, N);
         a->rstd_q = falloc(m, N * m->H);
         a->rstd_k = falloc(m, N * m->Hk);
@@ -433,13 +488,18 @@ void gpt_free(gpt_model *m) {
     o->free(m->bg_p);
     o->free(m->s_bg);
     free(m->bidx_host);
-    for (int l = 0; l < m->L; l++) {
-        block_acts *a = &m->acts[l];
+    for (int l = 0; l < m->L + m->recur_n; l++) {
+        block_acts *a = l < m->L ? &m->acts[l] : &m->racts[l - m->L];
         void *ps[] = {a->xm, a->n1, a->q_raw, a->k_raw, a->v, a->q, a->k, a->att, a->att_x, a->a, a->xa, a->n2, a->h,
                       a->u, a->m, a->xout, a->xin_skip, a->rstd1, a->rstd_q, a->rstd_k, a->lse, a->rstd2};
         for (size_t k = 0; k < sizeof(ps) / sizeof(ps[0]); k++) o->free(ps[k]);
     }
     for (int j = 0; j < m->n_skip; j++) o->free(m->dskip[j]);
+    for (int k = 0; k < m->recur_n; k++) o->free(m->rec_out[k]);
+    void *vs[] = {m->ve_e, m->ve_p, m->ve, m->s_dve, m->s_dvp, m->s_dvee, m->s_rec};
+    for (size_t k = 0; k < sizeof(vs) / sizeof(vs[0]); k++) o->free(vs[k]);
+    free(m->racts);
+    free(m->rec_out);
     void *ss[] = {m->dx,   m->dx0,  m->s_d,   m->s_d2,  m->s_hid, m->s_hd,
                   m->s_dq, m->s_dk, m->s_dv, m->s_dv2, m->s_dqr, m->s_dkr};
     for (size_t k = 0; k < sizeof(ss) / sizeof(ss[0]); k++) o->free(ss[k]);
@@ -470,8 +530,11 @@ static void refresh_wq(gpt_model *m, int mode) {
 }
 
 int gpt_step_begin(gpt_model *m, long step, double mult) {
-    (void)step;
     int sw = 0;
+    if (m->recur_n && !m->recur_on && step >= m->recur_start) {
+        m->recur_on = 1;
+        sw |= GPT_SWITCHED_RECUR;
+    }
     if (m->late_thr > 0 && !m->late_qat && mult < m->late_thr) {
         m->late_qat = 1;
         sw |= GPT_SWITCHED_LATE_QAT;
@@ -515,20 +578,33 @@ void gpt_zero_grad(gpt_model *m) { m->ops->zero(m->g, m->n_floats * sizeof(float
 
 /* ---- forward / backward ---- */
 
-static const pg_act *block_input(const gpt_model *m, int l) {
+/* index k of a recurring (encoder) layer l while depth recurrence runs, else -1 */
+static int recur_index(const gpt_model *m, int l) {
+    if (!m->recur_on || l >= m->n_enc) return -1;
+    for (int k = 0; k < m->recur_n; k++)
+        if (m->recur_layer[k] == l) return k;
+    return -1;
+}
+
+/* the residual stream after layer l (the blend of its two passes if it recurs) and before layer l
+ * (x0, the skip sum of a decoder layer, or the previous layer's output) */
+static const pg_act *layer_output(const gpt_model *m, int l) {
+    int k = recur_index(m, l);
+    return k >= 0 ? m->rec_out[k] : m->acts[l].xout;
+}
+static const pg_act *layer_input(const gpt_model *m, int l) {
     if (m->acts[l].xin_skip) return m->acts[l].xin_skip;
-    return l == 0 ? m->x0 : m->acts[l - 1].xout;
+    return l == 0 ? m->x0 : layer_output(m, l - 1);
 }
 
 /* LN_SCALE factor of layer l (spec §4.2) */
 static float ln_scale(const gpt_model *m, int l) { return m->ln_scale ? (float)(1.0 / sqrt(l + 1.0)) : 1.0f; }
 
-static void block_fwd(gpt_model *m, int l, int N, int B) {
+/* block l on the stream x with the activations a (a layer's first pass, or its recurrence pass) */
+static void block_fwd(gpt_model *m, int l, block_acts *a, const pg_act *x, int N, int B) {
     const pg_ops *o = m->ops;
     const block_params *p = &m->blk[l];
-    block_acts *a = &m->acts[l];
     const int d = m->d, hd = m->H * m->D, kvd = m->Hk * m->D;
-    const pg_act *x = block_input(m, l);
     const float s = ln_scale(m, l);
     o->mix_norm_fwd(a->xm, a->n1, a->rstd1, x, m->x0, p->resid_mix, N, d);
     o->matmul_fwd(a->q_raw, a->n1, WL(m, p->c_q), N, d, hd);
@@ -539,6 +615,7 @@ static void block_fwd(gpt_model *m, int l, int N, int B) {
         o->act_scale(a->k_raw, (size_t)N * kvd, s);
         o->act_scale(a->v, (size_t)N * kvd, s);
     }
+    if (p->ve_scale) o->resid_fwd(a->v, a->v, m->ve, p->ve_scale, N * kvd, 1); /* v += ve_layer_scale * ve */
     o->qk_prep_fwd(a->q, a->k, a->rstd_q, a->rstd_k, a->q_raw, a->k_raw, p->q_gain, m->rope_cos, m->rope_sin, N, m->T,
                    m->H, m->Hk, m->D, m->rope_dims);
     o->attn_fwd(a->att, a->lse, a->q, a->k, a->v, B, m->T, m->H, m->Hk, m->D);
@@ -549,8 +626,12 @@ static void block_fwd(gpt_model *m, int l, int N, int B) {
     }
     o->matmul_fwd(a->a, y, WL(m, p->proj), N, hd, d);
     o->resid_fwd(a->xa, a->xm, a->a, p->attn_scale, N, d);
-    o->rmsnorm_fwd(a->n2, a->rstd2, a->xa, N, d);
-    o->matmul_fwd(a->h, a->n2, WL(m, p->fc), N, d, m->hidden);
+    const pg_act *mlp_in = a->n1; /* parallel (PR #1392): both branches read rmsnorm(xm) */
+    if (!p->parallel) {
+        o->rmsnorm_fwd(a->n2, a->rstd2, a->xa, N, d);
+        mlp_in = a->n2;
+    }
+    o->matmul_fwd(a->h, mlp_in, WL(m, p->fc), N, d, m->hidden);
     if (s != 1.0f) o->act_scale(a->h, (size_t)N * m->hidden, s);
     if (m->leaky) o->leaky_relu2_fwd(a->u, a->h, (size_t)N * m->hidden, m->slope);
     else o->relu2_fwd(a->u, a->h, (size_t)N * m->hidden);
@@ -558,11 +639,11 @@ static void block_fwd(gpt_model *m, int l, int N, int B) {
     o->resid_fwd(a->xout, a->xa, a->m, p->mlp_scale, N, d);
 }
 
-/* dxo: gradient wrt the block output on entry; on return it holds the gradient wrt the block input */
-static void block_bwd(gpt_model *m, int l, int N, int B, pg_act *dxo) {
+/* dxo: gradient wrt the block output on entry; on return it holds the gradient wrt the block
+ * input x. VE layers accumulate d ve into s_dve. */
+static void block_bwd(gpt_model *m, int l, block_acts *a, const pg_act *x, int N, int B, pg_act *dxo) {
     const pg_ops *o = m->ops;
     const block_params *p = &m->blk[l];
-    block_acts *a = &m->acts[l];
     const int d = m->d, hd = m->H * m->D, kvd = m->Hk * m->D;
     const float s = ln_scale(m, l);
     /* MLP branch: xout = xa + mlp_scale * m */
@@ -571,14 +652,17 @@ static void block_bwd(gpt_model *m, int l, int N, int B, pg_act *dxo) {
     if (m->leaky) o->leaky_relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden, m->slope);
     else o->relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden);
     if (s != 1.0f) o->act_scale(m->s_hid, (size_t)N * m->hidden, s);
-    o->matmul_bwd(m->s_d2, GR(m, p->fc), m->s_hid, a->n2, WL(m, p->fc), N, d, m->hidden, 0);
-    o->rmsnorm_bwd(dxo, m->s_d2, a->n2, a->rstd2, N, d, 1); /* dxo is now d xa */
+    o->matmul_bwd(m->s_d2, GR(m, p->fc), m->s_hid, p->parallel ? a->n1 : a->n2, WL(m, p->fc), N, d, m->hidden, 0);
+    /* sequential: dxo is now d xa; parallel: s_d2 holds the MLP's part of d n1 */
+    if (!p->parallel) o->rmsnorm_bwd(dxo, m->s_d2, a->n2, a->rstd2, N, d, 1);
     /* attention branch: xa = xm + attn_scale * a */
     o->resid_bwd(m->s_d, GR(m, p->attn_scale), dxo, a->a, p->attn_scale, N, d, 0);
     o->matmul_bwd(m->s_hd, GR(m, p->proj), m->s_d, a->att_x ? a->att_x : a->att, WL(m, p->proj), N, hd, d, 0);
     if (a->att_x) o->xsa_bwd(m->s_hd, m->s_dv2, m->s_hd, a->att, a->v, N, m->H, m->Hk, m->D); /* XSA */
     o->attn_bwd(m->s_dq, m->s_dk, m->s_dv, m->s_hd, a->q, a->k, a->v, a->att, a->lse, B, m->T, m->H, m->Hk, m->D);
     if (a->att_x) o->add_inplace(m->s_dv, m->s_dv2, (size_t)N * kvd);
+    if (p->ve_scale) /* v = s*c_v(n1) + ve_layer_scale*ve */
+        o->resid_bwd(m->s_dve, GR(m, p->ve_scale), m->s_dv, m->ve, p->ve_scale, N * kvd, 1, 1);
     o->qk_prep_bwd(m->s_dqr, m->s_dkr, GR(m, p->q_gain), m->s_dq, m->s_dk, a->q_raw, a->k_raw, a->rstd_q, a->rstd_k,
                    p->q_gain, m->rope_cos, m->rope_sin, N, m->T, m->H, m->Hk, m->D, m->rope_dims);
     if (s != 1.0f) {
@@ -586,12 +670,12 @@ static void block_bwd(gpt_model *m, int l, int N, int B, pg_act *dxo) {
         o->act_scale(m->s_dkr, (size_t)N * kvd, s);
         o->act_scale(m->s_dv, (size_t)N * kvd, s);
     }
-    o->matmul_bwd(m->s_d2, GR(m, p->c_q), m->s_dqr, a->n1, WL(m, p->c_q), N, d, hd, 0);
+    o->matmul_bwd(m->s_d2, GR(m, p->c_q), m->s_dqr, a->n1, WL(m, p->c_q), N, d, hd, p->parallel);
     o->matmul_bwd(m->s_d2, GR(m, p->c_k), m->s_dkr, a->n1, WL(m, p->c_k), N, d, kvd, 1);
     o->matmul_bwd(m->s_d2, GR(m, p->c_v), m->s_dv, a->n1, WL(m, p->c_v), N, d, kvd, 1);
     o->rmsnorm_bwd(dxo, m->s_d2, a->n1, a->rstd1, N, d, 1); /* dxo is now d xm */
     /* xm = m0*x + m1*x0 */
-    o->mix_bwd(dxo, m->dx0, GR(m, p->resid_mix), dxo, block_input(m, l), m->x0, p->resid_mix, N, d);
+    o->mix_bwd(dxo, m->dx0, GR(m, p->resid_mix), dxo, x, m->x0, p->resid_mix, N, d);
 }
 
 /* Bigram buckets of the host tokens x, per row of T (spec §3.2, §4.2). Both records hash across
@@ -669,6 +753,33 @@ static void embed_bwd(gpt_model *m, int N) {
     }
 }
 
+/* the value embedding ve (N, Hk*D) = ve_shared.scale * proj(embed[idx]) (PR #1311/#1392) */
+static void ve_fwd(gpt_model *m, int N) {
+    const pg_ops *o = m->ops;
+    const int kvd = m->Hk * m->D;
+    o->embed_fwd(m->ve_e, m->idx, WC(m, m->ve_embed), N, m->ve_dim); /* (N, ve_dim) */
+    const pg_act *p = m->ve_e;
+    if (m->ve_proj) {
+        o->matmul_fwd(m->ve_p, m->ve_e, WL(m, m->ve_proj), N, m->ve_dim, kvd);
+        p = m->ve_p;
+    }
+    o->zero(m->ve, (size_t)N * kvd * o->act_bytes);
+    o->resid_fwd(m->ve, m->ve, p, m->ve_scale, N * kvd, 1);
+}
+
+/* from s_dve (the VE layers' d ve): the gradients of the VE parameters */
+static void ve_bwd(gpt_model *m, int N) {
+    const pg_ops *o = m->ops;
+    const int kvd = m->Hk * m->D;
+    o->resid_bwd(m->s_dvp, GR(m, m->ve_scale), m->s_dve, m->ve_proj ? m->ve_p : m->ve_e, m->ve_scale, N * kvd, 1, 0);
+    const pg_act *de = m->s_dvp;
+    if (m->ve_proj) {
+        o->matmul_bwd(m->s_dvee, GR(m, m->ve_proj), m->s_dvp, m->ve_e, WL(m, m->ve_proj), N, m->ve_dim, kvd, 0);
+        de = m->s_dvee;
+    }
+    o->embed_bwd(GR(m, m->ve_embed), de, m->idx, N, m->ve_dim);
+}
+
 double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, int B_run, float grad_scale,
                             float *per_token_loss) {
     const pg_ops *o = m->ops;
@@ -684,17 +795,24 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
     if (qmode && m->wq_mode != qmode) refresh_wq(m, qmode);
 
     embed_fwd(m, x, N);
-    /* encoder, then decoder with U-Net skips */
+    if (m->ve_dim) ve_fwd(m, N);
+    /* encoder (a recurring layer: a second pass on its output, after the skip push, blended with
+     * x + r*(block(x) - x)), then decoder with U-Net skips from the first passes */
     for (int l = 0; l < m->L; l++) {
         int j = l - m->n_enc;
         if (j >= 0 && j < m->n_skip)
-            o->resid_fwd(m->acts[l].xin_skip, m->acts[l - 1].xout, m->acts[m->n_enc - 1 - j].xout,
+            o->resid_fwd(m->acts[l].xin_skip, layer_output(m, l - 1), m->acts[m->n_enc - 1 - j].xout,
                          m->skip_weights + (size_t)j * d, N, d);
-        block_fwd(m, l, N, B_run);
+        block_fwd(m, l, &m->acts[l], layer_input(m, l), N, B_run);
+        int k = recur_index(m, l);
+        if (k >= 0) {
+            block_fwd(m, l, &m->racts[k], m->acts[l].xout, N, B_run);
+            o->lerp_fwd(m->rec_out[k], m->acts[l].xout, m->racts[k].xout, m->recur_scale[k], N, d);
+        }
     }
     /* head: final norm, tied (or untied) projection, softcap + cross entropy */
     const float *head = m->tied ? m->tok_emb : m->lm_head;
-    o->rmsnorm_fwd(m->nf, m->rstdf, m->acts[m->L - 1].xout, N, d);
+    o->rmsnorm_fwd(m->nf, m->rstdf, layer_output(m, m->L - 1), N, d);
     o->matmul_fwd(m->logits, m->nf, m->tied ? WC(m, head) : WL(m, head), N, d, m->V);
     o->softcap_ce(m->losses, m->logits, m->tgt, N, m->V, m->softcap, grad_scale / (float)N);
     o->to_host(m->losses_host, m->losses, (size_t)N * sizeof(float));
@@ -707,16 +825,25 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
     o->matmul_bwd(m->s_d, GR(m, head), m->logits, m->nf, m->tied ? WC(m, head) : WL(m, head), N, d, m->V, 0);
     o->rmsnorm_bwd(m->dx, m->s_d, m->nf, m->rstdf, N, d, 0);
     o->zero(m->dx0, (size_t)N * d * o->act_bytes);
+    if (m->ve_dim) o->zero(m->s_dve, (size_t)N * m->Hk * m->D * o->act_bytes);
     for (int l = m->L - 1; l >= 0; l--) {
+        int k = recur_index(m, l);
+        if (k >= 0) { /* out = x1 + r*(x2 - x1), x2 = block(x1): dx becomes d x1 */
+            o->lerp_bwd(m->s_rec, m->dx, GR(m, m->recur_scale[k]), m->dx, m->acts[l].xout, m->racts[k].xout,
+                        m->recur_scale[k], N, d);
+            block_bwd(m, l, &m->racts[k], m->acts[l].xout, N, B_run, m->dx);
+            o->add_inplace(m->dx, m->s_rec, (size_t)N * d);
+        }
         int je = m->n_enc - 1 - l; /* skip index fed by encoder block l */
         if (l < m->n_enc && je < m->n_skip) o->add_inplace(m->dx, m->dskip[je], (size_t)N * d);
-        block_bwd(m, l, N, B_run, m->dx);
+        block_bwd(m, l, &m->acts[l], layer_input(m, l), N, B_run, m->dx);
         int j = l - m->n_enc;
         if (j >= 0 && j < m->n_skip) /* x_in = x_prev + skip_w[j] * enc_out: dx passes through */
             o->resid_bwd(m->dskip[j], GR(m, m->skip_weights) + (size_t)j * d, m->dx, m->acts[m->n_enc - 1 - j].xout,
                          m->skip_weights + (size_t)j * d, N, d, 0);
     }
     o->add_inplace(m->dx0, m->dx, (size_t)N * d); /* block 0's input is x0 */
+    if (m->ve_dim) ve_bwd(m, N);
     embed_bwd(m, N);
     return sum / N;
 }

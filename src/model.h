@@ -13,7 +13,8 @@
 #include "ops.h"
 #include "statedict.h"
 
-typedef enum { GROUP_TOKEN, GROUP_MUON, GROUP_SCALAR, GROUP_HEAD, GROUP_COUNT } param_group;
+/* GROUP_NONE: in no optimizer group (PR #1392's recur_scales: gradients, counted by the clip norm, never applied) */
+typedef enum { GROUP_TOKEN, GROUP_MUON, GROUP_SCALAR, GROUP_HEAD, GROUP_NONE, GROUP_COUNT } param_group;
 
 typedef enum {
     INIT_ZERO,
@@ -41,6 +42,8 @@ typedef struct {
 /* views of one block's parameters (backend pointers into the arena) */
 typedef struct {
     float *c_q, *c_k, *c_v, *proj, *q_gain, *fc, *mproj, *attn_scale, *mlp_scale, *resid_mix;
+    float *ve_scale; /* ve_layer_scales.k of a VE layer, else NULL */
+    int parallel;    /* parallel residuals (PR #1392) */
 } block_params;
 
 typedef struct {
@@ -70,6 +73,17 @@ typedef struct {
     pg_wc *wq;       /* fake-quantised compute copies of the linear weights (NULL: no QAT configured) */
     int wq_mode;     /* grid that wq holds for the current weights (0: stale) */
     int qat_now;     /* the running forward reads the linear weights from wq */
+    /* value embeddings (PR #1311/#1392): ve (N, Hk*D) = scale * proj(embed[idx]), added to c_v's output */
+    int ve_dim, ve_n;
+    int ve_layer[16];
+    int par_from; /* parallel residuals in layers par_from..L-1 (L: none) */
+    float *ve_embed, *ve_proj, *ve_scale; /* NULL when off (ve_proj also when VE_DIM = Hk*D) */
+    /* depth recurrence (PR #1392): encoder layers recur_layer[k] run a second pass, blended with
+     * recur_scales.k, while recur_on */
+    int recur_n, recur_on;
+    int recur_layer[8];
+    float *recur_scale[8];
+    long recur_start;
     int B, T; /* activation capacity: B sequences of T tokens */
 
     /* parameter table */
@@ -99,6 +113,11 @@ typedef struct {
     float *rstd0, *rstdf, *losses;
     block_acts *acts;
     /* backward scratch */
+    pg_act *ve_e, *ve_p, *ve; /* (N, ve_dim), (N, Hk*D), (N, Hk*D) */
+    pg_act *s_dve, *s_dvp, *s_dvee;
+    block_acts *racts;   /* the second passes (recur_n) */
+    pg_act **rec_out;    /* (N, d) blended outputs of the recurring layers */
+    pg_act *s_rec;
     pg_act *dx, *dx0, **dskip, *s_d, *s_d2, *s_hid, *s_hd, *s_dq, *s_dk, *s_dv, *s_dqr, *s_dkr, *s_bg;
     pg_act *s_dv2; /* XSA's dv (N, Hk*D) */
     float *losses_host;
@@ -118,9 +137,11 @@ void gpt_sync_weights(gpt_model *m);
 
 /* The records' switches at the top of a training step, before its forward: `step` is the 0-based
  * update index, `mult` its lr multiplier. Late QAT switches on (for good) once mult < the late-QAT
- * threshold (it then fake-quantises only with PGOLF_LATE_QAT_ACTIVE=1). Returns the GPT_SWITCHED_*
+ * threshold (it then fake-quantises only with PGOLF_LATE_QAT_ACTIVE=1); depth recurrence runs
+ * from update RECUR_START_STEP on (without a restart: same weights, optimizer, data). Returns the GPT_SWITCHED_*
  * bits of what switched on in this call, for the log lines. */
 #define GPT_SWITCHED_LATE_QAT 1
+#define GPT_SWITCHED_RECUR 2 /* depth recurrence from RECUR_START_STEP */
 int gpt_step_begin(gpt_model *m, long step, double mult);
 
 /* Forward over B_run <= B sequences (host token arrays of B_run*T). Returns the mean loss; when

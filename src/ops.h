@@ -102,6 +102,11 @@ typedef struct pg_ops {
     void (*leaky_relu2_fwd)(pg_act *u, const pg_act *h, size_t n, float slope);
     /* dh = du * 2*h * (h > 0 ? 1 : slope^2)  (dh may alias du) */
     void (*leaky_relu2_bwd)(pg_act *dh, const pg_act *du, const pg_act *h, size_t n, float slope);
+    /* out = x + r*(y - x)  (r fp32 (C); PR #1392's damped recurrence pass) */
+    void (*lerp_fwd)(pg_act *out, const pg_act *x, const pg_act *y, const float *r, int N, int C);
+    /* dx = (1-r)*dout (must not alias dout); dy = r*dout (may alias dout); dr += sum dout*(y - x) */
+    void (*lerp_bwd)(pg_act *dx, pg_act *dy, float *dr, const pg_act *dout, const pg_act *x, const pg_act *y,
+                     const float *r, int N, int C);
     /* int6 STE fake quantisation of a weight matrix W (rows, cols) into its compute copy (values
      * rounded to bf16, as the records cast the result to the autocast dtype), per row:
      *   mode 1 (PR #65): w = bf16(W); clip = max(quantile(|w|, 0.9999984), 1e-8); s = clip/31;

@@ -247,6 +247,7 @@ int cmd_train(int argc, char **argv) {
             log_line(1, "late_qat:enabled step:%ld scale:%.4f", step, mult);
             if (!model.late_active) log_line(1, "late_qat:inert as in the records (PGOLF_LATE_QAT_ACTIVE=0)");
         }
+        if (switched & GPT_SWITCHED_RECUR) log_line(1, "depth_recurrence:enabled step:%ld", step);
         gpt_zero_grad(&model);
         double train_loss = 0;
         for (int micro = 0; micro < grad_accum; micro++) {

@@ -136,7 +136,9 @@ static void check_grads(t_state *t__, const char *label, const kv *cfg, int n_cf
         p = e ? e + 1 : NULL;
     }
     randomize_weights(&m, 2000 + (uint64_t)T * 7 + (uint64_t)m.L);
-    if (state & ST_LATE_QAT) T_ASSERT(gpt_step_begin(&m, 1, 0.0) == GPT_SWITCHED_LATE_QAT, "late QAT did not switch on");
+    if (state & ST_LATE_QAT) T_ASSERT(gpt_step_begin(&m, 1, 0.0) & GPT_SWITCHED_LATE_QAT, "late QAT did not switch on");
+    if (state & ST_RECUR)
+        T_ASSERT(gpt_step_begin(&m, m.recur_start, 1.0) & GPT_SWITCHED_RECUR, "depth recurrence did not switch on");
     const size_t N = (size_t)A * B * T;
     int32_t *x = xmalloc(N * sizeof(int32_t)), *y = xmalloc(N * sizeof(int32_t));
     for (size_t i = 0; i < N; i++) x[i] = (int32_t)(urand() * V) % V, y[i] = (int32_t)(urand() * V) % V;
@@ -293,6 +295,8 @@ static void check_preset(t_state *t__, const char *path, size_t expect) {
 }
 TEST(refmodel_preset_pr65_params) { check_preset(t__, "configs/pr65.env", 22368840); }
 TEST(refmodel_preset_pr315_params) { check_preset(t__, "configs/pr315.env", 26829913); }
+TEST(refmodel_preset_pr1311_params) { check_preset(t__, "configs/pr1311.env", 26993756); }
+TEST(refmodel_preset_pr1392_params) { check_preset(t__, "configs/pr1392.env", 34400347); }
 
 /* ---- PR #315's trunk: XSA on the last N layers, partial RoPE (+ NTK base), LN scale ---- */
 
@@ -493,4 +497,79 @@ TEST(refmodel_qat_late_active) {
              {"TRAIN_SEQ_LEN", "16"}, {"XSA_LAST_N", "2"}, {"PGOLF_SMEAR_MODE", "post"}, {"BIGRAM_VOCAB_SIZE", "37"},
              {"BIGRAM_DIM", "8"}, {"LATE_QAT_THRESHOLD", "0.15"}, {"PGOLF_LATE_QAT_ACTIVE", "1"},
              {"PGOLF_LATE_QAT_CLAMP_LOW", "-31"});
+}
+
+/* ---- PR #1311 / PR #1392: value embeddings, parallel residuals, depth recurrence ---- */
+
+/* PR #1392's trunk at small size, recurrence on: 5 layers (encoder 0-1, decoder 2-4); layer 1 (the
+ * last encoder layer, whose first pass feeds the skip and whose blend feeds layer 2) recurs and adds
+ * the VE on both passes; layer 3 is listed but, a decoder layer, never recurs; parallel residuals
+ * from layer 3; XSA everywhere (with VE in v), QK gain 5, LeakyReLU^2, LN scale, smear after the norm */
+TEST(refmodel_pr1392_trunk_recur) {
+    GRADS_ST("PR1392 trunk, recurrence on", ST_RECUR, 2, 1,
+             "recur_scales.0,recur_scales.1,ve_shared.embed.weight,ve_shared.proj.weight,ve_shared.scale,"
+             "ve_layer_scales.0,ve_layer_scales.1",
+             {"NUM_LAYERS", "5"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "4.0"},
+             {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"}, {"XSA_LAST_N", "5"}, {"QK_GAIN_INIT", "5.0"},
+             {"ROPE_DIMS", "4"}, {"LN_SCALE", "1"}, {"PGOLF_SMEAR_MODE", "post"},
+             {"PGOLF_MLP_ACTIVATION", "leaky_relu2"}, {"VE_ENABLED", "1"}, {"VE_DIM", "8"}, {"VE_LAYERS", "1,4"},
+             {"PARALLEL_START_LAYER", "3"}, {"RECUR_LAYERS", "1,3"}, {"RECUR_START_STEP", "7"});
+}
+/* PR #1311's form: VE without projection (VE_DIM = Hk*D) beside the bigram, recurrence configured but
+ * not yet switched on (recur_scales get no gradient), parallel residuals from the first decoder layer */
+TEST(refmodel_pr1311_ve_bigram_parallel) {
+    GRADS("PR1311 VE no proj + bigram", 1, 2, "ve_shared.embed.weight,ve_shared.scale,ve_layer_scales.0,recur_scales.0",
+          {"NUM_LAYERS", "4"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3"},
+          {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"}, {"XSA_LAST_N", "2"}, {"PGOLF_SMEAR_MODE", "post"},
+          {"BIGRAM_VOCAB_SIZE", "37"}, {"BIGRAM_DIM", "8"}, {"VE_ENABLED", "1"}, {"VE_DIM", "16"}, {"VE_LAYERS", "0,3"},
+          {"PARALLEL_START_LAYER", "2"}, {"RECUR_LAYERS", "1"}, {"PGOLF_MLP_ACTIVATION", "leaky_relu2"});
+}
+/* the banked records' init: block matrices orthogonal whatever their shape, side Linears (bigram
+ * and VE projections) orthogonal when min(shape) >= 64, VE table N(0, 0.01^2), scales 0.1 / 1,
+ * recur_scales 0.5 */
+TEST(refmodel_pr1392_init_rules) {
+    INIT("ve_shared.proj.weight,bigram.proj.weight,recur_scales.0,ve_layer_scales.1", {"NUM_LAYERS", "3"},
+         {"MODEL_DIM", "128"}, {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "4.0"}, {"VOCAB_SIZE", "256"},
+         {"PGOLF_SMEAR_MODE", "post"}, {"BIGRAM_VOCAB_SIZE", "300"}, {"BIGRAM_DIM", "64"}, {"VE_ENABLED", "1"},
+         {"VE_DIM", "64"}, {"VE_LAYERS", "1,2"}, {"RECUR_LAYERS", "0"}, {"PGOLF_INIT_STYLE", "banked"},
+         {"QK_GAIN_INIT", "5.0"});
+}
+
+/* the mid-run switch (PR #1392, spec §3.5): nothing before RECUR_START_STEP, the recurrence pass
+ * from it on, the optimizer groups of the banked partition, recur_scales in no group */
+TEST(refmodel_recur_switch_groups) {
+    static const kv pairs[] = {{"NUM_LAYERS", "4"},  {"MODEL_DIM", "32"},       {"NUM_HEADS", "4"},
+                               {"NUM_KV_HEADS", "2"}, {"VOCAB_SIZE", "48"},      {"TRAIN_SEQ_LEN", "12"},
+                               {"TRAIN_BATCH_TOKENS", "96"}, {"RECUR_LAYERS", "1"}, {"RECUR_START_STEP", "5"},
+                               {"VE_ENABLED", "1"}, {"VE_DIM", "8"}, {"VE_LAYERS", "2"},
+                               {"PGOLF_OPT_PARTITION", "banked"}, {"BIGRAM_VOCAB_SIZE", "20"}, {"BIGRAM_DIM", "8"}};
+    gpt_model m;
+    pg_config c;
+    build_cfg_model(t__, &m, &c, pairs, (int)(sizeof(pairs) / sizeof(pairs[0])), 1);
+    if (t__->failed) return;
+    randomize_weights(&m, 5);
+    int32_t x[12], y[12];
+    for (int i = 0; i < 12; i++) x[i] = (int32_t)(urand() * 48) % 48, y[i] = (int32_t)(urand() * 48) % 48;
+    T_ASSERT(gpt_step_begin(&m, 4, 1.0) == 0, "recurrence switched on before RECUR_START_STEP");
+    double l0 = fwd_bwd(&m, x, y, 1);
+    const param_info *rs = NULL;
+    for (int i = 0; i < m.n_params; i++) {
+        const param_info *p = &m.params[i];
+        if (!strcmp(p->name, "recur_scales.0")) rs = p;
+        param_group want = !strcmp(p->name, "recur_scales.0")                                       ? GROUP_NONE
+                           : !strcmp(p->name, "bigram.proj.weight") || !strcmp(p->name, "ve_shared.proj.weight") ? GROUP_SCALAR
+                           : p->group;
+        T_ASSERT(p->group == want, "%s: optimizer group %d, expected %d", p->name, (int)p->group, (int)want);
+    }
+    T_ASSERT(rs, "no recur_scales.0");
+    for (size_t k = 0; k < rs->numel; k++) T_ASSERT(m.g[rs->offset + k] == 0.0f, "recur_scales has a gradient before the switch");
+    T_ASSERT(gpt_step_begin(&m, 5, 1.0) == GPT_SWITCHED_RECUR, "recurrence did not switch on at RECUR_START_STEP");
+    T_ASSERT(gpt_step_begin(&m, 6, 1.0) == 0, "recurrence switched on twice");
+    double l1 = fwd_bwd(&m, x, y, 1);
+    T_ASSERT(l1 != l0, "the recurrence pass does not change the loss");
+    double gs = 0;
+    for (size_t k = 0; k < rs->numel; k++) gs += fabs(m.g[rs->offset + k]);
+    T_ASSERT(gs > 0, "recur_scales has no gradient after the switch");
+    gpt_free(&m);
+    config_free(&c);
 }

@@ -530,6 +530,43 @@ static void cpu_leaky_relu2_bwd(pg_act *dh, const pg_act *du, const pg_act *h, s
     }
 }
 
+static void cpu_lerp_fwd(pg_act *out, const pg_act *x, const pg_act *y, const float *r, int N, int C) {
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *xr = CF(x) + (size_t)n * C, *yr = CF(y) + (size_t)n * C;
+        float *o = F(out) + (size_t)n * C;
+        for (int c = 0; c < C; c++) o[c] = xr[c] + r[c] * (yr[c] - xr[c]);
+    }
+}
+
+static void cpu_lerp_bwd(pg_act *dx, pg_act *dy, float *dr, const pg_act *dout, const pg_act *x, const pg_act *y,
+                         const float *r, int N, int C) {
+    int nt = omp_get_max_threads();
+    double *part = xcalloc((size_t)nt * (size_t)C, sizeof(double));
+#pragma omp parallel
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        double *acc = part + (size_t)t * C;
+        long n0 = (long)N * t / T, n1 = (long)N * (t + 1) / T;
+        for (long n = n0; n < n1; n++) {
+            const float *g = CF(dout) + n * C, *xr = CF(x) + n * C, *yr = CF(y) + n * C;
+            float *a = F(dx) + n * C, *b = F(dy) + n * C;
+            for (int c = 0; c < C; c++) {
+                float gc = g[c];
+                acc[c] += (double)gc * ((double)yr[c] - (double)xr[c]);
+                a[c] = (1.0f - r[c]) * gc;
+                b[c] = r[c] * gc;
+            }
+        }
+    }
+    for (int c = 0; c < C; c++) {
+        double s = 0;
+        for (int t = 0; t < nt; t++) s += part[(size_t)t * C + c];
+        dr[c] += (float)s;
+    }
+    free(part);
+}
+
 static void cpu_fake_quant_rows(pg_wc *dst, const float *W, int rows, int cols, int mode, int low) {
 #pragma omp parallel
     {
@@ -742,6 +779,8 @@ const pg_ops pg_cpu_ops = {
     .act_scale = cpu_act_scale,
     .leaky_relu2_fwd = cpu_leaky_relu2_fwd,
     .leaky_relu2_bwd = cpu_leaky_relu2_bwd,
+    .lerp_fwd = cpu_lerp_fwd,
+    .lerp_bwd = cpu_lerp_bwd,
     .fake_quant_rows = cpu_fake_quant_rows,
     .add_inplace = cpu_add_inplace,
     .softcap_ce = cpu_softcap_ce,

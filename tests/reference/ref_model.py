@@ -113,7 +113,7 @@ def _block_specs(cfg: Config, prefix: str, eff_layers: int, parallel_lanes: bool
 def param_table(cfg: Config) -> List[ParamSpec]:
     """All parameters of the configured model, in state-dict order, with init and optimizer group."""
     d, V, L = cfg.d, cfg["VOCAB_SIZE"], cfg["NUM_LAYERS"]
-    part = cfg["OPT_PARTITION"]
+    part = cfg["PGOLF_OPT_PARTITION"]
     eff = effective_layers(cfg)
     side_proj_group = "scalar" if part == "banked" else "muon"
     specs: List[ParamSpec] = []
@@ -442,7 +442,7 @@ class Model:
             q = fake_quant_rowmax
         elif st.late_qat:
             # late QAT hits every CastedLinear; in the banked records only the side projections are CastedLinear
-            if cfg["OPT_PARTITION"] != "banked" or self.specs[name].side:
+            if cfg["PGOLF_OPT_PARTITION"] != "banked" or self.specs[name].side:
                 low = cfg["PGOLF_LATE_QAT_CLAMP_LOW"]
                 q = lambda t: fake_quant_late(t, low)
         if q is None:
