@@ -19,9 +19,16 @@
 # The train losses of the first steps of both are printed as a sanity check: they should agree
 # to about 1e-3 (both float32; the difference grows with the steps as rounding differs).
 #
+# Threads: pgolf gets OMP_NUM_THREADS=N (its OpenBLAS is the OpenMP build: the same pool). The
+# reference gets torch.set_num_threads(N) and OMP_NUM_THREADS=N; its BLAS is Debian's pthread
+# OpenBLAS (libblas.so.3), a second thread pool: with OPENBLAS_NUM_THREADS=N next to torch's N
+# OpenMP threads the two pools oversubscribe the cores and the reference ran 4x slower at N=2
+# (925 against 3969 tokens/s), so it runs with OPENBLAS_NUM_THREADS=BENCH_REF_BLAS_THREADS (1),
+# its faster setting here.
+#
 # Environment: BUILD (build dir, default build), BENCH_STEPS (20), BENCH_SKIP (3), BENCH_REPEATS
 # (3), BENCH_THREADS ("1 2"), BENCH_LAYERS (4), BENCH_DIM (256), BENCH_SEQ (256), BENCH_BATCH
-# (TRAIN_BATCH_TOKENS, 8192), PGOLF_SHARED (../shared), BENCH_KEEP=1 keeps the work directory.
+# (TRAIN_BATCH_TOKENS, 8192), BENCH_REF_BLAS_THREADS (1), PGOLF_SHARED (../shared), BENCH_KEEP=1 keeps the work directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD="${BUILD:-build}"
@@ -79,7 +86,7 @@ run_pgolf() { # threads out
     || die "pgolf train failed: $(tail -3 "$2")"
 }
 run_ref() { # threads out
-  OMP_NUM_THREADS="$1" OPENBLAS_NUM_THREADS="$1" "$PY" tests/reference/ref.py train --config "$WORK/config.json" \
+  OMP_NUM_THREADS="$1" OPENBLAS_NUM_THREADS="${BENCH_REF_BLAS_THREADS:-1}" "$PY" tests/reference/ref.py train --config "$WORK/config.json" \
     --weights "$WORK/init.safetensors" --dtype float32 --data "$WORK/data" --steps "$STEPS" --threads "$1" \
     --skip "$SKIP" > "$2" 2>&1 || die "ref.py train failed: $(tail -3 "$2")"
 }
@@ -109,6 +116,7 @@ torch_blas=$("$PY" -c "import torch; print(next((l.split()[-1] for l in open('/p
 echo "BLAS: pgolf $(ldd "$PG" | grep -o '/[^ ]*openblas[^ ]*' | head -1 | xargs -r readlink -f), reference (torch $("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null)) $torch_blas; OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}"
 echo "config: ${CFG[*]}"
 echo "data: fineweb_sample_300 with SP1024: $(head -1 "$WORK/tokenize.out" | sed -e 's/^tokenize: //' -e 's/ -> .*//')"
+echo "threads: pgolf OMP_NUM_THREADS=N; reference torch.set_num_threads(N), OPENBLAS_NUM_THREADS=${BENCH_REF_BLAS_THREADS:-1}"
 echo "steps: $STEPS (timed: $((STEPS - SKIP)) after $SKIP untimed), $BATCH tokens/step, $REPEATS runs each, median"
 declare -A T_PG T_REF
 for r in $(seq 1 "$REPEATS"); do
