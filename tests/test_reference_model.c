@@ -12,95 +12,8 @@
 #include "../src/config.h"
 #include "../src/model.h"
 #include "../src/statedict.h"
+#include "ref_common.h"
 #include "test.h"
-
-#define REF "/usr/bin/python3 tests/reference/ref.py"
-
-static uint64_t rng_s = 1;
-static double urand(void) {
-    rng_s = rng_s * 6364136223846793005ull + 1442695040888963407ull;
-    return (double)(rng_s >> 11) * (1.0 / 9007199254740992.0);
-}
-static float usym(float a) { return (float)((2.0 * urand() - 1.0) * a); }
-
-typedef struct {
-    const char *k, *v;
-} kv;
-
-static int make_config(pg_config *c, const kv *pairs, int n, const char *json_path, char *err, size_t errlen) {
-    config_defaults(c);
-    FILE *f = fopen(json_path, "w");
-    if (!f) return pg_err(err, errlen, "%s: cannot write", json_path);
-    fputc('{', f);
-    for (int i = 0; i < n; i++) {
-        if (config_set(c, pairs[i].k, pairs[i].v, "test", err, errlen) != 0) {
-            fclose(f);
-            return -1;
-        }
-        fprintf(f, "%s\"%s\": \"%s\"", i ? ", " : "", pairs[i].k, pairs[i].v);
-    }
-    fputs("}\n", f);
-    fclose(f);
-    return 0;
-}
-
-/* Random weights of the right scale for every tensor (the records' zero-initialised tables and
- * projections would hide most of the backward). */
-static void randomize_weights(gpt_model *m, uint64_t seed) {
-    rng_s = seed;
-    for (int i = 0; i < m->n_params; i++) {
-        const param_info *p = &m->params[i];
-        float *w = m->w + p->offset;
-        const char *nm = p->name;
-        for (size_t k = 0; k < p->numel; k++) {
-            float v;
-            if (strstr(nm, "resid_mix")) v = k < (size_t)p->shape[1] ? 1.0f + usym(0.3f) : usym(0.5f);
-            else if (strstr(nm, "q_gain")) v = 1.5f + usym(0.5f);
-            else if (strstr(nm, "gate")) v = usym(2.0f); /* sigmoid well inside (0, 1), both signs */
-            else if (p->ndim == 0) v = 0.5f + usym(0.3f);
-            else if (p->ndim == 1 || !strcmp(nm, "skip_weights")) v = 1.0f + usym(0.3f);
-            else if (!strcmp(nm, "tok_emb.weight") || !strcmp(nm, "lm_head.weight")) v = usym(0.5f);
-            else if (strstr(nm, "bigram") && !strstr(nm, "proj")) v = usym(0.5f);
-            else v = usym(1.7f / sqrtf((float)p->shape[1]));
-            w[k] = v;
-        }
-    }
-    gpt_sync_weights(m);
-}
-
-static int write_arena(const gpt_model *m, const float *arena, const char *path, char *err, size_t errlen) {
-    statedict sd;
-    sd_init(&sd);
-    for (int i = 0; i < m->n_params; i++)
-        sd_add_f32(&sd, m->params[i].name, m->params[i].ndim, m->params[i].shape, arena + m->params[i].offset);
-    int rc = safetensors_write(path, &sd, NULL, 0, err, errlen);
-    sd_free(&sd);
-    return rc;
-}
-
-static double *get_f64(const statedict *sd, const char *name, size_t n) {
-    const sd_tensor *t = sd_find(sd, name);
-    if (!t || (size_t)sd_numel(t) != n) return NULL;
-    double *out = xmalloc((n ? n : 1) * sizeof(double));
-    if (t->dtype == DT_F64) memcpy(out, t->data, n * sizeof(double));
-    else {
-        float *f = xmalloc((n ? n : 1) * sizeof(float));
-        sd_to_f32(t, f);
-        for (size_t i = 0; i < n; i++) out[i] = f[i];
-        free(f);
-    }
-    return out;
-}
-
-static double rel_err_fd(const float *a, const double *b, size_t n) {
-    double md = 0, mb = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= md)) md = d;
-        if (fabs(b[i]) > mb) mb = fabs(b[i]);
-    }
-    return md / (mb > 1e-30 ? mb : 1e-30);
-}
 
 /* run-time state of a training step (the reference's RunState) */
 #define ST_LATE_QAT 1 /* the late-QAT flag is on */
@@ -142,7 +55,7 @@ static void check_grads(t_state *t__, const char *label, const kv *cfg, int n_cf
     const size_t N = (size_t)A * B * T;
     int32_t *x = xmalloc(N * sizeof(int32_t)), *y = xmalloc(N * sizeof(int32_t));
     for (size_t i = 0; i < N; i++) x[i] = (int32_t)(urand() * V) % V, y[i] = (int32_t)(urand() * V) % V;
-    T_ASSERT(write_arena(&m, m.w, wp, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(write_arena(&m, m.w, "", wp, err, sizeof(err)) == 0, "%s", err);
     statedict tk;
     sd_init(&tk);
     int64_t shape[3] = {A, B, T};
@@ -223,7 +136,7 @@ static void check_init(t_state *t__, const kv *cfg, int n_cfg, const char *names
         T_ASSERT(found, "no parameter %.*s", (int)n, p);
         p = e ? e + 1 : NULL;
     }
-    T_ASSERT(write_arena(&m, m.w, wp, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(write_arena(&m, m.w, "", wp, err, sizeof(err)) == 0, "%s", err);
     T_ASSERT(t_system(REF " initcheck --config %s --weights %s", cfgp, wp) == 0,
              "gpt_init violates the init rules (see the initcheck lines above)");
     gpt_free(&m);
