@@ -36,7 +36,6 @@ static const struct {
     {"QAT_ENABLED", "0"},
     {"MTP_NUM_HEADS", "0"},      {"TTT_ENABLED", "0"},        {"TRIGRAM_VOCAB_SIZE", "0"},
     {"NUM_LOOPS", "0"},          {"PARALLEL_RESIDUAL_START", "-1"}, {"LOOP_CORE_LAYERS", "0"},
-    {"EVAL_TEMPERATURE", "1.0"},
 };
 
 static int key_index(const char *key) {
@@ -238,6 +237,17 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
         return pg_err(err, errlen, "PGOLF_INIT_STYLE=%s: expected default, ortho, ortho_mup or banked", c->init_style);
     if (strcmp(c->opt_partition, "default") && strcmp(c->opt_partition, "banked"))
         return pg_err(err, errlen, "PGOLF_OPT_PARTITION=%s: expected default or banked", c->opt_partition);
+    if (strcmp(c->parallel_mode, "sum") && strcmp(c->parallel_mode, "lanes1289") && strcmp(c->parallel_mode, "lanes1334"))
+        return pg_err(err, errlen, "PGOLF_PARALLEL_MODE=%s: expected sum, lanes1289 or lanes1334", c->parallel_mode);
+    if (strcmp(c->export_weights, "auto") && strcmp(c->export_weights, "raw") && strcmp(c->export_weights, "ema") &&
+        strcmp(c->export_weights, "swa") && strcmp(c->export_weights, "best"))
+        return pg_err(err, errlen, "PGOLF_EXPORT_WEIGHTS=%s: expected auto, raw, ema, swa or best", c->export_weights);
+    if (!strcmp(c->export_weights, "ema") && !c->ema_enabled)
+        return pg_err(err, errlen, "PGOLF_EXPORT_WEIGHTS=ema needs EMA_ENABLED=1");
+    if (!strcmp(c->export_weights, "swa") && !c->swa_enabled)
+        return pg_err(err, errlen, "PGOLF_EXPORT_WEIGHTS=swa needs SWA_ENABLED=1");
+    if (strcmp(c->export_names, "blocks") && strcmp(c->export_names, "banked"))
+        return pg_err(err, errlen, "PGOLF_EXPORT_NAMES=%s: expected blocks or banked", c->export_names);
     {
         int tmp[64];
         int nv = c->ve_enabled ? config_layer_list(c, c->ve_layers, tmp, 16) : 0;

@@ -79,6 +79,19 @@
       "the skip push (r = recur_scales, 0.5, untrained; decoder layers in the list never recur)")   \
     X(INT, RECUR_START_STEP, recur_start_step, "3000", 0, 1e12,                                    \
       "update index (0-based) from which depth recurrence runs (switched on in the running loop)") \
+    X(INT, PGOLF_PRE_ENRICH, pre_enrich, "0", 0, 1048576,                                         \
+      "PR #187 GELU pre-enrichment after the embedding (and SmearGate): x = W2 gelu(W1 x), hidden width " \
+      "this (PR #187: 768 = 3*MODEL_DIM/2), then the embedding RMSNorm (0: off)")                   \
+    X(BOOL, ENCODER_RECURRENCE, encoder_recurrence, "0", 0, 1,                                     \
+      "PR #187 encoder recurrence: the encoder blocks run twice, RMSNorm between the passes, the "  \
+      "decoder's skips come from the second pass")                                                 \
+    X(BOOL, PGOLF_OVERTONE_INIT, overtone_init, "0", 0, 1,                                         \
+      "PR #187 overtone init of the tied embedding: singular values of the N(0, std^2) draw replaced " \
+      "by S0*(i+1)^-1/2")                                                                          \
+    X(STR, PGOLF_PARALLEL_MODE, parallel_mode, "sum", 0, 0,                                        \
+      "parallel residual form from PARALLEL_START_LAYER: sum (PR #1392: one stream, shared input); " \
+      "lanes1289 (PR #1289: attention and MLP lanes, resid_mix_mlp, route, lane_merge); lanes1334 " \
+      "(PR #1334: MLP lane without x0 mix, lane_merge)")                                           \
     /* STE fake quantisation in training forwards (docs/seeds.md) */                              \
     X(STR, PGOLF_QAT_MODE, qat_mode, "off", 0, 0,                                                  \
       "always-on int6 STE QAT of every CastedLinear weight: off; quantile (PR #65: rows of bf16(W), " \
@@ -114,6 +127,11 @@
     X(FLOAT, MUON_WEIGHT_DECAY, muon_weight_decay, "0", 0, 1e6, "PR #65's name for MUON_WD")         \
     X(FLOAT, ADAM_WD, adam_wd, "0", 0, 1e6,                                                         \
       "AdamW decoupled weight decay of the token and scalar groups (p *= 1 - lr*wd first)")        \
+    X(BOOL, PGOLF_MUON_WD_AFTER, muon_wd_after, "0", 0, 1,                                        \
+      "Muon weight decay after the update, p *= 1 - lr*wd (PR #187), instead of before it")         \
+    X(INT, LR_WARMUP_STEPS, lr_warmup_steps, "0", 0, 1e12,                                         \
+      "PR #1311 linear lr warmup: lr scale times min(step/LR_WARMUP_STEPS, 1) (step 0: lr 0; 0: off)") \
+    X(FLOAT, MIN_LR, min_lr, "0.0", 0, 1, "floor of the warmdown lr scale (records after PR #1626)")  \
     /* weight averaging */                                                                         \
     X(BOOL, EMA_ENABLED, ema_enabled, "0", 0, 1, "keep an EMA of the weights and export it")      \
     X(FLOAT, EMA_DECAY, ema_decay, "0.997", 0, 1, "EMA decay per step")                          \
@@ -123,6 +141,9 @@
       "average the weights every SWA_EVERY steps once the lr scale < SWA_START_SCALE (EMA off)")  \
     X(INT, SWA_EVERY, swa_every, "200", 1, 1e12, "SWA sampling period in steps")                 \
     X(FLOAT, SWA_START_SCALE, swa_start_scale, "0.5", 0, 1e6, "SWA samples while lr scale < this (PR #315: 0.5)") \
+    X(STR, PGOLF_EXPORT_WEIGHTS, export_weights, "auto", 0, 0,                                     \
+      "weights exported at the end: auto (EMA if enabled, else the SWA mean if enabled, else raw); raw; " \
+      "ema; swa; best (PR #1311: raw, then EMA, then SWA, each kept if its val_bpb is lower)")       \
     /* export */                                                                                   \
     X(STR, CONTROL_TENSOR_NAME_PATTERNS, control_tensor_name_patterns,                            \
       "attn_scale,attn_scales,mlp_scale,mlp_scales,resid_mix,resid_mixes,q_gain,skip_weight,skip_weights", 0, 0, \
@@ -131,6 +152,15 @@
       "small tensors kept fp32 at export (default: CONTROL_TENSOR_NAME_PATTERNS)")                 \
     X(STR, QUANT_SCHEME, quant_scheme, "int8_baseline", 0, 0, "export quantisation scheme")        \
     X(STR, EXPORT_CODEC, export_codec, "zlib-9", 0, 0, "artifact compressor: zlib-9, zstd-22, lzma-9, lzma-9e, brotli-11") \
+    X(INT, GPTQ_BLOCK_SIZE, gptq_block_size, "128", 1, 1048576, "full GPTQ column block size (PR #1392)") \
+    X(INT, GPTQ_CALIB_BATCHES, gptq_calib_batches, "128", 1, 1e9,                                 \
+      "full GPTQ calibration: sequences of TRAIN_SEQ_LEN tokens from the training shards (PR #1392 ran 128)") \
+    X(FLOAT, GPTQ_DAMP, gptq_damp, "0.01", 0, 1e6, "full GPTQ damping: H += GPTQ_DAMP*mean(diag H)*I") \
+    X(BOOL, PGOLF_INT6_PACK, int6_pack, "0", 0, 1,                                                 \
+      "store int6 codes densely, 4 per 3 bytes (the records store one code per byte)")              \
+    X(STR, PGOLF_EXPORT_NAMES, export_names, "blocks", 0, 0,                                       \
+      "state-dict names written by pgolf export: blocks (blocks.i.attn.c_q.weight, ...) or banked "  \
+      "(PR #1311/#1392: qo_bank, kv_bank, mlp_up_bank, mlp_down_bank)")                             \
     /* evaluation */                                                                               \
     X(INT, EVAL_STRIDE, eval_stride, "0", 0, 1048576,                                              \
       "sliding-window eval stride after the roundtrip eval (0: none; records use 64 or 16)")       \
@@ -138,6 +168,8 @@
     X(INT, SW_EVAL_BATCH, sw_eval_batch, "32", 1, 65536, "sliding windows per forward")           \
     X(STR, PGOLF_SW_STYLE, sw_style, "exact", 0, 0,                                                \
       "sliding windows: exact (each target once), pr65 or pr315 (the records' code, spec 3.7/4.9)") \
+    X(FLOAT, EVAL_TEMPERATURE, eval_temperature, "1.0", 1e-6, 1e6,                                \
+      "sliding-window eval divides the softcapped logits by this (PR #1311: 0.9)")                 \
     /* distributed (torchrun / mpirun) */                                                          \
     X(INT, RANK, rank, "0", 0, 65535, "this process's rank")                                       \
     X(INT, WORLD_SIZE, world_size, "1", 1, 8, "number of ranks (must divide 8)")                   \
