@@ -235,8 +235,8 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
     if (strcmp(c->init_style, "default") && strcmp(c->init_style, "ortho") && strcmp(c->init_style, "ortho_mup") &&
         strcmp(c->init_style, "banked"))
         return pg_err(err, errlen, "PGOLF_INIT_STYLE=%s: expected default, ortho, ortho_mup or banked", c->init_style);
-    if (strcmp(c->opt_partition, "default") && strcmp(c->opt_partition, "banked"))
-        return pg_err(err, errlen, "PGOLF_OPT_PARTITION=%s: expected default or banked", c->opt_partition);
+    if (strcmp(c->opt_partition, "default") && strcmp(c->opt_partition, "banked") && strcmp(c->opt_partition, "pr187"))
+        return pg_err(err, errlen, "PGOLF_OPT_PARTITION=%s: expected default, banked or pr187", c->opt_partition);
     if (strcmp(c->parallel_mode, "sum") && strcmp(c->parallel_mode, "lanes1289") && strcmp(c->parallel_mode, "lanes1334"))
         return pg_err(err, errlen, "PGOLF_PARALLEL_MODE=%s: expected sum, lanes1289 or lanes1334", c->parallel_mode);
     if (strcmp(c->export_weights, "auto") && strcmp(c->export_weights, "raw") && strcmp(c->export_weights, "ema") &&

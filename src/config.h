@@ -66,7 +66,8 @@
       "orthogonal if both dims >= 64, *.proj x 1/sqrt(2*NUM_LAYERS)); banked (PR #1311/#1392: block " \
       "matrices orthogonal, other Linears orthogonal if min(shape) >= 64)")                         \
     X(STR, PGOLF_OPT_PARTITION, opt_partition, "default", 0, 0,                                   \
-      "default; banked (PR #1311/#1392: bigram.proj and ve_shared.proj in the scalar AdamW group)") \
+      "default; banked (PR #1311/#1392: bigram.proj and ve_shared.proj in the scalar AdamW group); " \
+      "pr187 (PR #187: the bigram table and its projection trained by Muon)")                      \
     X(BOOL, VE_ENABLED, ve_enabled, "0", 0, 1,                                                     \
       "PR #1311/#1392 value embeddings: scale*proj(embed[idx]) * layer scale added to c_v's output") \
     X(INT, VE_DIM, ve_dim, "128", 1, 65536, "value-embedding width (no projection if = NUM_KV_HEADS*head dim)") \
