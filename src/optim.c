@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "common.h"
 
@@ -96,6 +97,26 @@ void optim_step(optimizer *o, const pg_config *c, double lr_mult) {
     gpt_sync_weights(m);
 }
 
+double optim_lr_mul(const pg_config *c, long step, double elapsed_ms) {
+    const double wu = c->lr_warmup_steps > 0 ? fmin((double)step / (double)c->lr_warmup_steps, 1.0) : 1.0;
+    double wd = 1.0;
+    if (c->warmdown_iters > 0) {
+        if (c->max_wallclock_seconds <= 0) {
+            long start = c->iterations - c->warmdown_iters > 0 ? c->iterations - c->warmdown_iters : 0;
+            if (step >= start && step < c->iterations)
+                wd = fmax((double)(c->iterations - step) / (double)c->warmdown_iters, 0.0);
+        } else {
+            double cap_ms = 1000.0 * c->max_wallclock_seconds;
+            double step_ms = elapsed_ms / (double)(step > 1 ? step : 1);
+            double warm_ms = (double)c->warmdown_iters * step_ms;
+            double rem = fmax(cap_ms - elapsed_ms, 0.0);
+            if (rem <= warm_ms) wd = rem / fmax(warm_ms, 1e-9);
+        }
+        if (wd < c->min_lr) wd = c->min_lr; /* MIN_LR floors the warmdown only */
+    }
+    return wu * wd;
+}
+
 /* ---- weight averages ---- */
 
 void wavg_init(weight_avg *a, const pg_ops *ops, const pg_config *c, size_t n) {
@@ -104,7 +125,7 @@ void wavg_init(weight_avg *a, const pg_ops *ops, const pg_config *c, size_t n) {
         a->ema = ops->alloc(n * sizeof(float));
         ops->zero(a->ema, n * sizeof(float));
     }
-    if (c->swa_enabled && !c->ema_enabled) {
+    if (c->swa_enabled && (!c->ema_enabled || !strcmp(c->export_weights, "swa") || !strcmp(c->export_weights, "best"))) {
         a->swa = ops->alloc(n * sizeof(float));
         ops->zero(a->swa, n * sizeof(float));
     }

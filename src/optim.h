@@ -27,10 +27,17 @@ double optim_clip_grad_norm(optimizer *o, double max_norm);
 void optim_step(optimizer *o, const pg_config *c, double lr_mult);
 /* base learning rate of a group */
 double optim_base_lr(const pg_config *c, param_group g);
+/* The lr multiplier of update `step` (0-based), computed before its forward with `elapsed_ms` of
+ * training so far (spec §2.7, PR #1311 §2.5): the linear warmdown over the last WARMDOWN_ITERS
+ * steps (step-based when MAX_WALLCLOCK_SECONDS <= 0, else over the time those steps take at the
+ * running mean step time), floored at MIN_LR, times min(step/LR_WARMUP_STEPS, 1) when
+ * LR_WARMUP_STEPS > 0. */
+double optim_lr_mul(const pg_config *c, long step, double elapsed_ms);
 
 /* Averages of the weights kept beside them in backend memory (spec §4.6): the EMA (EMA_ENABLED,
- * EMA_DECAY, EMA_START_STEP) and the SWA sum (SWA_ENABLED; as in PR #315 only when EMA is off:
- * a sample every SWA_EVERY steps while the lr multiplier is below SWA_START_SCALE). */
+ * EMA_DECAY, EMA_START_STEP) and the SWA sum (SWA_ENABLED: a sample every SWA_EVERY steps while
+ * the lr multiplier is below SWA_START_SCALE; as in PR #315 only when EMA is off, unless
+ * PGOLF_EXPORT_WEIGHTS is swa or best, which keep both as PR #1311 does). */
 typedef struct {
     const pg_ops *ops;
     size_t n;

@@ -53,22 +53,6 @@ static void log_cfg(const char *line, void *ctx) {
 static volatile sig_atomic_t g_stop_signal;
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
 
-/* lr multiplier (spec §2.7), computed before the step's forward */
-static double lr_mul(const pg_config *c, long step, double elapsed_ms) {
-    if (c->warmdown_iters <= 0) return 1.0;
-    if (c->max_wallclock_seconds <= 0) {
-        long start = c->iterations - c->warmdown_iters > 0 ? c->iterations - c->warmdown_iters : 0;
-        if (step >= start && step < c->iterations)
-            return fmax((double)(c->iterations - step) / (double)(c->warmdown_iters > 1 ? c->warmdown_iters : 1), 0.0);
-        return 1.0;
-    }
-    double cap_ms = 1000.0 * c->max_wallclock_seconds;
-    double step_ms = elapsed_ms / (double)(step > 1 ? step : 1);
-    double warm_ms = (double)c->warmdown_iters * step_ms;
-    double rem = fmax(cap_ms - elapsed_ms, 0.0);
-    return rem <= warm_ms ? rem / fmax(warm_ms, 1e-9) : 1.0;
-}
-
 static size_t peak_rss_mib(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -241,7 +225,7 @@ int cmd_train(int argc, char **argv) {
             break;
         }
         double elapsed_ms = training_ms + 1000.0 * (pg_now() - t0);
-        double mult = lr_mul(&cfg, step, elapsed_ms);
+        double mult = optim_lr_mul(&cfg, step, elapsed_ms);
         int switched = gpt_step_begin(&model, step, mult); /* the records' mid-run switches */
         if (switched & GPT_SWITCHED_LATE_QAT) {
             log_line(1, "late_qat:enabled step:%ld scale:%.4f", step, mult);

@@ -93,3 +93,45 @@ TEST(optim_muon_eq_r_row_scale_invariance) {
     T_ASSERT(with < 2e-6, "MuonEq-R step changed by %g when one gradient row was scaled", with);
     T_ASSERT(without > 1e-4, "plain Muon step unchanged (%g): the row scaling test is not sensitive", without);
 }
+
+/* The lr multiplier (spec §2.7; PR #1311 §2.5 lr warmup; MIN_LR floor of the warmdown), values
+ * worked out by hand from the records' formulas. */
+static double lr_at(const char *const (*kv)[2], size_t n, long step, double elapsed_ms) {
+    pg_config c;
+    config_defaults(&c);
+    char err[256];
+    double r = NAN; /* a key that does not set fails every comparison */
+    for (size_t i = 0; i < n; i++)
+        if (config_set(&c, kv[i][0], kv[i][1], "t", err, sizeof(err)) != 0) goto out;
+    r = optim_lr_mul(&c, step, elapsed_ms);
+out:
+    config_free(&c);
+    return r;
+}
+
+TEST(optim_lr_schedule) {
+    /* step-based warmdown: ITERATIONS 100, the last 20 steps */
+    const char *const sb[][2] = {{"MAX_WALLCLOCK_SECONDS", "0"}, {"ITERATIONS", "100"}, {"WARMDOWN_ITERS", "20"}};
+    T_CLOSE(lr_at(sb, 3, 0, 0), 1.0, 0, 0, "sb step 0");
+    T_CLOSE(lr_at(sb, 3, 79, 0), 1.0, 0, 0, "sb step 79");
+    T_CLOSE(lr_at(sb, 3, 80, 0), 1.0, 0, 1e-15, "sb step 80");
+    T_CLOSE(lr_at(sb, 3, 90, 0), 0.5, 0, 1e-15, "sb step 90");
+    T_CLOSE(lr_at(sb, 3, 99, 0), 0.05, 0, 1e-15, "sb step 99");
+    /* MIN_LR floors the warmdown */
+    const char *const mn[][2] = {{"MAX_WALLCLOCK_SECONDS", "0"}, {"ITERATIONS", "100"}, {"WARMDOWN_ITERS", "20"},
+                                 {"MIN_LR", "0.3"}};
+    T_CLOSE(lr_at(mn, 4, 90, 0), 0.5, 0, 1e-15, "mn step 90");
+    T_CLOSE(lr_at(mn, 4, 95, 0), 0.3, 0, 1e-15, "mn step 95");
+    T_CLOSE(lr_at(mn, 4, 10, 0), 1.0, 0, 0, "mn step 10");
+    /* wallclock warmdown: cap 10 s, 90 steps in 9 s -> 100 ms/step, window 2 s, 1 s left -> 0.5 */
+    const char *const wc[][2] = {{"MAX_WALLCLOCK_SECONDS", "10"}, {"WARMDOWN_ITERS", "20"}};
+    T_CLOSE(lr_at(wc, 2, 90, 9000), 0.5, 0, 1e-12, "wc step 90");
+    T_CLOSE(lr_at(wc, 2, 50, 5000), 1.0, 0, 0, "wc step 50");
+    T_CLOSE(lr_at(wc, 2, 99, 10500), 0.0, 0, 0, "wc step 99");
+    /* PR #1311: min(step/50, 1) times the warmdown; step 0 has lr 0 */
+    const char *const wu[][2] = {{"MAX_WALLCLOCK_SECONDS", "10"}, {"WARMDOWN_ITERS", "20"}, {"LR_WARMUP_STEPS", "50"}};
+    T_CLOSE(lr_at(wu, 3, 0, 0), 0.0, 0, 0, "wu step 0");
+    T_CLOSE(lr_at(wu, 3, 10, 1000), 0.2, 0, 1e-15, "wu step 10");
+    T_CLOSE(lr_at(wu, 3, 50, 5000), 1.0, 0, 0, "wu step 50");
+    T_CLOSE(lr_at(wu, 3, 90, 9000), 0.5, 0, 1e-12, "wu step 90");
+}
