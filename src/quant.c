@@ -18,7 +18,10 @@ static const struct {
     [QS_INT8_BASELINE] = {"int8_baseline", "baseline", NULL, "zlib-9", "int8+zlib", "int8_zlib", "int8"},
     [QS_INT6_PR65] = {"int6_pr65", "pr65", NULL, "zstd-22", "int6+zstd-22", "int6", "int6"},
     [QS_INT6_PR315] = {"int6_pr315", "pr315", "pr453", "zstd-22", "int6+zstd", "int6", "int6"},
+    [QS_INT6_GPTQ_LITE] = {"int6_gptq_lite", "pr1311", NULL, "lzma-9e", "int6+lzma", "int6", "int6"},
 };
+
+const double QUANT_PCT[QUANT_N_PCT] = {0.999, 0.9995, 0.9999, 0.99999, 1.0};
 
 int quant_scheme_parse(const char *s, quant_scheme *out, char *err, size_t errlen) {
     for (int k = 0; k < QS_COUNT; k++)
@@ -26,7 +29,7 @@ int quant_scheme_parse(const char *s, quant_scheme *out, char *err, size_t errle
             *out = (quant_scheme)k;
             return 0;
         }
-    return pg_err(err, errlen, "QUANT_SCHEME=%s: unknown scheme (expected int8_baseline, int6_pr65 or int6_pr315)", s);
+    return pg_err(err, errlen, "QUANT_SCHEME=%s: unknown scheme (expected int8_baseline, int6_pr65, int6_pr315 or int6_gptq_lite)", s);
 }
 
 const char *quant_scheme_name(quant_scheme s) { return (unsigned)s < QS_COUNT ? SCHEMES[s].name : "invalid"; }
@@ -187,9 +190,9 @@ static void tensor_quantile_int8(qtensor *t, const float *w, size_t n) {
     memcpy(t->scale, &scale, 4);
 }
 
-/* PR #315's per-tensor int6 fallback for non-2-D attn/mlp tensors (none exist in the records):
- * s = fp16(amax/31 or 1), q = clamp(round(w/s), -32, 31) */
-static void tensor_rowmax_int6(qtensor *t, const float *w, size_t n) {
+/* The per-tensor int6 fallback for non-2-D attn/mlp tensors (none exist in the records):
+ * s = fp16(amax/31 or 1), q = clamp(round(w/s), lo, 31); lo = -32 (PR #315) or -31 (PR #1311/#1392) */
+static void tensor_rowmax_int6(qtensor *t, const float *w, size_t n, float lo) {
     qt_alloc(t, n, DT_F16, 1);
     t->kind = QT_TENSOR;
     float m = 0.0f;
@@ -199,10 +202,81 @@ static void tensor_rowmax_int6(qtensor *t, const float *w, size_t n) {
     int8_t *q = t->data;
     for (size_t i = 0; i < n; i++) {
         float v = nearbyintf(w[i] / sf);
-        v = v < -32.0f ? -32.0f : (v > 31.0f ? 31.0f : v);
+        v = v < lo ? lo : (v > 31.0f ? 31.0f : v);
         q[i] = (int8_t)v;
     }
     memcpy(t->scale, &h, 2);
+}
+
+/* ---- GPTQ-lite (PR #1311) ---- */
+
+void quant_pct_scales(const float *w, size_t rows, size_t cols, double p, uint16_t *s16) {
+    const float floor_s = (float)(1.0 / 31.0);
+#pragma omp parallel
+    {
+        float *tmp = xmalloc((cols ? cols : 1) * sizeof(float));
+#pragma omp for schedule(static)
+        for (long r = 0; r < (long)rows; r++) {
+            const float *wr = w + (size_t)r * cols;
+            float c = 0.0f;
+            if (p >= 1.0) { /* the record's amax(dim=1) */
+                for (size_t i = 0; i < cols; i++) c = fabsf(wr[i]) > c ? fabsf(wr[i]) : c;
+            } else if (cols) {
+                for (size_t i = 0; i < cols; i++) tmp[i] = fabsf(wr[i]);
+                c = quant_quantile(tmp, cols, p);
+            }
+            float s = c / 31.0f; /* (row_clip / 31).clamp_min(1/31) in fp32, then fp16 */
+            if (s < floor_s) s = floor_s;
+            s16[r] = pg_f32_to_f16(s);
+        }
+        free(tmp);
+    }
+}
+
+int quant_int6_search(const float *w, size_t rows, size_t cols, int8_t *q, uint16_t *s16) {
+    uint16_t *s = xmalloc((rows ? rows : 1) * sizeof(uint16_t));
+    int8_t *qq = xmalloc(rows * cols + 1);
+    double *row_err = xmalloc((rows ? rows : 1) * sizeof(double));
+    double best = INFINITY;
+    int best_k = -1;
+    for (int k = 0; k < QUANT_N_PCT; k++) {
+        quant_pct_scales(w, rows, cols, QUANT_PCT[k], s);
+#pragma omp parallel for schedule(static)
+        for (long r = 0; r < (long)rows; r++) {
+            const float sf = pg_f16_to_f32(s[r]);
+            const float *wr = w + (size_t)r * cols;
+            int8_t *qr = qq + (size_t)r * cols;
+            double e = 0.0;
+            for (size_t i = 0; i < cols; i++) {
+                float v = nearbyintf(wr[i] / sf);
+                v = v < -31.0f ? -31.0f : (v > 31.0f ? 31.0f : v);
+                qr[i] = (int8_t)v;
+                float d = wr[i] - v * sf; /* (t32 - q*s)^2 in fp32, summed in double */
+                e += (double)(d * d);
+            }
+            row_err[r] = e;
+        }
+        double err = 0.0;
+        for (size_t r = 0; r < rows; r++) err += row_err[r];
+        err /= (double)(rows * cols + (rows * cols == 0));
+        if (best_k < 0 || err < best) {
+            best = err;
+            best_k = k;
+            memcpy(q, qq, rows * cols);
+            memcpy(s16, s, rows * sizeof(uint16_t));
+        }
+    }
+    free(s);
+    free(qq);
+    free(row_err);
+    return best_k;
+}
+
+/* one matrix by the clip search into t */
+static void rows_int6_search(qtensor *t, const float *w, size_t rows, size_t cols) {
+    qt_alloc(t, rows * cols, DT_F16, rows);
+    t->kind = QT_ROW;
+    quant_int6_search(w, rows, cols, t->data, t->scale);
 }
 
 /* passthrough stored as `dt` (a float cast, or the original bytes when dt == the original dtype) */
@@ -305,14 +379,22 @@ int quantize_statedict(const statedict *sd, quant_scheme scheme, const quant_opt
             }
         size_t rows = s->ndim >= 1 ? (size_t)s->shape[0] : 1, cols = rows ? n / rows : 0;
         int big = n > QUANT_KEEP_MAX_NUMEL;
-        if (scheme == QS_INT6_PR315) {
+        if (scheme == QS_INT6_PR315 || scheme == QS_INT6_GPTQ_LITE) {
+            /* PR #315 and PR #1311: the size test comes before the control-name test */
             if (!big) pass_as(t, s, DT_F16);
             else if (name_matches_patterns(s->name, control)) pass_as(t, s, DT_F32);
             else if (pr315_attn_or_mlp(s->name)) {
                 st->num_float_tensors++;
                 t->bits = 6;
-                if (s->ndim == 2) rows_rowmax_int6(t, f, rows, cols);
-                else tensor_rowmax_int6(t, f, n);
+                if (scheme == QS_INT6_PR315) {
+                    if (s->ndim == 2) rows_rowmax_int6(t, f, rows, cols);
+                    else tensor_rowmax_int6(t, f, n, -32.0f);
+                } else if (s->ndim == 2) {
+                    rows_int6_search(t, f, rows, cols);
+                    st->n_gptq_lite++;
+                } else {
+                    tensor_rowmax_int6(t, f, n, -31.0f);
+                }
             } else {
                 st->num_float_tensors++;
                 t->bits = 8;

@@ -14,6 +14,20 @@
  *       large control tensors fp32; `.attn.`/`.mlp.` matrices int6 per row with the row max (no
  *       clip), scale fp16(max(rmax/31, 1/31)) used to quantise, codes in [-32, 31]; the rest int8
  *       per row as the baseline.
+ *   int6_gptq_lite (alias pr1311)   PR #1311 (spec pr1311-pr1392-pr187.md §2.8): every float tensor of
+ *       <= 65,536 elements kept fp16 (before the control-name check); large control tensors fp32;
+ *       `.attn.`/`.proj.`/`.mlp.` matrices int6 by the GPTQ-lite clip search (quant_int6_search: one
+ *       percentile p of {0.999, 0.9995, 0.9999, 0.99999, 1} per matrix, the lowest whole-matrix MSE;
+ *       s = fp16(max(quantile(|w_r|, p)/31, 1/31)), codes clamp(round(w/s), -31, 31)); non-2-D ones per
+ *       tensor (s = fp16(amax/31 or 1), codes +-31); the rest int8 per row as the baseline.
+ *   int6_gptq (alias pr1392)   PR #1392 (§3.8): routing as int6_gptq_lite; matrices with a Hessian
+ *       (quant_opts.hessians, collected by gptq.c) full GPTQ (gptq_quantize), the others (and a
+ *       Hessian whose Cholesky fails) GPTQ-lite, as the record's code does without a Hessian.
+ *   int6_pr187 (alias pr187)   PR #187 (§4.9): tensors of <= 65,536 elements and tok_emb.weight kept
+ *       as the baseline keeps small tensors (fp32 for INT8_KEEP_FLOAT_FP32_NAME_PATTERNS, else fp16);
+ *       every other float tensor int6 with the baseline's quantile clip (per row for 2-D, scale
+ *       max(clip/31, 1/31) in fp32, stored fp16; per tensor otherwise, fp32 scale clip/31 or 1),
+ *       codes in [-31, 31].
  * All arithmetic is fp32 with round-half-to-even; dequantisation is q * fp32(stored scale), cast
  * to the tensor's original dtype (bf16 tables are rounded to bf16). Non-finite weights are
  * refused. */
@@ -28,7 +42,17 @@
 #define QUANT_KEEP_MAX_NUMEL 65536
 #define QUANT_CLIP_Q 0.9999984 /* INT8_CLIP_PERCENTILE / 100 */
 
-typedef enum { QS_INT8_BASELINE = 0, QS_INT6_PR65, QS_INT6_PR315, QS_COUNT } quant_scheme;
+typedef enum {
+    QS_INT8_BASELINE = 0,
+    QS_INT6_PR65,
+    QS_INT6_PR315,
+    QS_INT6_GPTQ_LITE,
+    QS_COUNT
+} quant_scheme;
+
+/* the clip percentiles of GPTQ-lite and full GPTQ (PR #1311, #1392) */
+#define QUANT_N_PCT 5
+extern const double QUANT_PCT[QUANT_N_PCT];
 
 typedef enum {
     QT_PASS = 0,   /* stored in dtype `stored` (a cast of the original, or the original itself) */
@@ -56,10 +80,17 @@ typedef struct {
     int n, cap;
 } qstate;
 
+struct gptq_hessians; /* gptq.h */
+
 typedef struct {
     const char *control_patterns;    /* CONTROL_TENSOR_NAME_PATTERNS */
     const char *keep_fp32_patterns;  /* INT8_KEEP_FLOAT_FP32_NAME_PATTERNS (NULL or "": control) */
     const char *fp16_keep_patterns;  /* int6_pr65's large fp16 passthrough (NULL: "tok_emb,bigram_hash") */
+    /* int6_gptq: Hessians of the block matrices (NULL: GPTQ-lite for every matrix), the damping
+     * GPTQ_DAMP and the column block GPTQ_BLOCK_SIZE (gptq_block <= 0: the record's 0.01 and 128) */
+    const struct gptq_hessians *hessians;
+    double gptq_damp;
+    int gptq_block;
 } quant_opts;
 
 /* the record's `stats`: sums over the input state dict and the quantised object */
@@ -67,9 +98,12 @@ typedef struct {
     size_t param_count, num_tensors, num_float_tensors, num_nonfloat_tensors;
     size_t baseline_tensor_bytes; /* raw state-dict tensor bytes */
     size_t payload_bytes;         /* codes + scales + passthrough bytes (the record's int8_payload_bytes) */
+    size_t n_gptq, n_gptq_lite;   /* int6_gptq / int6_gptq_lite: matrices by full GPTQ / by the clip search
+                                   * (PR #1392's "gptq_quantize: N GPTQ layers, M naive layers") */
 } quant_stats;
 
-/* "int8_baseline", "baseline", "int6_pr65", "pr65", "int6_pr315", "pr315", "pr453" -> scheme. */
+/* "int8_baseline", "baseline", "int6_pr65", "pr65", "int6_pr315", "pr315", "pr453", "int6_gptq_lite",
+ * "pr1311", "int6_gptq", "pr1392", "int6_pr187", "pr187" -> scheme. */
 int quant_scheme_parse(const char *s, quant_scheme *out, char *err, size_t errlen);
 const char *quant_scheme_name(quant_scheme s);
 /* The records' log labels for a scheme and codec: `Serialized model <log>: ...` and
@@ -77,12 +111,20 @@ const char *quant_scheme_name(quant_scheme s);
  * ("int8+zlib"/"int8_zlib", "int6+zstd-22"/"int6", "int6+zstd"/"int6"); with another codec the
  * codec label is used ("int8+lzma-9e"/"int8_lzma"). */
 void quant_labels(quant_scheme s, const char *codec_label, char *log_label, size_t nl, char *short_label, size_t ns);
-/* The scheme's default codec label ("zlib-9" or "zstd-22"). */
+/* The scheme's record codec label ("zlib-9", "zstd-22", "lzma-9e", "brotli-11", "lzma-6"). */
 const char *quant_scheme_default_codec(quant_scheme s);
 
 /* torch.quantile(v, q) with linear interpolation (fp32 rank q*(n-1), FMA lerp) over n >= 1 values;
  * v is reordered. */
 float quant_quantile(float *v, size_t n, double q);
+
+/* PR #1311 GPTQ-lite of a (rows, cols) fp32 matrix: for each p of QUANT_PCT the row scales
+ * quant_pct_scales and codes clamp(round(w/s), -31, 31); keeps the p with the lowest mean squared
+ * error over the whole matrix (first on ties, summed in double). Writes codes and fp16 scales;
+ * returns the index of the chosen p. */
+int quant_int6_search(const float *w, size_t rows, size_t cols, int8_t *q, uint16_t *s16);
+/* s16[r] = fp16(max(c_r/31, 1/31)), c_r = torch.quantile(|w_r|, p) (the row max for p >= 1) */
+void quant_pct_scales(const float *w, size_t rows, size_t cols, double p, uint16_t *s16);
 
 /* Quantise a state dict. 0, or -1 with err (a non-finite weight, an unsupported layout). */
 int quantize_statedict(const statedict *sd, quant_scheme scheme, const quant_opts *o, qstate *out, quant_stats *st,
