@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# sample.sh: `pgolf sample` on an artifact packed by `pgolf train` (a tiny model trained for a few
+# steps on the first official validation tokens): it continues a prompt, greedy and seeded sampling
+# are reproducible, top-k 1 is greedy, a prompt longer than TRAIN_SEQ_LEN slides the context; bad
+# input (missing or corrupt artifact, bad numbers, a tokenizer of another vocabulary, a feature the
+# decoder lacks) gets one error line and a non-zero exit status.
+cd "$(dirname "$0")/../.."
+. tests/cli_lib.sh
+PY=/usr/bin/python3
+TOK="$PGOLF_SHARED/data/tokenizers/fineweb_1024_bpe.model"
+TOK4K="$PGOLF_SHARED/data/tokenizers/fineweb_4096_bpe.model"
+VAL="$PGOLF_SHARED/data/challenge_val/fineweb_val_000000_sp1024_first131072.bin"
+NAMES="sample/prompt sample/greedy_deterministic sample/seed_deterministic sample/topk1_is_greedy sample/slide
+  sample/missing_artifact sample/corrupt_artifact sample/not_an_artifact sample/negative_tokens
+  sample/negative_temperature sample/bad_number sample/tokenizer_vocab sample/unsupported_feature"
+
+if "$PG" sample --help 2>&1 | grep -q "usage: pgolf sample"; then echo "ok sample/help"; else echo "FAIL sample/help: no usage"; fi
+if [ ! -e "$VAL" ] || [ ! -e "$TOK" ] || [ ! -e "$TOK4K" ]; then
+  for n in $NAMES; do echo "SKIP $n (skipped: ../shared/data absent)"; done; exit 0
+fi
+if [ ! -x "$PY" ]; then
+  for n in $NAMES; do echo "SKIP $n (skipped: /usr/bin/python3 absent)"; done; exit 0
+fi
+# real text: the official ids, 8,193 for validation and the rest for training
+mkdir -p "$TMP/d"
+"$PY" - "$VAL" "$TMP/d" <<'PY'
+import struct, sys
+src, out = sys.argv[1], sys.argv[2]
+with open(src, "rb") as f:
+    f.read(1024); toks = f.read()
+def shard(path, b):
+    hdr = [0] * 256; hdr[0], hdr[1], hdr[2] = 20240520, 1, len(b) // 2
+    with open(path, "wb") as f:
+        f.write(struct.pack("<256i", *hdr)); f.write(b)
+shard(out + "/fineweb_val_000000.bin", toks[:2 * 8193])
+shard(out + "/fineweb_train_000000.bin", toks[2 * 8193:])
+PY
+# a tiny model with depth recurrence (switched on at step 4), XSA, SmearGate and a bigram table
+export DATA_PATH="$TMP/d" TOKENIZER_PATH="$TOK" VOCAB_SIZE=1024 NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=4 \
+  NUM_KV_HEADS=2 TRAIN_SEQ_LEN=32 TRAIN_BATCH_TOKENS=1024 VAL_BATCH_SIZE=8192 ITERATIONS=12 \
+  WARMDOWN_ITERS=4 MAX_WALLCLOCK_SECONDS=0 WARMUP_STEPS=0 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=0 \
+  PGOLF_NON_RECORD=1 OMP_NUM_THREADS=1 RECUR_LAYERS=0 RECUR_START_STEP=4 XSA_LAST_N=1 \
+  PGOLF_SMEAR_MODE=post BIGRAM_VOCAB_SIZE=97 BIGRAM_DIM=32
+RUN_ID=s PGOLF_OUT_DIR="$TMP/out" PGOLF_LOG_DIR="$TMP/logs" "$PG" train >"$TMP/train.out" 2>&1
+A=$(ls "$TMP"/out/final_model.*.pgolf 2>/dev/null | head -1)
+if [ -z "$A" ]; then
+  for n in $NAMES; do echo "FAIL $n: pgolf train wrote no artifact: $(tail -1 "$TMP/train.out")"; done; exit 0
+fi
+# the artifact's stored configuration is what `pgolf sample` uses: the environment is left alone
+unset DATA_PATH VOCAB_SIZE NUM_LAYERS MODEL_DIM NUM_HEADS NUM_KV_HEADS TRAIN_SEQ_LEN RECUR_LAYERS \
+  RECUR_START_STEP XSA_LAST_N PGOLF_SMEAR_MODE BIGRAM_VOCAB_SIZE BIGRAM_DIM
+
+# run NAME ARGS...: pgolf sample A ARGS, stdout to $TMP/NAME.out, stderr to $TMP/NAME.err
+run() { local n=$1; shift; "$PG" sample "$A" "$@" >"$TMP/$n.out" 2>"$TMP/$n.err"; }
+
+PROMPT="The history of the city"
+if run p1 --prompt "$PROMPT" --tokens 20 --seed 5 && grep -q "^$PROMPT" "$TMP/p1.out" \
+   && [ "$(wc -c <"$TMP/p1.out")" -gt $((${#PROMPT} + 1)) ] && grep -q "generated [0-9]* tokens" "$TMP/p1.err"; then
+  echo "ok sample/prompt"
+else
+  echo "FAIL sample/prompt: $(head -c 300 "$TMP/p1.out") $(tail -1 "$TMP/p1.err")"
+fi
+
+run g1 --prompt "$PROMPT" --tokens 24 --temperature 0 && run g2 --prompt "$PROMPT" --tokens 24 --temperature 0
+if [ -s "$TMP/g1.out" ] && cmp -s "$TMP/g1.out" "$TMP/g2.out"; then echo "ok sample/greedy_deterministic"
+else echo "FAIL sample/greedy_deterministic: $(head -c 200 "$TMP/g1.out") | $(head -c 200 "$TMP/g2.out")"; fi
+
+run s1 --tokens 30 --seed 7 --temperature 1.0 && run s2 --tokens 30 --seed 7 --temperature 1.0 \
+  && run s3 --tokens 30 --seed 8 --temperature 1.0
+if [ -s "$TMP/s1.out" ] && cmp -s "$TMP/s1.out" "$TMP/s2.out" && ! cmp -s "$TMP/s1.out" "$TMP/s3.out"; then
+  echo "ok sample/seed_deterministic"
+else
+  echo "FAIL sample/seed_deterministic: seed 7: $(head -c 120 "$TMP/s1.out") | again: $(head -c 120 "$TMP/s2.out") | seed 8: $(head -c 120 "$TMP/s3.out")"
+fi
+
+run k1 --prompt "$PROMPT" --tokens 24 --temperature 0.7 --top-k 1 --seed 3
+if [ -s "$TMP/k1.out" ] && cmp -s "$TMP/k1.out" "$TMP/g1.out"; then echo "ok sample/topk1_is_greedy"
+else echo "FAIL sample/topk1_is_greedy: $(head -c 200 "$TMP/k1.out") | greedy: $(head -c 200 "$TMP/g1.out")"; fi
+
+# a prompt of more than TRAIN_SEQ_LEN (32) tokens: the context slides, the prompt comes back whole
+LONG="In the beginning of the twentieth century the small town on the river grew into an industrial city with factories, railways and a port that served the whole region for many decades."
+if run l1 --prompt "$LONG" --tokens 10 && grep -qF "$LONG" "$TMP/l1.out" && grep -q " [1-9][0-9]* context slides" "$TMP/l1.err"; then
+  echo "ok sample/slide"
+else
+  echo "FAIL sample/slide: $(tail -1 "$TMP/l1.err")"
+fi
+
+expect_error sample/missing_artifact "$TMP/nope.pgolf" "$PG" sample "$TMP/nope.pgolf"
+cp "$A" "$TMP/bad.pgolf"
+size=$(stat -c %s "$TMP/bad.pgolf")
+printf '\x55\xaa' | dd of="$TMP/bad.pgolf" bs=1 seek=$((size / 2)) conv=notrunc status=none
+expect_error sample/corrupt_artifact "bad.pgolf" "$PG" sample "$TMP/bad.pgolf"
+echo "hello" >"$TMP/text.txt"
+expect_error sample/not_an_artifact "text.txt" "$PG" sample "$TMP/text.txt"
+expect_error sample/negative_tokens "--tokens" "$PG" sample "$A" --tokens -1
+expect_error sample/negative_temperature "--temperature" "$PG" sample "$A" --temperature -0.5
+expect_error sample/bad_number "--top-k" "$PG" sample "$A" --top-k 3x
+expect_error sample/tokenizer_vocab "vocabulary 4096" "$PG" sample "$A" --tokenizer "$TOK4K"
+expect_error sample/unsupported_feature "ENCODER_RECURRENCE" env ENCODER_RECURRENCE=1 "$PG" sample "$A"

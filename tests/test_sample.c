@@ -1,0 +1,307 @@
+/* test_sample.c: the incremental decoder of `pgolf sample` against the full-sequence forward of
+ * model.c, and the sampler. For configurations that together switch on every model feature, a
+ * random token sequence is fed one token at a time; at every position the decoder's log-softmax
+ * probability of the next token must equal minus model.c's per-token loss (gpt_forward_backward,
+ * grad_scale 0) within 1e-4 (absolute, in nats). Weights are random (randomize_weights), so no
+ * zero-initialised table or projection hides a term. */
+#include <stdlib.h>
+
+#include "../src/common.h"
+#include "../src/config.h"
+#include "../src/model.h"
+#include "../src/sample.h"
+#include "ref_common.h"
+#include "test.h"
+
+#ifndef SAMPLE_TOL
+#define SAMPLE_TOL 1e-4
+#endif
+
+/* shape shared by every case: d 64, T 32 */
+static const kv BASE[] = {{"MODEL_DIM", "64"}, {"TRAIN_SEQ_LEN", "32"}, {"MLP_MULT", "2"}};
+
+typedef struct {
+    const char *name;
+    kv kv[16];
+} sample_case;
+
+/* together: tied and untied heads, softcap, resid_mix, q/k norm + q_gain (every case), GQA and
+ * MHA, partial RoPE, NTK base, fp32 and bf16 RoPE tables, XSA (some and all layers), LN scale,
+ * relu2 and leaky_relu2, SmearGate pre and post, both bigram tables (with and without projection),
+ * value embeddings (with and without projection), parallel residuals, depth recurrence (one and
+ * two recurring layers, the first layer too), U-Net skips with even and odd layer counts. */
+static const sample_case CASES[] = {
+    {"baseline", {{"VOCAB_SIZE", "96"}, {"NUM_LAYERS", "4"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}}},
+    {"pr65_untied",
+     {{"VOCAB_SIZE", "128"}, {"NUM_LAYERS", "3"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "4"}, {"TIE_EMBEDDINGS", "0"},
+      {"PGOLF_SMEAR_MODE", "pre"}, {"BIGRAM_HASH_BUCKETS", "61"}, {"BIGRAM_HASH_DIM", "24"}, {"LOGIT_SOFTCAP", "7"},
+      {"PGOLF_BF16_ROPE_TABLE", "0"}}},
+    {"pr315",
+     {{"VOCAB_SIZE", "100"}, {"NUM_LAYERS", "4"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"PGOLF_SMEAR_MODE", "post"},
+      {"BIGRAM_VOCAB_SIZE", "53"}, {"BIGRAM_DIM", "32"}, {"XSA_LAST_N", "2"}, {"ROPE_DIMS", "8"}, {"LN_SCALE", "1"},
+      {"PGOLF_ROPE_NTK", "1"}, {"PGOLF_ROPE_NTK_REF_LEN", "16"}}},
+    {"pr1392",
+     {{"VOCAB_SIZE", "80"}, {"NUM_LAYERS", "4"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"PGOLF_SMEAR_MODE", "post"},
+      {"PGOLF_MLP_ACTIVATION", "leaky_relu2"}, {"VE_ENABLED", "1"}, {"VE_DIM", "16"}, {"VE_LAYERS", "1,3"},
+      {"PARALLEL_START_LAYER", "2"}, {"RECUR_LAYERS", "0,1"}, {"XSA_LAST_N", "4"}, {"ROPE_DIMS", "4"}, {"LN_SCALE", "1"}}},
+    {"odd_layers",
+     {{"VOCAB_SIZE", "64"}, {"NUM_LAYERS", "3"}, {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "1"}, {"TIE_EMBEDDINGS", "0"},
+      {"BIGRAM_VOCAB_SIZE", "40"}, {"BIGRAM_DIM", "64"}, {"VE_ENABLED", "1"}, {"VE_DIM", "32"}, {"VE_LAYERS", "0,2"},
+      {"RECUR_LAYERS", "0"}, {"PARALLEL_START_LAYER", "0"}, {"XSA_LAST_N", "1"}, {"PGOLF_MLP_ACTIVATION", "leaky_relu2"},
+      {"PGOLF_LEAKY_RELU_SLOPE", "0.3"}, {"PGOLF_SMEAR_MODE", "pre"}}},
+};
+#define N_CASES (int)(sizeof(CASES) / sizeof(CASES[0]))
+
+static int case_config(pg_config *c, const sample_case *sc, char *err, size_t n) {
+    config_defaults(c);
+    for (size_t i = 0; i < sizeof(BASE) / sizeof(BASE[0]); i++)
+        if (config_set(c, BASE[i].k, BASE[i].v, "test", err, n) != 0) return -1;
+    for (int i = 0; i < 16 && sc->kv[i].k; i++)
+        if (config_set(c, sc->kv[i].k, sc->kv[i].v, "test", err, n) != 0) return -1;
+    return config_validate(c, err, n);
+}
+
+/* *worst: max over positions of |decoder log p(y_t) - (-loss_t)| (NaN if any is); -1 on setup
+ * failure (msg in err) */
+static int decoder_vs_forward(const sample_case *sc, uint64_t seed, int recur_on, double *worst_out, char *err,
+                              size_t n) {
+    pg_config c;
+    if (case_config(&c, sc, err, n) != 0) return -1;
+    const int T = (int)c.train_seq_len, V = (int)c.vocab_size;
+    gpt_model m;
+    gpt_build(&m, &c, &pg_cpu_ops, 1, T);
+    randomize_weights(&m, seed);
+    m.recur_on = recur_on && m.recur_n > 0;
+    int32_t *x = xmalloc((size_t)T * sizeof(int32_t)), *y = xmalloc((size_t)T * sizeof(int32_t));
+    rng_s = seed * 7 + 1;
+    random_tokens(x, (size_t)T, V);
+    for (int t = 0; t + 1 < T; t++) y[t] = x[t + 1];
+    y[T - 1] = (int32_t)(urand() * V) % V;
+    float *loss = xmalloc((size_t)T * sizeof(float)), *logits = xmalloc((size_t)V * sizeof(float));
+    gpt_forward_backward(&m, x, y, 1, 0.0f, loss);
+    pg_decoder *dc = decoder_new(&m);
+    gpt_free(&m);
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        decoder_step(dc, x[t], logits);
+        double mx = -INFINITY, s = 0;
+        for (int v = 0; v < V; v++) mx = fmax(mx, logits[v]);
+        for (int v = 0; v < V; v++) s += exp((double)logits[v] - mx);
+        const double lp = (double)logits[y[t]] - mx - log(s);
+        const double diff = fabs(lp + (double)loss[t]);
+        if (!(diff <= worst)) worst = diff; /* NaN propagates */
+    }
+    decoder_free(dc);
+    free(x);
+    free(y);
+    free(loss);
+    free(logits);
+    config_free(&c);
+    *worst_out = worst;
+    return 0;
+}
+
+static void run_case(t_state *t__, int ci) {
+    char err[512];
+    const int recur = 1;
+    double worst;
+    T_ASSERT(decoder_vs_forward(&CASES[ci], 11 + (uint64_t)ci, recur, &worst, err, sizeof(err)) == 0, "case %s: config: %s",
+             CASES[ci].name, err);
+    T_ASSERT(worst < SAMPLE_TOL, "case %s: max |log p diff| %.3g over %d positions", CASES[ci].name, worst, 32);
+}
+
+TEST(sample_decoder_baseline) { run_case(t__, 0); }
+TEST(sample_decoder_pr65_untied) { run_case(t__, 1); }
+TEST(sample_decoder_pr315) { run_case(t__, 2); }
+TEST(sample_decoder_pr1392) { run_case(t__, 3); }
+TEST(sample_decoder_odd_layers) { run_case(t__, 4); }
+
+/* recurrence switched off in the model: the decoder follows the model's flag */
+TEST(sample_decoder_recur_off) {
+    char err[512];
+    double worst;
+    T_ASSERT(decoder_vs_forward(&CASES[3], 5, 0, &worst, err, sizeof(err)) == 0, "config: %s", err);
+    T_ASSERT(worst < SAMPLE_TOL, "max |log p diff| %.3g", worst);
+}
+
+/* the test itself can fail: a decoder that disagrees with the model gives a large difference. The
+ * decoder reads the model's recurrence flag; a model whose flag differs from the full forward's
+ * must be caught. */
+TEST(sample_decoder_detects_mismatch) {
+    char err[512];
+    pg_config c;
+    T_ASSERT(case_config(&c, &CASES[3], err, sizeof(err)) == 0, "%s", err);
+    const int T = 32, V = (int)c.vocab_size;
+    gpt_model m;
+    gpt_build(&m, &c, &pg_cpu_ops, 1, T);
+    randomize_weights(&m, 3);
+    int32_t x[32], y[32];
+    rng_s = 9;
+    random_tokens(x, 32, V);
+    for (int t = 0; t < T; t++) y[t] = x[(t + 1) % T];
+    float loss[32], *logits = xmalloc((size_t)V * sizeof(float));
+    m.recur_on = 1;
+    gpt_forward_backward(&m, x, y, 1, 0.0f, loss);
+    m.recur_on = 0; /* the decoder runs without recurrence */
+    pg_decoder *dc = decoder_new(&m);
+    gpt_free(&m);
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        decoder_step(dc, x[t], logits);
+        double mx = -INFINITY, s = 0;
+        for (int v = 0; v < V; v++) mx = fmax(mx, logits[v]);
+        for (int v = 0; v < V; v++) s += exp((double)logits[v] - mx);
+        worst = fmax(worst, fabs((double)logits[y[t]] - mx - log(s) + loss[t]));
+    }
+    decoder_free(dc);
+    free(logits);
+    config_free(&c);
+    T_ASSERT(worst > 100 * SAMPLE_TOL, "a decoder without recurrence agrees with the recurrent forward (%.3g)", worst);
+}
+
+/* reset gives a fresh context: the same tokens give the same logits again */
+TEST(sample_decoder_reset) {
+    char err[512];
+    pg_config c;
+    T_ASSERT(case_config(&c, &CASES[2], err, sizeof(err)) == 0, "%s", err);
+    const int V = (int)c.vocab_size;
+    gpt_model m;
+    gpt_build(&m, &c, &pg_cpu_ops, 1, 32);
+    randomize_weights(&m, 4);
+    pg_decoder *dc = decoder_new(&m);
+    gpt_free(&m);
+    T_ASSERT(decoder_capacity(dc) == 32, "capacity %d", decoder_capacity(dc));
+    float *a = xmalloc((size_t)V * sizeof(float)), *b = xmalloc((size_t)V * sizeof(float));
+    const int32_t toks[5] = {3, 17, 17, 40, 2};
+    for (int i = 0; i < 5; i++) decoder_step(dc, toks[i], a);
+    T_ASSERT(decoder_pos(dc) == 5, "pos %d", decoder_pos(dc));
+    decoder_reset(dc);
+    for (int i = 0; i < 5; i++) decoder_step(dc, toks[i], b);
+    int same = !memcmp(a, b, (size_t)V * sizeof(float));
+    decoder_free(dc);
+    free(a);
+    free(b);
+    config_free(&c);
+    T_ASSERT(same, "logits differ after reset");
+}
+
+/* ---- the sampler ---- */
+
+static void rand_logits(float *l, int V, uint64_t seed) {
+    rng_s = seed;
+    for (int v = 0; v < V; v++) l[v] = usym(4.0f);
+}
+
+TEST(sample_pick_greedy) {
+    float l[50];
+    rand_logits(l, 50, 1);
+    int best = 0;
+    for (int v = 1; v < 50; v++)
+        if (l[v] > l[best]) best = v;
+    sample_rng r;
+    sample_rng_seed(&r, 1);
+    for (int i = 0; i < 20; i++) T_ASSERT(sample_pick(l, 50, 0.0, 0, &r) == best, "greedy is not the argmax");
+    l[7] = l[31] = l[best] + 1.0f; /* ties: the lowest id */
+    T_ASSERT(sample_pick(l, 50, 0.0, 0, &r) == 7, "greedy tie not broken by the lowest id");
+}
+
+TEST(sample_pick_topk1_is_greedy) {
+    float l[64];
+    for (uint64_t s = 1; s <= 20; s++) {
+        rand_logits(l, 64, s);
+        sample_rng r;
+        sample_rng_seed(&r, s);
+        const int g = sample_pick(l, 64, 0.0, 0, &r);
+        for (int i = 0; i < 10; i++) T_ASSERT(sample_pick(l, 64, 1.5, 1, &r) == g, "top-k 1 differs from greedy");
+    }
+}
+
+TEST(sample_pick_seed_deterministic) {
+    float l[64];
+    rand_logits(l, 64, 2);
+    int a[200], b[200], c[200];
+    sample_rng r1, r2, r3;
+    sample_rng_seed(&r1, 42);
+    sample_rng_seed(&r2, 42);
+    sample_rng_seed(&r3, 43);
+    for (int i = 0; i < 200; i++) {
+        a[i] = sample_pick(l, 64, 1.0, 0, &r1);
+        b[i] = sample_pick(l, 64, 1.0, 0, &r2);
+        c[i] = sample_pick(l, 64, 1.0, 0, &r3);
+    }
+    T_ASSERT(!memcmp(a, b, sizeof(a)), "the same seed gives different draws");
+    T_ASSERT(memcmp(a, c, sizeof(a)) != 0, "different seeds give the same 200 draws");
+}
+
+/* top-k: only the k best ids are ever drawn, each of them sometimes; frequencies follow the softmax */
+TEST(sample_pick_topk_distribution) {
+    const int V = 10, K = 3, N = 30000;
+    const float l[10] = {0.1f, 2.0f, -1.0f, 1.5f, 0.0f, 1.0f, -3.0f, 0.5f, 0.2f, 1.2f}; /* best: 1, 3, 9 */
+    int cnt[10] = {0};
+    sample_rng r;
+    sample_rng_seed(&r, 7);
+    for (int i = 0; i < N; i++) cnt[sample_pick(l, V, 1.0, K, &r)]++;
+    T_ASSERT(cnt[1] + cnt[3] + cnt[9] == N, "a token outside the top 3 was drawn");
+    const double z = exp(2.0) + exp(1.5) + exp(1.2);
+    T_CLOSE(cnt[1] / (double)N, exp(2.0) / z, 0, 0.015, "p(1)");
+    T_CLOSE(cnt[3] / (double)N, exp(1.5) / z, 0, 0.015, "p(3)");
+    /* temperature 0.5 sharpens: p ~ exp(2l) */
+    memset(cnt, 0, sizeof(cnt));
+    for (int i = 0; i < N; i++) cnt[sample_pick(l, V, 0.5, 0, &r)]++;
+    double z2 = 0;
+    for (int v = 0; v < V; v++) z2 += exp(2.0 * l[v]);
+    T_CLOSE(cnt[1] / (double)N, exp(4.0) / z2, 0, 0.015, "p(1) at temperature 0.5");
+}
+
+/* greedy generation through the decoder is deterministic (two decoders, same model) */
+TEST(sample_greedy_generation_deterministic) {
+    char err[512];
+    pg_config c;
+    T_ASSERT(case_config(&c, &CASES[3], err, sizeof(err)) == 0, "%s", err);
+    const int V = (int)c.vocab_size;
+    gpt_model m;
+    gpt_build(&m, &c, &pg_cpu_ops, 1, 32);
+    randomize_weights(&m, 8);
+    m.recur_on = 1;
+    pg_decoder *d1 = decoder_new(&m), *d2 = decoder_new(&m);
+    gpt_free(&m);
+    float *l = xmalloc((size_t)V * sizeof(float));
+    int32_t s1[32], s2[32];
+    sample_rng r;
+    sample_rng_seed(&r, 0);
+    pg_decoder *ds[2] = {d1, d2};
+    int32_t *ss[2] = {s1, s2};
+    for (int k = 0; k < 2; k++) {
+        int32_t tok = 1;
+        for (int i = 0; i < 32; i++) {
+            decoder_step(ds[k], tok, l);
+            tok = ss[k][i] = sample_pick(l, V, 0.0, 0, &r);
+        }
+    }
+    decoder_free(d1);
+    decoder_free(d2);
+    free(l);
+    config_free(&c);
+    T_ASSERT(!memcmp(s1, s2, sizeof(s1)), "greedy generations differ");
+}
+
+/* features the decoder does not implement are refused with a line naming them */
+TEST(sample_refuses_unsupported) {
+    pg_config c;
+    char err[512];
+    config_defaults(&c);
+    T_ASSERT(sample_check_supported(&c, err, sizeof(err)) == 0, "defaults refused: %s", err);
+    const char *keys[][3] = {{"PGOLF_PRE_ENRICH", "96", "PGOLF_PRE_ENRICH"},
+                             {"ENCODER_RECURRENCE", "1", "ENCODER_RECURRENCE"},
+                             {"PGOLF_PARALLEL_MODE", "lanes1289", "PGOLF_PARALLEL_MODE"}};
+    for (int i = 0; i < 3; i++) {
+        pg_config d;
+        config_defaults(&d);
+        T_ASSERT(config_set(&d, keys[i][0], keys[i][1], "t", err, sizeof(err)) == 0, "%s", err);
+        int rc = sample_check_supported(&d, err, sizeof(err));
+        config_free(&d);
+        T_ASSERT(rc != 0, "%s=%s accepted", keys[i][0], keys[i][1]);
+        T_ASSERT(strstr(err, keys[i][2]) && !strchr(err, '\n'), "error line '%s' does not name %s", err, keys[i][2]);
+    }
+    config_free(&c);
+}
