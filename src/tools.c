@@ -1082,7 +1082,7 @@ int cmd_submit(int argc, char **argv) {
     int nset = 0;
     for (size_t k = 0; k < runs[0].n_cfg; k++) {
         const rl_kv *kv = &runs[0].cfg[k];
-        if (!kv->source[0] || !strcmp(kv->source, "default") || !strcmp(kv->key, "SEED") || !strcmp(kv->key, "RUN_ID")) continue;
+        if (!kv->source[0] || !strcmp(kv->source, "default") || !strcmp(kv->key, "SEED") || ignored_key(kv->key)) continue;
         if (!nset++) sb_printf(&m, "\n## Configuration\n\nThe keys the runs set (from the first log; SEED varies):\n\n```\n");
         sb_printf(&m, "%s=%s\n", kv->key, kv->value);
     }

@@ -10,7 +10,7 @@
 #include "stats.h"
 #include "test.h"
 
-TEST(stats_t_cdf_closed_forms) {
+TEST(tools_stats_t_cdf_closed_forms) {
     const double ts[] = {-40, -7.5, -3.6742, -1, -0.25, 0, 0.4, 1.5, 4, 25};
     for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) {
         double t = ts[i];
@@ -28,7 +28,7 @@ TEST(stats_t_cdf_closed_forms) {
     T_ASSERT(isnan(stats_t_cdf(1, 0)) && isnan(stats_t_cdf(NAN, 3)), "bad arguments give NAN");
 }
 
-TEST(stats_betainc_identities) {
+TEST(tools_stats_betainc_identities) {
     const double xs[] = {0.001, 0.1, 0.37, 0.5, 0.8, 0.999};
     for (size_t i = 0; i < sizeof(xs) / sizeof(xs[0]); i++) {
         double x = xs[i];
@@ -41,7 +41,7 @@ TEST(stats_betainc_identities) {
     T_ASSERT(isnan(stats_betainc(-1, 3, 0.5)) && isnan(stats_betainc(1, 3, 1.5)), "out of domain");
 }
 
-TEST(stats_welch_hand_example) {
+TEST(tools_stats_welch_hand_example) {
     /* a = {1.10, 1.11, 1.12}, b = {1.13, 1.14, 1.15}: means 1.11 and 1.14, variances 1e-4 each,
      * se = sqrt(2e-4/3), t = -0.03/se = -3.674235, df = (2e-4/3)^2 / (2 (1e-4/3)^2 / 2) = 4 */
     const double a[] = {1.10, 1.11, 1.12}, b[] = {1.13, 1.14, 1.15};
@@ -64,7 +64,7 @@ TEST(stats_welch_hand_example) {
 
 static int parse(const char *text, runlog *r, char *err) { return runlog_parse("t.log", text, strlen(text), r, err, PG_ERRLEN); }
 
-TEST(runlog_formats) {
+TEST(tools_runlog_formats) {
     char err[PG_ERRLEN];
     runlog r;
     /* train_gpt.py: header, step lines, sizes, finals; an epoch prefix on one line */
@@ -99,7 +99,7 @@ TEST(runlog_formats) {
     runlog_free(&r);
 }
 
-TEST(runlog_appended_run_and_errors) {
+TEST(tools_runlog_appended_run_and_errors) {
     char err[PG_ERRLEN];
     runlog r;
     /* a second run with the same RUN_ID appends to the log: its points replace the first's */
