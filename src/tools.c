@@ -152,7 +152,12 @@ static double time_at_step(const runlog *r, long step) {
         s0 = p->step;
         t0 = p->time_ms;
     }
-    return s0 == step ? t0 : NAN;
+    if (s0 == step) return t0;
+    if (s0 == 0) return NAN;
+    /* after the last train line: the run's last time (stopping_early's) if it is this step's,
+     * else the average pace */
+    if (step == r->last_step && isfinite(r->train_time_ms) && r->train_time_ms >= t0) return r->train_time_ms;
+    return t0 * (double)step / (double)s0;
 }
 
 /* gnuplot single-quoted string: ' doubled */
@@ -177,7 +182,12 @@ static void yr_add(yrange *y, double v) {
     if (v > y->hi) y->hi = v;
 }
 
-static void sb_yrange(sbuf *b, const yrange *lo, const yrange *hi) {
+/* The y range, with room above the data for a legend of nkeys lines in a plot area about area_px
+ * high, so that the (opaque) legend never hides a curve; a legend too tall for that goes outside. */
+static void sb_yrange(sbuf *b, const yrange *lo, const yrange *hi, int nkeys, double area_px) {
+    double f = (nkeys * 18.0 + 16.0) / area_px;
+    if (f > 0.45) sb_printf(b, "set key outside right top\n");
+    else sb_printf(b, "set key inside top right\n");
     if (!lo->set || !hi->set) {
         sb_printf(b, "set yrange [*:*]\n");
         return;
@@ -185,7 +195,8 @@ static void sb_yrange(sbuf *b, const yrange *lo, const yrange *hi) {
     double a = lo->lo, z = hi->hi;
     double span = z - a;
     if (!(span > 0)) span = fabs(a) > 0 ? 0.05 * fabs(a) : 1;
-    sb_printf(b, "set yrange [%.6g:%.6g]\n", a - 0.03 * span, z + 0.05 * span);
+    double top = z + 0.04 * span + (f <= 0.45 ? span * f / (1 - f) : 0);
+    sb_printf(b, "set yrange [%.6g:%.6g]\n", a - 0.03 * span, top);
 }
 
 int tools_plot(int n, char **paths, const char *png, const char *svg, const char *xmode, char *err, size_t errlen) {
@@ -269,6 +280,13 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
     int rows = want_step + want_time, cols = any_val ? 2 : 1;
     int width = cols == 2 ? 1500 : 900, height = rows == 2 ? 1000 : 540;
 
+    int keys_loss = 0, keys_bpb = 0;
+    for (int i = 0; i < n; i++) {
+        keys_loss += n > 1 ? (runs[i].n_train || runs[i].n_val) : (runs[i].n_train > 0) + (runs[i].n_val > 0);
+        keys_bpb += runs[i].n_val > 0;
+    }
+    double area = (double)height / rows - 120; /* plot area of one panel, pixels */
+
     /* one script per output format */
     const char *outs[2] = {png, svg};
     for (int f = 0; f < 2 && rc == 0; f++) {
@@ -286,7 +304,7 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
         sb_printf(&s, "set output ");
         sb_gp_str(&s, tmpout);
         sb_printf(&s, "\nset datafile missing 'NaN'\nset grid lc rgb '#dddddd'\nset border lc rgb '#555555'\n"
-                      "set key top right box opaque samplen 3 spacing 1.1\nset tics nomirror\nset mxtics\n");
+                      "set key box opaque samplen 3 spacing 1.1\nset tics nomirror\nset mxtics\n");
         sb_printf(&s, "set multiplot layout %d,%d title ", rows, cols);
         {
             char t[512];
@@ -302,10 +320,11 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
             if (row == 0) snprintf(xlabel, sizeof(xlabel), "step");
             else snprintf(xlabel, sizeof(xlabel), "training time (%s)", tunit);
             /* loss panel */
-            sb_printf(&s, "set title 'train and val loss vs %s'\nset xlabel '%s'\nset ylabel 'loss (nats/token)'\n",
+            sb_printf(&s, "set title 'loss vs %s: train (solid), val (dashed, dots)'\nset xlabel '%s'\n"
+                          "set ylabel 'loss (nats/token)'\n",
                       row == 0 ? "step" : "training time", xlabel);
             sb_printf(&s, "set xrange [0:*]\n");
-            sb_yrange(&s, &loss_lo, &loss_hi);
+            sb_yrange(&s, &loss_lo, &loss_hi, keys_loss, area);
             sb_printf(&s, "plot ");
             int first = 1;
             for (int i = 0; i < n; i++) {
@@ -319,7 +338,7 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
                     sb_printf(&s, "%s", first ? "" : ", \\\n     ");
                     sb_gp_str(&s, fp);
                     char t[600];
-                    snprintf(t, sizeof(t), "%s%strain", n > 1 ? lab[i] : "", n > 1 ? " " : "");
+                    snprintf(t, sizeof(t), "%s", n > 1 ? lab[i] : "train");
                     sb_printf(&s, " using %s:3 with lines %s lw 1 title ", xcol, lt);
                     sb_gp_str(&s, t);
                     free(fp);
@@ -332,9 +351,13 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
                     sb_printf(&s, "%s", first ? "" : ", \\\n     ");
                     sb_gp_str(&s, fp);
                     char t[600];
-                    snprintf(t, sizeof(t), "%s%sval", n > 1 ? lab[i] : "", n > 1 ? " " : "");
-                    sb_printf(&s, " using %s:3 with linespoints %s lw 2 dt 2 pt 7 ps 0.9 title ", xcol, lt);
-                    sb_gp_str(&s, t);
+                    sb_printf(&s, " using %s:3 with linespoints %s lw 2 dt 2 pt 7 ps 0.9 ", xcol, lt);
+                    if (n > 1 && runs[i].n_train) sb_printf(&s, "notitle");
+                    else {
+                        snprintf(t, sizeof(t), "%s%sval", n > 1 ? lab[i] : "", n > 1 ? " " : "");
+                        sb_printf(&s, "title ");
+                        sb_gp_str(&s, t);
+                    }
                     free(fp);
                     first = 0;
                 }
@@ -343,7 +366,7 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
             if (cols == 2) {
                 sb_printf(&s, "set title 'val_bpb vs %s'\nset ylabel 'val_bpb (bits/byte)'\n",
                           row == 0 ? "step" : "training time");
-                sb_yrange(&s, &bpb_lo, &bpb_hi);
+                sb_yrange(&s, &bpb_lo, &bpb_hi, keys_bpb, area);
                 sb_printf(&s, "plot ");
                 first = 1;
                 for (int i = 0; i < n; i++) {
