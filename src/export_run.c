@@ -12,6 +12,7 @@
 #include "artifact.h"
 #include "codec.h"
 #include "common.h"
+#include "gptq.h"
 #include "quant.h"
 #include "statedict.h"
 
@@ -26,6 +27,11 @@ int export_check_writable(const char *dir, char *err, size_t errlen) {
 }
 
 int export_pack(const pg_config *cfg, const statedict *sd, const char *path, export_sizes *sz, char *err, size_t errlen) {
+    return export_pack_h(cfg, sd, NULL, path, sz, err, errlen);
+}
+
+int export_pack_h(const pg_config *cfg, const statedict *sd, const struct gptq_hessians *h, const char *path,
+                  export_sizes *sz, char *err, size_t errlen) {
     memset(sz, 0, sizeof(*sz));
     quant_scheme qs;
     pg_codec codec;
@@ -35,11 +41,23 @@ int export_pack(const pg_config *cfg, const statedict *sd, const char *path, exp
     char cl[32];
     codec_label(&codec, cl, sizeof(cl));
     quant_labels(qs, cl, sz->log_label, sizeof(sz->log_label), sz->label_short, sizeof(sz->label_short));
+    gptq_hessians own = {0};
+    if (qs == QS_INT6_GPTQ && !h) {
+        if (gptq_collect_statedict(cfg, sd, &own, err, errlen) != 0) return -1;
+        h = &own;
+    }
     quant_opts qo = {.control_patterns = cfg->control_tensor_name_patterns,
-                     .keep_fp32_patterns = cfg->int8_keep_float_fp32_name_patterns};
+                     .keep_fp32_patterns = cfg->int8_keep_float_fp32_name_patterns,
+                     .hessians = h,
+                     .gptq_damp = cfg->gptq_damp,
+                     .gptq_block = (int)cfg->gptq_block_size};
     qstate q;
     quant_stats st;
-    if (quantize_statedict(sd, qs, &qo, &q, &st, err, errlen) != 0) return -1;
+    int qrc = quantize_statedict(sd, qs, &qo, &q, &st, err, errlen);
+    gptq_hessians_free(&own);
+    if (qrc != 0) return -1;
+    sz->n_gptq = st.n_gptq;
+    sz->n_gptq_lite = st.n_gptq_lite;
     uint8_t *raw;
     size_t raw_len;
     qstate_serialize(&q, &raw, &raw_len);
@@ -129,10 +147,23 @@ int export_and_roundtrip(export_run *ex) {
     }
     snprintf(ex->artifact_path, sizeof(ex->artifact_path), "%s/final_model.%s.pgolf", cfg->out_dir,
              qs == QS_INT8_BASELINE ? "int8" : "int6");
+    gptq_hessians hs = {0};
+    if (qs == QS_INT6_GPTQ) { /* calibration with the model itself (PR #1392 §3.8 items 2-4, gptq.h) */
+        double t0 = pg_now();
+        if (gptq_collect_train(ex->model, cfg, &hs, err, sizeof(err)) != 0) {
+            sd_free(&sd);
+            return fail(ex, err);
+        }
+        if (ex->log)
+            ex->log(1, "gptq:collected hessians for %d layers (%d distinct) from %d training sequences of %d tokens in %.1fs", 6 * hs.L, 4 * hs.L,
+                    hs.n_seqs, hs.T, pg_now() - t0);
+    }
     export_sizes sz;
-    rc = export_pack(cfg, &sd, ex->artifact_path, &sz, err, sizeof(err));
+    rc = export_pack_h(cfg, &sd, qs == QS_INT6_GPTQ ? &hs : NULL, ex->artifact_path, &sz, err, sizeof(err));
+    gptq_hessians_free(&hs);
     sd_free(&sd);
     if (rc != 0) return fail(ex, err);
+    if (ex->log && qs == QS_INT6_GPTQ) ex->log(1, "gptq_quantize: %zu GPTQ layers, %zu naive layers", sz.n_gptq, sz.n_gptq_lite);
     snprintf(ex->label_short, sizeof(ex->label_short), "%s", sz.label_short);
     ex->model_bytes = sz.model_bytes;
     ex->total_bytes = sz.file_bytes;

@@ -33,7 +33,10 @@ typedef struct {
     size_t baseline_tensor_bytes; /* raw state-dict tensor bytes */
     char log_label[48];           /* "int8+zlib" */
     char label_short[32];         /* "int8_zlib" */
+    size_t n_gptq, n_gptq_lite;   /* int6_gptq(_lite): matrices by full GPTQ / by the clip search */
 } export_sizes;
+
+struct gptq_hessians; /* gptq.h */
 
 typedef struct {
     size_t file_bytes, code_bytes, model_bytes;
@@ -41,12 +44,18 @@ typedef struct {
 
 /* Fails with an error line naming the directory if final_model.* cannot be written there. */
 int export_check_writable(const char *dir, char *err, size_t errlen);
-/* Quantise sd with cfg's QUANT_SCHEME, compress with EXPORT_CODEC and write the artifact atomically. */
+/* Quantise sd with cfg's QUANT_SCHEME, compress with EXPORT_CODEC and write the artifact atomically.
+ * QUANT_SCHEME=int6_gptq calibrates on GPTQ_CALIB_BATCHES training sequences from DATA_PATH with a
+ * model built from sd (gptq_collect_statedict); an error if the training shards are missing. */
 int export_pack(const pg_config *cfg, const statedict *sd, const char *path, export_sizes *sz, char *err, size_t errlen);
+/* The same with the Hessians given (int6_gptq; NULL: collected as export_pack does). */
+int export_pack_h(const pg_config *cfg, const statedict *sd, const struct gptq_hessians *h, const char *path,
+                  export_sizes *sz, char *err, size_t errlen);
 /* Read an artifact, validate it, decompress and dequantise into sd (original dtypes). */
 int export_load_artifact(const char *path, statedict *sd, artifact_sizes *as, char *err, size_t errlen);
 /* Returns 0 with the model now holding the dequantised weights, or -1 after printing and logging the
- * error. */
+ * error. With QUANT_SCHEME=int6_gptq the Hessians are collected with ex->model itself on
+ * GPTQ_CALIB_BATCHES sequences of the training shards (gptq.h), logged as the record logs them. */
 int export_and_roundtrip(export_run *ex);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "gptq.h"
 #include "model.h"
 
 /* ---- schemes and labels ---- */
@@ -19,6 +20,7 @@ static const struct {
     [QS_INT6_PR65] = {"int6_pr65", "pr65", NULL, "zstd-22", "int6+zstd-22", "int6", "int6"},
     [QS_INT6_PR315] = {"int6_pr315", "pr315", "pr453", "zstd-22", "int6+zstd", "int6", "int6"},
     [QS_INT6_GPTQ_LITE] = {"int6_gptq_lite", "pr1311", NULL, "lzma-9e", "int6+lzma", "int6", "int6"},
+    [QS_INT6_GPTQ] = {"int6_gptq", "pr1392", NULL, "brotli-11", "int6+brotli", "int6", "int6"},
 };
 
 const double QUANT_PCT[QUANT_N_PCT] = {0.999, 0.9995, 0.9999, 0.99999, 1.0};
@@ -29,7 +31,7 @@ int quant_scheme_parse(const char *s, quant_scheme *out, char *err, size_t errle
             *out = (quant_scheme)k;
             return 0;
         }
-    return pg_err(err, errlen, "QUANT_SCHEME=%s: unknown scheme (expected int8_baseline, int6_pr65, int6_pr315 or int6_gptq_lite)", s);
+    return pg_err(err, errlen, "QUANT_SCHEME=%s: unknown scheme (expected int8_baseline, int6_pr65, int6_pr315, int6_gptq_lite or int6_gptq)", s);
 }
 
 const char *quant_scheme_name(quant_scheme s) { return (unsigned)s < QS_COUNT ? SCHEMES[s].name : "invalid"; }
@@ -272,13 +274,6 @@ int quant_int6_search(const float *w, size_t rows, size_t cols, int8_t *q, uint1
     return best_k;
 }
 
-/* one matrix by the clip search into t */
-static void rows_int6_search(qtensor *t, const float *w, size_t rows, size_t cols) {
-    qt_alloc(t, rows * cols, DT_F16, rows);
-    t->kind = QT_ROW;
-    quant_int6_search(w, rows, cols, t->data, t->scale);
-}
-
 /* passthrough stored as `dt` (a float cast, or the original bytes when dt == the original dtype) */
 static void pass_as(qtensor *t, const sd_tensor *s, pg_dtype dt) {
     t->kind = QT_PASS;
@@ -379,8 +374,8 @@ int quantize_statedict(const statedict *sd, quant_scheme scheme, const quant_opt
             }
         size_t rows = s->ndim >= 1 ? (size_t)s->shape[0] : 1, cols = rows ? n / rows : 0;
         int big = n > QUANT_KEEP_MAX_NUMEL;
-        if (scheme == QS_INT6_PR315 || scheme == QS_INT6_GPTQ_LITE) {
-            /* PR #315 and PR #1311: the size test comes before the control-name test */
+        if (scheme == QS_INT6_PR315 || scheme == QS_INT6_GPTQ_LITE || scheme == QS_INT6_GPTQ) {
+            /* PR #315, #1311 and #1392: the size test comes before the control-name test */
             if (!big) pass_as(t, s, DT_F16);
             else if (name_matches_patterns(s->name, control)) pass_as(t, s, DT_F32);
             else if (pr315_attn_or_mlp(s->name)) {
@@ -390,8 +385,23 @@ int quantize_statedict(const statedict *sd, quant_scheme scheme, const quant_opt
                     if (s->ndim == 2) rows_rowmax_int6(t, f, rows, cols);
                     else tensor_rowmax_int6(t, f, n, -32.0f);
                 } else if (s->ndim == 2) {
-                    rows_int6_search(t, f, rows, cols);
-                    st->n_gptq_lite++;
+                    int dim = 0;
+                    const float *H = scheme == QS_INT6_GPTQ && o ? gptq_hessian(o->hessians, s->name, &dim) : NULL;
+                    if (H && dim != (int)cols) {
+                        pg_err(err, errlen, "tensor %s has %zu columns, its GPTQ Hessian is %dx%d", s->name, cols, dim, dim);
+                        free(f);
+                        qstate_free(out);
+                        return -1;
+                    }
+                    const int blk = o && o->gptq_block > 0 ? o->gptq_block : 128;
+                    const double damp = o && o->gptq_block > 0 ? o->gptq_damp : 0.01;
+                    qt_alloc(t, rows * cols, DT_F16, rows);
+                    t->kind = QT_ROW;
+                    if (H && gptq_quantize(f, (int)rows, (int)cols, H, damp, blk, t->data, t->scale, NULL) == 0) st->n_gptq++;
+                    else { /* no Hessian, or not positive definite: the record's fallback */
+                        quant_int6_search(f, rows, cols, t->data, t->scale);
+                        st->n_gptq_lite++;
+                    }
                 } else {
                     tensor_rowmax_int6(t, f, n, -31.0f);
                 }

@@ -47,6 +47,7 @@ typedef enum {
     QS_INT6_PR65,
     QS_INT6_PR315,
     QS_INT6_GPTQ_LITE,
+    QS_INT6_GPTQ,
     QS_COUNT
 } quant_scheme;
 
