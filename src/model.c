@@ -21,6 +21,14 @@
  * STE QAT (PGOLF_QAT_MODE, late QAT): in a training forward every CastedLinear weight W (`linear`
  * in the table) is read from its fake-quantised copy wq = grid(W) (ops fake_quant_rows), forward
  * and input gradients alike; W's gradient is that of wq, the straight-through estimator.
+ * PR #187 (second spec §4.3-§4.5): e (+ bigram) -> smear -> [W2 gelu(W1 .)] (PGOLF_PRE_ENRICH) ->
+ * rmsnorm = x0; ENCODER_RECURRENCE: the encoder blocks run on x0, the result is rmsnorm'd and the
+ * encoder runs again on it (x0 unchanged), the skips taken from that second pass; overtone init of
+ * the tied table (PGOLF_OVERTONE_INIT). Two-lane parallel residuals (PGOLF_PARALLEL_MODE, §3.4) in
+ * the decoder layers from PARALLEL_START_LAYER: an attention lane and an MLP lane, both starting
+ * from the single stream at the first lane block, blended at the end as m*xa + (1-m)*xb (lane_merge);
+ * lanes1289 adds the skips to both lanes, lanes1334 drops the skips after its first lane block (its
+ * code adds them to a stream no longer read).
  */
 #include "model.h"
 
@@ -84,6 +92,41 @@ static void orthogonal_fill(float *w, int rows, int cols, double gain, rng_t *r)
             w[(size_t)i * cols + j] = (float)(gain * (rows >= cols ? q[(size_t)j * n + i] : q[(size_t)i * n + j]));
     free(q);
     free(c);
+}
+
+/* LAPACK (OpenBLAS ships it): thin SVD of a column-major (m, n) matrix */
+extern void dgesvd_(const char *jobu, const char *jobvt, const int *m, const int *n, double *a, const int *lda,
+                    double *s, double *u, const int *ldu, double *vt, const int *ldvt, double *work, const int *lwork,
+                    int *info, size_t jobu_len, size_t jobvt_len);
+
+/* PR #187's overtone init (spec §4.5): W ~ N(0, std^2) (rows, cols), thin SVD W = U diag(S) V^T with S
+ * descending, W <- U diag(S_0*(i+1)^-1/2) V^T: the draw's singular vectors kept, the spectrum a 1/sqrt(k)
+ * power law anchored at its largest value. In double (the record: fp32). */
+static void overtone_fill(float *w, int rows, int cols, double std, rng_t *r) {
+    /* row-major W is the column-major (cols, rows) matrix A = W^T: A = Ua S Vta, W = Vta^T S Ua^T */
+    const int M = cols, N = rows, k = M < N ? M : N;
+    double *a = xmalloc((size_t)M * N * sizeof(double)), *s = xmalloc((size_t)k * sizeof(double));
+    double *u = xmalloc((size_t)M * k * sizeof(double)), *vt = xmalloc((size_t)k * N * sizeof(double));
+    for (size_t i = 0; i < (size_t)M * N; i++) a[i] = rng_normal(r) * std;
+    int lwork = -1, info = 0;
+    double wq = 0;
+    dgesvd_("S", "S", &M, &N, a, &M, s, u, &M, vt, &k, &wq, &lwork, &info, 1, 1);
+    PG_CHECK(info == 0);
+    lwork = (int)wq;
+    double *work = xmalloc((size_t)(lwork > 1 ? lwork : 1) * sizeof(double));
+    dgesvd_("S", "S", &M, &N, a, &M, s, u, &M, vt, &k, work, &lwork, &info, 1, 1);
+    if (info != 0) pg_die("overtone init: the SVD of a %dx%d draw did not converge (LAPACK info %d)", rows, cols, info);
+    for (int t = 0; t < k; t++) { /* Ua[:, t] *= S_0*(t+1)^-1/2 */
+        const double st = s[0] / sqrt((double)t + 1.0);
+        for (int i = 0; i < M; i++) u[(size_t)t * M + i] *= st;
+    }
+    cblas_dgemm(CblasColMajor, CblasNoTrans, CblasNoTrans, M, N, k, 1.0, u, M, vt, k, 0.0, a, M);
+    for (size_t i = 0; i < (size_t)M * N; i++) w[i] = (float)a[i]; /* column-major A = row-major W */
+    free(work);
+    free(a);
+    free(s);
+    free(u);
+    free(vt);
 }
 
 int name_matches_patterns(const char *name, const char *patterns) {
@@ -165,11 +208,21 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
     }
     int i_skip = m->n_skip > 0 ? add_param(m, cap, "skip_weights", 2, m->n_skip, d, GROUP_SCALAR, INIT_ONES, 0, DT_F32) : -1;
     (void)i_skip;
+    if (m->lanes) /* PR #1289 / PR #1334: the lanes' blend, a scalar of the scalar AdamW group */
+        add_param(m, cap, "lane_merge", 0, 1, 1, GROUP_SCALAR, INIT_CONST, 0.5f, DT_F32);
+    const int pr187 = !strcmp(cfg->opt_partition, "pr187");
     float emb_std = m->tied ? (float)cfg->tied_embed_init_std : 1.0f; /* untied: nn.Embedding's N(0,1) */
-    m->i_tok_emb = add_param(m, cap, "tok_emb.weight", 2, m->V, d, GROUP_TOKEN, INIT_NORMAL, emb_std, DT_BF16);
-    if (m->bigram == 1) { /* PR #65 BigramHash: table N(0, 0.01^2) (bf16 param), zero-init proj (Muon) */
-        add_param(m, cap, "bigram_hash.table.weight", 2, m->nb, m->db, GROUP_TOKEN, INIT_NORMAL, 0.01f, DT_BF16);
-        m->params[add_param(m, cap, "bigram_hash.proj.weight", 2, d, m->db, GROUP_MUON, INIT_ZERO, 0, DT_F32)].linear = 1;
+    m->i_tok_emb = add_param(m, cap, "tok_emb.weight", 2, m->V, d, GROUP_TOKEN, m->overtone ? INIT_OVERTONE : INIT_NORMAL,
+                             emb_std, DT_BF16);
+    if (m->bigram == 1) { /* PR #65 BigramHash: table N(0, 0.01^2) (bf16 param), zero-init proj (Muon).
+                             PR #187 (PGOLF_OPT_PARTITION=pr187): the table trained by Muon too, the
+                             proj left at nn.Linear's U(+-1/sqrt(in)) (spec §4.3) */
+        add_param(m, cap, "bigram_hash.table.weight", 2, m->nb, m->db, pr187 ? GROUP_MUON : GROUP_TOKEN, INIT_NORMAL,
+                  0.01f, DT_BF16);
+        in = INIT_ZERO, ia = 0;
+        if (pr187)
+            linear_init(cfg, m, "bigram_hash.proj", d, m->db, INIT_UNIFORM, 1.0f / sqrtf((float)m->db), &in, &ia);
+        m->params[add_param(m, cap, "bigram_hash.proj.weight", 2, d, m->db, GROUP_MUON, in, ia, DT_F32)].linear = 1;
     } else if (m->bigram == 2) { /* PR #315 BigramHashEmbedding: scale 0.05, zero embed, proj zeroed by its
                                     constructor and re-initialised by PGOLF_INIT_STYLE=ortho_mup */
         add_param(m, cap, "bigram.scale", 0, 1, 1, GROUP_SCALAR, INIT_CONST, 0.05f, DT_F32);
@@ -181,6 +234,13 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
     }
     if (m->smear == 1) add_param(m, cap, "smeargate.gate", 1, d, 1, GROUP_SCALAR, INIT_CONST, 3.0f, DT_F32);
     if (m->smear == 2) add_param(m, cap, "smear.gate", 1, d, 1, GROUP_SCALAR, INIT_ZERO, 0, DT_F32);
+    if (m->pre_enrich) { /* PR #187: nn.Sequential(CastedLinear d->pe, GELU, CastedLinear pe->d), Muon */
+        const int pe = m->pre_enrich;
+        linear_init(cfg, m, "pre_enrich.0", pe, d, INIT_UNIFORM, 1.0f / sqrtf((float)d), &in, &ia);
+        m->params[add_param(m, cap, "pre_enrich.0.weight", 2, pe, d, GROUP_MUON, in, ia, DT_F32)].linear = 1;
+        linear_init(cfg, m, "pre_enrich.2", d, pe, INIT_UNIFORM, 1.0f / sqrtf((float)pe), &in, &ia);
+        m->params[add_param(m, cap, "pre_enrich.2.weight", 2, d, pe, GROUP_MUON, in, ia, DT_F32)].linear = 1;
+    }
     const float bound = 1.0f / sqrtf((float)d); /* nn.Linear default U(+-1/sqrt(fan_in)) */
     for (int l = 0; l < m->L; l++) {
         struct {
@@ -211,6 +271,13 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
             if (ps[k].linear) linear_init(cfg, m, nm, ps[k].r, ps[k].c, ps[k].init, ps[k].a, &in, &ia);
             int pi = add_param(m, cap, nm, ps[k].ndim, ps[k].r, ps[k].c, grp, in, ia, DT_F32);
             m->params[pi].linear = ps[k].ndim == 2 && strcmp(ps[k].suffix, "resid_mix"); /* the block's CastedLinears */
+            if (!strcmp(ps[k].suffix, "resid_mix") && m->lanes == 1 && l >= m->par_from) {
+                /* PR #1289's parallel block: the MLP lane's x0 mix [ones; zeros], route (4 ones) */
+                snprintf(nm, sizeof(nm), "blocks.%d.resid_mix_mlp", l);
+                add_param(m, cap, nm, 2, 2, d, GROUP_SCALAR, INIT_RESID_MIX, 0, DT_F32);
+                snprintf(nm, sizeof(nm), "blocks.%d.route", l);
+                add_param(m, cap, nm, 1, 4, 1, GROUP_SCALAR, INIT_ONES, 0, DT_F32);
+            }
         }
     }
     if (m->ve_dim) { /* PR #1311/#1392 value embeddings */
@@ -235,8 +302,12 @@ static void set_views(gpt_model *m) {
     m->lm_head = m->tied ? NULL : w + m->params[m->i_lm_head].offset;
     m->skip_weights = m->smear_gate = m->bigram_table = m->bigram_proj = m->bigram_scale = NULL;
     m->ve_embed = m->ve_proj = m->ve_scale = NULL;
+    m->lane_merge = m->pe_w1 = m->pe_w2 = NULL;
     m->blk = xcalloc((size_t)m->L, sizeof(block_params));
-    for (int l = 0; l < m->L; l++) m->blk[l].parallel = l >= m->par_from;
+    for (int l = 0; l < m->L; l++) {
+        m->blk[l].parallel = !m->lanes && l >= m->par_from;
+        m->blk[l].lane = m->lanes && l >= m->par_from;
+    }
     for (int i = 0; i < m->n_params; i++) {
         const char *n = m->params[i].name;
         float *p = w + m->params[i].offset;
@@ -248,6 +319,9 @@ static void set_views(gpt_model *m) {
         else if (!strcmp(n, "ve_shared.embed.weight")) m->ve_embed = p;
         else if (!strcmp(n, "ve_shared.proj.weight")) m->ve_proj = p;
         else if (!strcmp(n, "ve_shared.scale")) m->ve_scale = p;
+        else if (!strcmp(n, "lane_merge")) m->lane_merge = p;
+        else if (!strcmp(n, "pre_enrich.0.weight")) m->pe_w1 = p;
+        else if (!strcmp(n, "pre_enrich.2.weight")) m->pe_w2 = p;
         int l, k;
         if (sscanf(n, "ve_layer_scales.%d", &k) == 1) m->blk[m->ve_layer[k]].ve_scale = p;
         if (sscanf(n, "recur_scales.%d", &k) == 1) m->recur_scale[k] = p;
@@ -257,6 +331,8 @@ static void set_views(gpt_model *m) {
             if (!strcmp(rest, "attn_scale")) b->attn_scale = p;
             else if (!strcmp(rest, "mlp_scale")) b->mlp_scale = p;
             else if (!strcmp(rest, "resid_mix")) b->resid_mix = p;
+            else if (!strcmp(rest, "resid_mix_mlp")) b->resid_mix_mlp = p;
+            else if (!strcmp(rest, "route")) b->route = p;
             else if (!strcmp(rest, "attn.c_q.weight")) b->c_q = p;
             else if (!strcmp(rest, "attn.c_k.weight")) b->c_k = p;
             else if (!strcmp(rest, "attn.c_v.weight")) b->c_v = p;
@@ -352,6 +428,19 @@ static void set_shape(gpt_model *m, const pg_config *cfg) {
     m->recur_start = (long)cfg->recur_start_step;
     m->par_from = cfg->parallel_start_layer >= 0 ? (int)cfg->parallel_start_layer : m->L;
     m->db = (int)(m->bigram == 1 ? cfg->bigram_hash_dim : cfg->bigram_dim);
+    m->pre_enrich = (int)cfg->pre_enrich;
+    m->enc_recur = cfg->encoder_recurrence;
+    m->overtone = cfg->overtone_init && m->tied; /* the record reshapes only a tied table */
+    m->lanes = m->par_from >= m->L ? 0 : !strcmp(cfg->parallel_mode, "lanes1289") ? 1
+                                       : !strcmp(cfg->parallel_mode, "lanes1334") ? 2 : 0;
+    /* combinations that no record ran and that the reference does not define */
+    if (m->enc_recur && (m->recur_n || m->par_from < m->L))
+        pg_die("ENCODER_RECURRENCE=1 (PR #187) is not combined with RECUR_LAYERS or PARALLEL_START_LAYER");
+    if (m->lanes && m->recur_n)
+        pg_die("PGOLF_PARALLEL_MODE=%s is not combined with depth recurrence (RECUR_LAYERS)", cfg->parallel_mode);
+    if (m->lanes && m->par_from < m->n_enc)
+        pg_die("PGOLF_PARALLEL_MODE=%s: PARALLEL_START_LAYER=%d must be a decoder layer (>= NUM_LAYERS/2 = %d), as "
+               "the records' lanes are", cfg->parallel_mode, m->par_from, m->n_enc);
 }
 
 size_t gpt_param_count_cfg(const pg_config *cfg) {
@@ -367,6 +456,11 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
     memset(m, 0, sizeof(*m));
     m->ops = ops;
     set_shape(m, cfg);
+    /* the model calls only ops that this backend has */
+    if (m->pre_enrich && (!ops->gelu_fwd || !ops->gelu_bwd))
+        pg_die("PGOLF_PRE_ENRICH (PR #187's GELU pre-enrichment) is not implemented on the %s backend", ops->name);
+    if (m->lanes == 1 && (!ops->lane_route_fwd || !ops->lane_route_bwd))
+        pg_die("PGOLF_PARALLEL_MODE=lanes1289 (PR #1289's lane routing) is not implemented on the %s backend", ops->name);
     m->B = B;
     m->T = T;
     build_table(m, cfg);
@@ -419,11 +513,14 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
     m->rec_out = xcalloc((size_t)(m->recur_n ? m->recur_n : 1), sizeof(pg_act *));
     for (int k = 0; k < m->recur_n; k++) m->rec_out[k] = aalloc(m, N * d);
     m->s_rec = m->recur_n ? aalloc(m, N * d) : NULL;
-    for (int l = 0; l < m->L + m->recur_n; l++) {
-        /* the layers' first passes, then the recurrence passes (no skip input of their own) */
-        const int rk = l - m->L;
-        block_acts *a = rk < 0 ? &m->acts[l] : &m->racts[rk];
-        const int lay = rk < 0 ? l : m->recur_layer[rk];
+    m->eacts = xcalloc((size_t)(m->enc_recur && m->n_enc ? m->n_enc : 1), sizeof(block_acts));
+    const int n_eacts = m->enc_recur ? m->n_enc : 0;
+    for (int l = 0; l < m->L + m->recur_n + n_eacts; l++) {
+        /* the layers' passes, then the recurrence passes and PR #187's first encoder passes (no skip
+         * input of their own) */
+        const int rk = l - m->L, ek = l - m->L - m->recur_n;
+        block_acts *a = rk < 0 ? &m->acts[l] : ek < 0 ? &m->racts[rk] : &m->eacts[ek];
+        const int lay = rk < 0 ? l : ek < 0 ? m->recur_layer[rk] : ek;
         a->xm = aalloc(m, N * d);
         a->n1 = aalloc(m, N * d);
         a->q_raw = aalloc(m, N * hd);
@@ -441,12 +538,37 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
         a->m = aalloc(m, N * d);
         a->xout = aalloc(m, N * d);
         int j = l - m->n_enc;
-        a->xin_skip = (rk < 0 && j >= 0 && j < m->n_skip) ? aalloc(m, N * d) : NULL;
+        /* PR #1334 adds the skips of the lane blocks after the first to its dead single stream: dropped */
+        const int dropped = rk < 0 && m->lanes == 2 && l > m->par_from;
+        a->xin_skip = (rk < 0 && j >= 0 && j < m->n_skip && !dropped) ? aalloc(m, N * d) : NULL;
+        if (rk < 0 && m->blk[l].lane) { /* a lane block: the second lane's output (and PR #1289's MLP mix, skip sum) */
+            a->xout2 = aalloc(m, N * d);
+            if (m->lanes == 1) {
+                a->xm2 = aalloc(m, N * d);
+                if (l > m->par_from && a->xin_skip) a->xin_skip2 = aalloc(m, N * d);
+            }
+        }
         a->rstd1 = falloc(m, N);
         a->rstd_q = falloc(m, N * m->H);
         a->rstd_k = falloc(m, N * m->Hk);
         a->lse = falloc(m, N * m->H);
         a->rstd2 = falloc(m, N);
+    }
+    if (m->enc_recur) {
+        m->er_x = aalloc(m, N * d);
+        m->rstd_er = falloc(m, N);
+    }
+    if (m->pre_enrich) {
+        const size_t pe = (size_t)m->pre_enrich;
+        m->pe_h = aalloc(m, N * pe);
+        m->pe_g = aalloc(m, N * pe);
+        m->pe_out = aalloc(m, N * d);
+        m->s_pe = aalloc(m, N * pe);
+    }
+    if (m->lanes) {
+        m->lane_out = aalloc(m, N * d);
+        m->dx2 = aalloc(m, N * d);
+        m->s_d3 = aalloc(m, N * d);
     }
     m->dx = aalloc(m, N * d);
     m->dx0 = aalloc(m, N * d);
@@ -488,17 +610,21 @@ void gpt_free(gpt_model *m) {
     o->free(m->bg_p);
     o->free(m->s_bg);
     free(m->bidx_host);
-    for (int l = 0; l < m->L + m->recur_n; l++) {
-        block_acts *a = l < m->L ? &m->acts[l] : &m->racts[l - m->L];
+    const int n_eacts = m->enc_recur ? m->n_enc : 0;
+    for (int l = 0; l < m->L + m->recur_n + n_eacts; l++) {
+        block_acts *a = l < m->L ? &m->acts[l] : l < m->L + m->recur_n ? &m->racts[l - m->L] : &m->eacts[l - m->L - m->recur_n];
         void *ps[] = {a->xm, a->n1, a->q_raw, a->k_raw, a->v, a->q, a->k, a->att, a->att_x, a->a, a->xa, a->n2, a->h,
-                      a->u, a->m, a->xout, a->xin_skip, a->rstd1, a->rstd_q, a->rstd_k, a->lse, a->rstd2};
+                      a->u, a->m, a->xout, a->xin_skip, a->rstd1, a->rstd_q, a->rstd_k, a->lse, a->rstd2,
+                      a->xm2, a->xout2, a->xin_skip2};
         for (size_t k = 0; k < sizeof(ps) / sizeof(ps[0]); k++) o->free(ps[k]);
     }
     for (int j = 0; j < m->n_skip; j++) o->free(m->dskip[j]);
     for (int k = 0; k < m->recur_n; k++) o->free(m->rec_out[k]);
-    void *vs[] = {m->ve_e, m->ve_p, m->ve, m->s_dve, m->s_dvp, m->s_dvee, m->s_rec};
+    void *vs[] = {m->ve_e, m->ve_p, m->ve, m->s_dve, m->s_dvp, m->s_dvee, m->s_rec, m->er_x, m->rstd_er, m->pe_h,
+                  m->pe_g, m->pe_out, m->s_pe, m->lane_out, m->dx2, m->s_d3};
     for (size_t k = 0; k < sizeof(vs) / sizeof(vs[0]); k++) o->free(vs[k]);
     free(m->racts);
+    free(m->eacts);
     free(m->rec_out);
     void *ss[] = {m->dx,   m->dx0,  m->s_d,   m->s_d2,  m->s_hid, m->s_hd,
                   m->s_dq, m->s_dk, m->s_dv, m->s_dv2, m->s_dqr, m->s_dkr};
@@ -554,6 +680,7 @@ void gpt_init(gpt_model *m, const pg_config *cfg, uint64_t seed) {
         for (const char *c = p->name; *c; c++) s = (s ^ (uint64_t)(unsigned char)*c) * 0x100000001b3ull;
         rng_seed(&r, s);
         if (p->init == INIT_ORTHO) orthogonal_fill(w, (int)p->shape[0], (int)p->shape[1], p->init_a, &r);
+        if (p->init == INIT_OVERTONE) overtone_fill(w, (int)p->shape[0], (int)p->shape[1], p->init_a, &r);
         for (size_t k = 0; k < p->numel; k++) {
             float v = 0;
             switch (p->init) {
@@ -563,7 +690,8 @@ void gpt_init(gpt_model *m, const pg_config *cfg, uint64_t seed) {
             case INIT_NORMAL: v = (float)(rng_normal(&r) * p->init_a); break;
             case INIT_UNIFORM: v = (float)((2.0 * rng_uniform(&r) - 1.0) * p->init_a); break;
             case INIT_RESID_MIX: v = k < (size_t)p->shape[1] ? 1.0f : 0.0f; break;
-            case INIT_ORTHO: v = w[k]; break;
+            case INIT_ORTHO:
+            case INIT_OVERTONE: v = w[k]; break;
             }
             /* the records build in fp32, cast the model to bf16 and back: every initial value is bf16 */
             w[k] = pg_round_bf16(v);
@@ -586,27 +714,36 @@ static int recur_index(const gpt_model *m, int l) {
     return -1;
 }
 
-/* the residual stream after layer l (the blend of its two passes if it recurs) and before layer l
- * (x0, the skip sum of a decoder layer, or the previous layer's output) */
+/* the residual stream after layer l (the blend of its two passes if it recurs; the attention lane
+ * of a lane block) and before layer l (x0 or PR #187's normed first encoder pass, the skip sum of a
+ * decoder layer, or the previous layer's output) */
 static const pg_act *layer_output(const gpt_model *m, int l) {
     int k = recur_index(m, l);
     return k >= 0 ? m->rec_out[k] : m->acts[l].xout;
 }
 static const pg_act *layer_input(const gpt_model *m, int l) {
     if (m->acts[l].xin_skip) return m->acts[l].xin_skip;
-    return l == 0 ? m->x0 : layer_output(m, l - 1);
+    if (l == 0) return m->enc_recur ? m->er_x : m->x0;
+    return layer_output(m, l - 1);
 }
+/* the MLP lane entering lane block l: the single stream at the first lane block */
+static const pg_act *lane2_input(const gpt_model *m, int l) {
+    if (l == m->par_from) return layer_input(m, l);
+    if (m->acts[l].xin_skip2) return m->acts[l].xin_skip2;
+    return m->acts[l - 1].xout2;
+}
+/* the trunk's output, the final norm's input: the lanes' blend, or the last layer's output */
+static const pg_act *trunk_output(const gpt_model *m) { return m->lanes ? m->lane_out : layer_output(m, m->L - 1); }
 
 /* LN_SCALE factor of layer l (spec §4.2) */
 static float ln_scale(const gpt_model *m, int l) { return m->ln_scale ? (float)(1.0 / sqrt(l + 1.0)) : 1.0f; }
 
-/* block l on the stream x with the activations a (a layer's first pass, or its recurrence pass) */
-static void block_fwd(gpt_model *m, int l, block_acts *a, const pg_act *x, int N, int B) {
+/* the attention branch of block l: a->a = proj(attn(s*n1)) from the normalised input a->n1 */
+static void attn_branch_fwd(gpt_model *m, int l, block_acts *a, int N, int B) {
     const pg_ops *o = m->ops;
     const block_params *p = &m->blk[l];
     const int d = m->d, hd = m->H * m->D, kvd = m->Hk * m->D;
     const float s = ln_scale(m, l);
-    o->mix_norm_fwd(a->xm, a->n1, a->rstd1, x, m->x0, p->resid_mix, N, d);
     o->matmul_fwd(a->q_raw, a->n1, WL(m, p->c_q), N, d, hd);
     o->matmul_fwd(a->k_raw, a->n1, WL(m, p->c_k), N, d, kvd);
     o->matmul_fwd(a->v, a->n1, WL(m, p->c_v), N, d, kvd);
@@ -625,39 +762,84 @@ static void block_fwd(gpt_model *m, int l, block_acts *a, const pg_act *x, int N
         y = a->att_x;
     }
     o->matmul_fwd(a->a, y, WL(m, p->proj), N, hd, d);
+}
+
+/* the MLP branch of block l: a->m = mlp(s*in) */
+static void mlp_branch_fwd(gpt_model *m, int l, block_acts *a, const pg_act *in, int N) {
+    const pg_ops *o = m->ops;
+    const block_params *p = &m->blk[l];
+    const float s = ln_scale(m, l);
+    o->matmul_fwd(a->h, in, WL(m, p->fc), N, m->d, m->hidden);
+    if (s != 1.0f) o->act_scale(a->h, (size_t)N * m->hidden, s);
+    if (m->leaky) o->leaky_relu2_fwd(a->u, a->h, (size_t)N * m->hidden, m->slope);
+    else o->relu2_fwd(a->u, a->h, (size_t)N * m->hidden);
+    o->matmul_fwd(a->m, a->u, WL(m, p->mproj), N, m->hidden, m->d);
+}
+
+/* block l on the stream x with the activations a (a layer's pass, its recurrence pass, or PR #187's
+ * first encoder pass) */
+static void block_fwd(gpt_model *m, int l, block_acts *a, const pg_act *x, int N, int B) {
+    const pg_ops *o = m->ops;
+    const block_params *p = &m->blk[l];
+    const int d = m->d;
+    o->mix_norm_fwd(a->xm, a->n1, a->rstd1, x, m->x0, p->resid_mix, N, d);
+    attn_branch_fwd(m, l, a, N, B);
     o->resid_fwd(a->xa, a->xm, a->a, p->attn_scale, N, d);
     const pg_act *mlp_in = a->n1; /* parallel (PR #1392): both branches read rmsnorm(xm) */
     if (!p->parallel) {
         o->rmsnorm_fwd(a->n2, a->rstd2, a->xa, N, d);
         mlp_in = a->n2;
     }
-    o->matmul_fwd(a->h, mlp_in, WL(m, p->fc), N, d, m->hidden);
-    if (s != 1.0f) o->act_scale(a->h, (size_t)N * m->hidden, s);
-    if (m->leaky) o->leaky_relu2_fwd(a->u, a->h, (size_t)N * m->hidden, m->slope);
-    else o->relu2_fwd(a->u, a->h, (size_t)N * m->hidden);
-    o->matmul_fwd(a->m, a->u, WL(m, p->mproj), N, m->hidden, d);
+    mlp_branch_fwd(m, l, a, mlp_in, N);
     o->resid_fwd(a->xout, a->xa, a->m, p->mlp_scale, N, d);
 }
 
-/* dxo: gradient wrt the block output on entry; on return it holds the gradient wrt the block
- * input x. VE layers accumulate d ve into s_dve. */
-static void block_bwd(gpt_model *m, int l, block_acts *a, const pg_act *x, int N, int B, pg_act *dxo) {
+/* lane block l (spec §3.4) on the attention lane xa and the MLP lane xb; outputs a->xout (attention
+ * lane), a->xout2 (MLP lane).
+ *   PR #1289: xia = mix(xa, x0), xib = mix_mlp(xb, x0), da = attn_scale*attn(rmsnorm(xia)),
+ *             dm = mlp_scale*mlp(rmsnorm(xib)); xa' = xa + r0 da + r2 dm, xb' = xb + r1 da + r3 dm
+ *   PR #1334: xia = mix(xa, x0); xa' = xia + attn_scale*attn(rmsnorm(xia)); xb' = xb + mlp_scale*mlp(rmsnorm(xb)) */
+static void lane_block_fwd(gpt_model *m, int l, block_acts *a, const pg_act *xa, const pg_act *xb, int N, int B) {
+    const pg_ops *o = m->ops;
+    const block_params *p = &m->blk[l];
+    const int d = m->d;
+    o->mix_norm_fwd(a->xm, a->n1, a->rstd1, xa, m->x0, p->resid_mix, N, d);
+    attn_branch_fwd(m, l, a, N, B);
+    if (m->lanes == 1) {
+        o->mix_norm_fwd(a->xm2, a->n2, a->rstd2, xb, m->x0, p->resid_mix_mlp, N, d);
+        mlp_branch_fwd(m, l, a, a->n2, N);
+        o->lane_route_fwd(a->xout, xa, a->a, p->attn_scale, p->route + 0, a->m, p->mlp_scale, p->route + 2, N, d);
+        o->lane_route_fwd(a->xout2, xb, a->a, p->attn_scale, p->route + 1, a->m, p->mlp_scale, p->route + 3, N, d);
+    } else {
+        o->resid_fwd(a->xout, a->xm, a->a, p->attn_scale, N, d);
+        o->rmsnorm_fwd(a->n2, a->rstd2, xb, N, d);
+        mlp_branch_fwd(m, l, a, a->n2, N);
+        o->resid_fwd(a->xout2, xb, a->m, p->mlp_scale, N, d);
+    }
+}
+
+/* from dm (the gradient wrt a->m): the MLP weights' gradients; d_in (+)= the gradient wrt its input */
+static void mlp_branch_bwd(gpt_model *m, int l, block_acts *a, const pg_act *in, const pg_act *dm, pg_act *d_in,
+                           int accumulate, int N) {
+    const pg_ops *o = m->ops;
+    const block_params *p = &m->blk[l];
+    const float s = ln_scale(m, l);
+    o->matmul_bwd(m->s_hid, GR(m, p->mproj), dm, a->u, WL(m, p->mproj), N, m->hidden, m->d, 0);
+    if (m->leaky) o->leaky_relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden, m->slope);
+    else o->relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden);
+    if (s != 1.0f) o->act_scale(m->s_hid, (size_t)N * m->hidden, s);
+    o->matmul_bwd(d_in, GR(m, p->fc), m->s_hid, in, WL(m, p->fc), N, m->d, m->hidden, accumulate);
+}
+
+/* from da (the gradient wrt a->a): the attention weights' gradients (VE layers accumulate d ve into
+ * s_dve); d_n1 (+)= the gradient wrt a->n1 */
+static void attn_branch_bwd(gpt_model *m, int l, block_acts *a, const pg_act *da, pg_act *d_n1, int accumulate, int N,
+                            int B) {
     const pg_ops *o = m->ops;
     const block_params *p = &m->blk[l];
     const int d = m->d, hd = m->H * m->D, kvd = m->Hk * m->D;
     const float s = ln_scale(m, l);
-    /* MLP branch: xout = xa + mlp_scale * m */
-    o->resid_bwd(m->s_d, GR(m, p->mlp_scale), dxo, a->m, p->mlp_scale, N, d, 0);
-    o->matmul_bwd(m->s_hid, GR(m, p->mproj), m->s_d, a->u, WL(m, p->mproj), N, m->hidden, d, 0);
-    if (m->leaky) o->leaky_relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden, m->slope);
-    else o->relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden);
-    if (s != 1.0f) o->act_scale(m->s_hid, (size_t)N * m->hidden, s);
-    o->matmul_bwd(m->s_d2, GR(m, p->fc), m->s_hid, p->parallel ? a->n1 : a->n2, WL(m, p->fc), N, d, m->hidden, 0);
-    /* sequential: dxo is now d xa; parallel: s_d2 holds the MLP's part of d n1 */
-    if (!p->parallel) o->rmsnorm_bwd(dxo, m->s_d2, a->n2, a->rstd2, N, d, 1);
-    /* attention branch: xa = xm + attn_scale * a */
-    o->resid_bwd(m->s_d, GR(m, p->attn_scale), dxo, a->a, p->attn_scale, N, d, 0);
-    o->matmul_bwd(m->s_hd, GR(m, p->proj), m->s_d, a->att_x ? a->att_x : a->att, WL(m, p->proj), N, hd, d, 0);
+    o->matmul_bwd(m->s_hd, GR(m, p->proj), da, a->att_x ? a->att_x : a->att, WL(m, p->proj), N, hd, d, 0);
     if (a->att_x) o->xsa_bwd(m->s_hd, m->s_dv2, m->s_hd, a->att, a->v, N, m->H, m->Hk, m->D); /* XSA */
     o->attn_bwd(m->s_dq, m->s_dk, m->s_dv, m->s_hd, a->q, a->k, a->v, a->att, a->lse, B, m->T, m->H, m->Hk, m->D);
     if (a->att_x) o->add_inplace(m->s_dv, m->s_dv2, (size_t)N * kvd);
@@ -670,12 +852,63 @@ static void block_bwd(gpt_model *m, int l, block_acts *a, const pg_act *x, int N
         o->act_scale(m->s_dkr, (size_t)N * kvd, s);
         o->act_scale(m->s_dv, (size_t)N * kvd, s);
     }
-    o->matmul_bwd(m->s_d2, GR(m, p->c_q), m->s_dqr, a->n1, WL(m, p->c_q), N, d, hd, p->parallel);
-    o->matmul_bwd(m->s_d2, GR(m, p->c_k), m->s_dkr, a->n1, WL(m, p->c_k), N, d, kvd, 1);
-    o->matmul_bwd(m->s_d2, GR(m, p->c_v), m->s_dv, a->n1, WL(m, p->c_v), N, d, kvd, 1);
+    o->matmul_bwd(d_n1, GR(m, p->c_q), m->s_dqr, a->n1, WL(m, p->c_q), N, d, hd, accumulate);
+    o->matmul_bwd(d_n1, GR(m, p->c_k), m->s_dkr, a->n1, WL(m, p->c_k), N, d, kvd, 1);
+    o->matmul_bwd(d_n1, GR(m, p->c_v), m->s_dv, a->n1, WL(m, p->c_v), N, d, kvd, 1);
+}
+
+/* dxo: gradient wrt the block output on entry; on return it holds the gradient wrt the block
+ * input x. */
+static void block_bwd(gpt_model *m, int l, block_acts *a, const pg_act *x, int N, int B, pg_act *dxo) {
+    const pg_ops *o = m->ops;
+    const block_params *p = &m->blk[l];
+    const int d = m->d;
+    /* MLP branch: xout = xa + mlp_scale * m */
+    o->resid_bwd(m->s_d, GR(m, p->mlp_scale), dxo, a->m, p->mlp_scale, N, d, 0);
+    mlp_branch_bwd(m, l, a, p->parallel ? a->n1 : a->n2, m->s_d, m->s_d2, 0, N);
+    /* sequential: dxo is now d xa; parallel: s_d2 holds the MLP's part of d n1 */
+    if (!p->parallel) o->rmsnorm_bwd(dxo, m->s_d2, a->n2, a->rstd2, N, d, 1);
+    /* attention branch: xa = xm + attn_scale * a */
+    o->resid_bwd(m->s_d, GR(m, p->attn_scale), dxo, a->a, p->attn_scale, N, d, 0);
+    attn_branch_bwd(m, l, a, m->s_d, m->s_d2, p->parallel, N, B);
     o->rmsnorm_bwd(dxo, m->s_d2, a->n1, a->rstd1, N, d, 1); /* dxo is now d xm */
     /* xm = m0*x + m1*x0 */
     o->mix_bwd(dxo, m->dx0, GR(m, p->resid_mix), dxo, x, m->x0, p->resid_mix, N, d);
+}
+
+/* lane block l backward: dA, dB the gradients wrt a->xout, a->xout2 on entry, wrt its inputs xa, xb
+ * on return */
+static void lane_block_bwd(gpt_model *m, int l, block_acts *a, const pg_act *xa, const pg_act *xb, int N, int B,
+                           pg_act *dA, pg_act *dB) {
+    const pg_ops *o = m->ops;
+    const block_params *p = &m->blk[l];
+    const int d = m->d;
+    if (m->lanes == 1) {
+        float *gr = GR(m, p->route), *gsa = GR(m, p->attn_scale), *gsm = GR(m, p->mlp_scale);
+        /* s_d = d a, s_d3 = d m from both lane updates; dA, dB pass through to xa, xb */
+        o->lane_route_bwd(m->s_d, m->s_d3, gsa, gsm, gr + 0, gr + 2, dA, a->a, p->attn_scale, p->route + 0, a->m,
+                          p->mlp_scale, p->route + 2, N, d, 0);
+        o->lane_route_bwd(m->s_d, m->s_d3, gsa, gsm, gr + 1, gr + 3, dB, a->a, p->attn_scale, p->route + 1, a->m,
+                          p->mlp_scale, p->route + 3, N, d, 1);
+        mlp_branch_bwd(m, l, a, a->n2, m->s_d3, m->s_d2, 0, N);
+        o->rmsnorm_bwd(m->s_d3, m->s_d2, a->n2, a->rstd2, N, d, 0); /* d xib */
+        o->mix_bwd(m->s_d3, m->dx0, GR(m, p->resid_mix_mlp), m->s_d3, xb, m->x0, p->resid_mix_mlp, N, d);
+        o->add_inplace(dB, m->s_d3, (size_t)N * d);
+        attn_branch_bwd(m, l, a, m->s_d, m->s_d2, 0, N, B);
+        o->rmsnorm_bwd(m->s_d3, m->s_d2, a->n1, a->rstd1, N, d, 0); /* d xia */
+        o->mix_bwd(m->s_d3, m->dx0, GR(m, p->resid_mix), m->s_d3, xa, m->x0, p->resid_mix, N, d);
+        o->add_inplace(dA, m->s_d3, (size_t)N * d);
+    } else {
+        /* MLP lane: xout2 = xb + mlp_scale * mlp(rmsnorm(xb)) */
+        o->resid_bwd(m->s_d, GR(m, p->mlp_scale), dB, a->m, p->mlp_scale, N, d, 0);
+        mlp_branch_bwd(m, l, a, a->n2, m->s_d, m->s_d2, 0, N);
+        o->rmsnorm_bwd(dB, m->s_d2, a->n2, a->rstd2, N, d, 1);
+        /* attention lane: xout = xia + attn_scale * attn(rmsnorm(xia)), xia = mix(xa, x0) */
+        o->resid_bwd(m->s_d, GR(m, p->attn_scale), dA, a->a, p->attn_scale, N, d, 0);
+        attn_branch_bwd(m, l, a, m->s_d, m->s_d2, 0, N, B);
+        o->rmsnorm_bwd(dA, m->s_d2, a->n1, a->rstd1, N, d, 1);
+        o->mix_bwd(dA, m->dx0, GR(m, p->resid_mix), dA, xa, m->x0, p->resid_mix, N, d);
+    }
 }
 
 /* Bigram buckets of the host tokens x, per row of T (spec §3.2, §4.2). Both records hash across
@@ -683,7 +916,7 @@ static void block_bwd(gpt_model *m, int l, block_acts *a, const pg_act *x, int N
 static void bigram_buckets(gpt_model *m, const int32_t *x, int N) {
     for (int n = 0; n < N; n++) {
         const int t = n % m->T;
-        if (m->bigram == 1) { /* PR #65: int64 (prev*92821 + cur) mod buckets, prev = 0 at t = 0 */
+        if (m->bigram == 1) { /* PR #65/#187: int64 (prev*92821 + cur) mod buckets, prev = 0 at t = 0 */
             int64_t prev = t ? x[n - 1] : 0;
             m->bidx_host[n] = (int32_t)((prev * 92821 + x[n]) % m->nb);
         } else if (t == 0) { /* PR #315: the reserved bucket Vb-1 */
@@ -697,7 +930,8 @@ static void bigram_buckets(gpt_model *m, const int32_t *x, int N) {
     }
 }
 
-/* x0 (N, d) from the tokens: embedding, bigram table, SmearGate and the embedding norm */
+/* x0 (N, d) from the tokens: embedding, bigram table, SmearGate, PR #187's pre-enrichment and the
+ * embedding norm */
 static void embed_fwd(gpt_model *m, const int32_t *x, int N) {
     const pg_ops *o = m->ops;
     const int d = m->d, T = m->T;
@@ -714,29 +948,45 @@ static void embed_fwd(gpt_model *m, const int32_t *x, int N) {
         if (m->bigram_scale) o->resid_fwd(m->emb, m->emb, b, m->bigram_scale, N * d, 1); /* e += scale*b */
         else o->add_inplace(m->emb, b, (size_t)N * d);                                 /* e += b */
     }
-    if (m->smear == 1) { /* PR #65: x0 = rmsnorm(smear(e)) */
+    const pg_act *pre = m->emb; /* the embedding norm's input */
+    if (m->smear == 1) {        /* PR #65, PR #187: smear before the norm */
         o->smear_fwd(m->emb_mid, m->emb, m->smear_gate, N, T, d, 0);
-        o->rmsnorm_fwd(m->x0, m->rstd0, m->emb_mid, N, d);
-    } else if (m->smear == 2) { /* PR #315: x0 = smear(rmsnorm(e)) */
-        o->rmsnorm_fwd(m->emb_mid, m->rstd0, m->emb, N, d);
+        pre = m->emb_mid;
+    }
+    if (m->pre_enrich) { /* PR #187: W2 gelu(W1 pre) */
+        o->matmul_fwd(m->pe_h, pre, WL(m, m->pe_w1), N, d, m->pre_enrich);
+        o->gelu_fwd(m->pe_g, m->pe_h, (size_t)N * m->pre_enrich);
+        o->matmul_fwd(m->pe_out, m->pe_g, WL(m, m->pe_w2), N, m->pre_enrich, d);
+        pre = m->pe_out;
+    }
+    if (m->smear == 2) { /* PR #315: x0 = smear(rmsnorm(.)) */
+        o->rmsnorm_fwd(m->emb_mid, m->rstd0, pre, N, d);
         o->smear_fwd(m->x0, m->emb_mid, m->smear_gate, N, T, d, 1);
     } else
-        o->rmsnorm_fwd(m->x0, m->rstd0, m->emb, N, d);
+        o->rmsnorm_fwd(m->x0, m->rstd0, pre, N, d);
 }
 
 /* from dx0 (N, d), the gradient wrt x0: the gradients of the embedding-side parameters (scratch s_d, s_d2) */
 static void embed_bwd(gpt_model *m, int N) {
     const pg_ops *o = m->ops;
     const int d = m->d, T = m->T;
-    pg_act *de = m->s_d; /* d e (N, d) */
-    if (m->smear == 1) {
-        o->rmsnorm_bwd(m->s_d2, m->dx0, m->x0, m->rstd0, N, d, 0);
-        o->smear_bwd(de, GR(m, m->smear_gate), m->s_d2, m->emb, m->smear_gate, N, T, d, 0);
-    } else if (m->smear == 2) {
+    /* dn: the gradient wrt the norm's input; dp: wrt the pre-enrichment's input */
+    pg_act *dn = m->smear == 1 && !m->pre_enrich ? m->s_d2 : m->s_d;
+    if (m->smear == 2) {
         o->smear_bwd(m->s_d2, GR(m, m->smear_gate), m->dx0, m->emb_mid, m->smear_gate, N, T, d, 1);
-        o->rmsnorm_bwd(de, m->s_d2, m->emb_mid, m->rstd0, N, d, 0);
+        o->rmsnorm_bwd(dn, m->s_d2, m->emb_mid, m->rstd0, N, d, 0);
     } else
-        o->rmsnorm_bwd(de, m->dx0, m->x0, m->rstd0, N, d, 0);
+        o->rmsnorm_bwd(dn, m->dx0, m->x0, m->rstd0, N, d, 0);
+    pg_act *dp = dn;
+    if (m->pre_enrich) {
+        dp = m->smear == 1 ? m->s_d2 : m->s_d;
+        o->matmul_bwd(m->s_pe, GR(m, m->pe_w2), dn, m->pe_g, WL(m, m->pe_w2), N, m->pre_enrich, d, 0);
+        o->gelu_bwd(m->s_pe, m->s_pe, m->pe_h, (size_t)N * m->pre_enrich);
+        o->matmul_bwd(dp, GR(m, m->pe_w1), m->s_pe, m->smear == 1 ? m->emb_mid : m->emb, WL(m, m->pe_w1), N, d,
+                      m->pre_enrich, 0);
+    }
+    if (m->smear == 1) o->smear_bwd(m->s_d, GR(m, m->smear_gate), dp, m->emb, m->smear_gate, N, T, d, 0);
+    pg_act *de = m->s_d; /* d e (N, d) */
     o->embed_bwd(GR(m, m->tok_emb), de, m->idx, N, d);
     if (m->bigram) {
         const pg_act *db = de; /* d b */
@@ -796,23 +1046,39 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
 
     embed_fwd(m, x, N);
     if (m->ve_dim) ve_fwd(m, N);
+    if (m->enc_recur) { /* PR #187: a first encoder pass (its skips discarded), then rmsnorm: layer 0's input */
+        const pg_act *xe = m->x0;
+        for (int l = 0; l < m->n_enc; l++) {
+            block_fwd(m, l, &m->eacts[l], xe, N, B_run);
+            xe = m->eacts[l].xout;
+        }
+        o->rmsnorm_fwd(m->er_x, m->rstd_er, xe, N, d);
+    }
     /* encoder (a recurring layer: a second pass on its output, after the skip push, blended with
-     * x + r*(block(x) - x)), then decoder with U-Net skips from the first passes */
+     * x + r*(block(x) - x)), then decoder with U-Net skips from the first passes; lane blocks carry
+     * two streams (PR #1289 adds the skips to both, PR #1334 drops those after its first lane block) */
     for (int l = 0; l < m->L; l++) {
-        int j = l - m->n_enc;
-        if (j >= 0 && j < m->n_skip)
-            o->resid_fwd(m->acts[l].xin_skip, layer_output(m, l - 1), m->acts[m->n_enc - 1 - j].xout,
-                         m->skip_weights + (size_t)j * d, N, d);
-        block_fwd(m, l, &m->acts[l], layer_input(m, l), N, B_run);
+        block_acts *a = &m->acts[l];
+        const int j = l - m->n_enc;
+        if (a->xin_skip) {
+            const pg_act *enc = m->acts[m->n_enc - 1 - j].xout;
+            const float *sw = m->skip_weights + (size_t)j * d;
+            o->resid_fwd(a->xin_skip, layer_output(m, l - 1), enc, sw, N, d);
+            if (a->xin_skip2) o->resid_fwd(a->xin_skip2, m->acts[l - 1].xout2, enc, sw, N, d);
+        }
+        if (m->blk[l].lane) lane_block_fwd(m, l, a, layer_input(m, l), lane2_input(m, l), N, B_run);
+        else block_fwd(m, l, a, layer_input(m, l), N, B_run);
         int k = recur_index(m, l);
         if (k >= 0) {
-            block_fwd(m, l, &m->racts[k], m->acts[l].xout, N, B_run);
-            o->lerp_fwd(m->rec_out[k], m->acts[l].xout, m->racts[k].xout, m->recur_scale[k], N, d);
+            block_fwd(m, l, &m->racts[k], a->xout, N, B_run);
+            o->lerp_fwd(m->rec_out[k], a->xout, m->racts[k].xout, m->recur_scale[k], N, d);
         }
     }
+    if (m->lanes) /* x = m*lane_a + (1-m)*lane_b = lane_b + m*(lane_a - lane_b) */
+        o->lerp_fwd(m->lane_out, m->acts[m->L - 1].xout2, m->acts[m->L - 1].xout, m->lane_merge, N * d, 1);
     /* head: final norm, tied (or untied) projection, softcap + cross entropy */
     const float *head = m->tied ? m->tok_emb : m->lm_head;
-    o->rmsnorm_fwd(m->nf, m->rstdf, layer_output(m, m->L - 1), N, d);
+    o->rmsnorm_fwd(m->nf, m->rstdf, trunk_output(m), N, d);
     o->matmul_fwd(m->logits, m->nf, m->tied ? WC(m, head) : WL(m, head), N, d, m->V);
     o->softcap_ce(m->losses, m->logits, m->tgt, N, m->V, m->softcap, grad_scale / (float)N);
     o->to_host(m->losses_host, m->losses, (size_t)N * sizeof(float));
@@ -826,29 +1092,47 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
     o->rmsnorm_bwd(m->dx, m->s_d, m->nf, m->rstdf, N, d, 0);
     o->zero(m->dx0, (size_t)N * d * o->act_bytes);
     if (m->ve_dim) o->zero(m->s_dve, (size_t)N * m->Hk * m->D * o->act_bytes);
+    if (m->lanes) /* dx: the attention lane's gradient, dx2: the MLP lane's */
+        o->lerp_bwd(m->dx2, m->dx, GR(m, m->lane_merge), m->dx, m->acts[m->L - 1].xout2, m->acts[m->L - 1].xout,
+                    m->lane_merge, N * d, 1);
     for (int l = m->L - 1; l >= 0; l--) {
+        block_acts *a = &m->acts[l];
         int k = recur_index(m, l);
         if (k >= 0) { /* out = x1 + r*(x2 - x1), x2 = block(x1): dx becomes d x1 */
-            o->lerp_bwd(m->s_rec, m->dx, GR(m, m->recur_scale[k]), m->dx, m->acts[l].xout, m->racts[k].xout,
+            o->lerp_bwd(m->s_rec, m->dx, GR(m, m->recur_scale[k]), m->dx, a->xout, m->racts[k].xout,
                         m->recur_scale[k], N, d);
-            block_bwd(m, l, &m->racts[k], m->acts[l].xout, N, B_run, m->dx);
+            block_bwd(m, l, &m->racts[k], a->xout, N, B_run, m->dx);
             o->add_inplace(m->dx, m->s_rec, (size_t)N * d);
         }
-        int je = m->n_enc - 1 - l; /* skip index fed by encoder block l */
-        if (l < m->n_enc && je < m->n_skip) o->add_inplace(m->dx, m->dskip[je], (size_t)N * d);
-        block_bwd(m, l, &m->acts[l], layer_input(m, l), N, B_run, m->dx);
-        int j = l - m->n_enc;
-        if (j >= 0 && j < m->n_skip) /* x_in = x_prev + skip_w[j] * enc_out: dx passes through */
-            o->resid_bwd(m->dskip[j], GR(m, m->skip_weights) + (size_t)j * d, m->dx, m->acts[m->n_enc - 1 - j].xout,
-                         m->skip_weights + (size_t)j * d, N, d, 0);
+        int je = m->n_enc - 1 - l; /* skip index fed by encoder block l (if its decoder layer adds it) */
+        if (l < m->n_enc && je < m->n_skip && m->acts[m->n_enc + je].xin_skip)
+            o->add_inplace(m->dx, m->dskip[je], (size_t)N * d);
+        const int j = l - m->n_enc;
+        const int has_sw = j >= 0 && j < m->n_skip;
+        const float *sw = has_sw ? m->skip_weights + (size_t)j * d : NULL;
+        float *gsw = has_sw ? GR(m, m->skip_weights) + (size_t)j * d : NULL;
+        if (m->blk[l].lane) {
+            lane_block_bwd(m, l, a, layer_input(m, l), lane2_input(m, l), N, B_run, m->dx, m->dx2);
+            if (l == m->par_from) o->add_inplace(m->dx, m->dx2, (size_t)N * d); /* both lanes were one stream */
+            else if (a->xin_skip2) /* the MLP lane's skip sum: its share of the skip gradients */
+                o->resid_bwd(m->dskip[j], gsw, m->dx2, m->acts[m->n_enc - 1 - j].xout, sw, N, d, 0);
+        } else
+            block_bwd(m, l, a, layer_input(m, l), N, B_run, m->dx);
+        if (a->xin_skip) /* x_in = x_prev + skip_w[j] * enc_out: dx passes through */
+            o->resid_bwd(m->dskip[j], gsw, m->dx, m->acts[m->n_enc - 1 - j].xout, sw, N, d, a->xin_skip2 != NULL);
     }
-    o->add_inplace(m->dx0, m->dx, (size_t)N * d); /* block 0's input is x0 */
+    if (m->enc_recur) { /* dx is d er_x: back through the norm and the first encoder pass */
+        o->rmsnorm_bwd(m->s_d, m->dx, m->er_x, m->rstd_er, N, d, 0);
+        o->zero(m->dx, (size_t)N * d * o->act_bytes);
+        o->add_inplace(m->dx, m->s_d, (size_t)N * d);
+        for (int l = m->n_enc - 1; l >= 0; l--)
+            block_bwd(m, l, &m->eacts[l], l ? m->eacts[l - 1].xout : m->x0, N, B_run, m->dx);
+    }
+    o->add_inplace(m->dx0, m->dx, (size_t)N * d); /* block 0's (first pass's) input is x0 */
     if (m->ve_dim) ve_bwd(m, N);
     embed_bwd(m, N);
     return sum / N;
 }
-
-/* ---- state dicts ---- */
 
 void gpt_to_statedict(const gpt_model *m, statedict *sd) {
     sd_init(sd);

@@ -24,6 +24,7 @@ typedef enum {
     INIT_UNIFORM,   /* U(-init_a, init_a) */
     INIT_RESID_MIX, /* row 0 ones, row 1 zeros */
     INIT_ORTHO,     /* orthogonal (QR of a Gaussian, diag(R) > 0) times init_a */
+    INIT_OVERTONE,  /* PR #187: N(0, init_a^2), then its singular values replaced by S_0*(i+1)^-1/2 */
 } param_init;
 
 typedef struct {
@@ -43,11 +44,14 @@ typedef struct {
 typedef struct {
     float *c_q, *c_k, *c_v, *proj, *q_gain, *fc, *mproj, *attn_scale, *mlp_scale, *resid_mix;
     float *ve_scale; /* ve_layer_scales.k of a VE layer, else NULL */
-    int parallel;    /* parallel residuals (PR #1392) */
+    int parallel;    /* parallel residuals as PR #1392's plain sum */
+    int lane;        /* a parallel block of the two-lane forms (PR #1289, PR #1334) */
+    float *resid_mix_mlp, *route; /* PR #1289's lane parameters, else NULL */
 } block_params;
 
 typedef struct {
     pg_act *xm, *n1, *q_raw, *k_raw, *v, *q, *k, *att, *att_x, *a, *xa, *n2, *h, *u, *m, *xout, *xin_skip;
+    pg_act *xm2, *xout2, *xin_skip2; /* lane blocks: PR #1289's MLP-lane mix, the second lane's output and skip sum */
     float *rstd1, *rstd_q, *rstd_k, *lse, *rstd2;
 } block_acts;
 
@@ -77,6 +81,12 @@ typedef struct {
     int ve_dim, ve_n;
     int ve_layer[16];
     int par_from; /* parallel residuals in layers par_from..L-1 (L: none) */
+    int lanes;    /* parallel form: 0 PR #1392's plain sum, 1 PR #1289's lanes, 2 PR #1334's lanes */
+    float *lane_merge; /* the lanes' final blend m*lane_a + (1-m)*lane_m (NULL without lanes) */
+    /* PR #187: GELU pre-enrichment of width pre_enrich (0: off) before the embedding norm; encoder
+     * recurrence (the encoder blocks run twice, RMSNorm between the passes) */
+    int pre_enrich, enc_recur, overtone;
+    float *pe_w1, *pe_w2;
     float *ve_embed, *ve_proj, *ve_scale; /* NULL when off (ve_proj also when VE_DIM = Hk*D) */
     /* depth recurrence (PR #1392): encoder layers recur_layer[k] run a second pass, blended with
      * recur_scales.k, while recur_on */
@@ -116,6 +126,13 @@ typedef struct {
     pg_act *ve_e, *ve_p, *ve; /* (N, ve_dim), (N, Hk*D), (N, Hk*D) */
     pg_act *s_dve, *s_dvp, *s_dvee;
     block_acts *racts;   /* the second passes (recur_n) */
+    block_acts *eacts;   /* PR #187: the encoder's first pass (n_enc) */
+    pg_act *er_x;        /* PR #187: rmsnorm of the first pass's output, the second pass's input */
+    float *rstd_er;
+    pg_act *pe_h, *pe_g, *pe_out; /* pre-enrichment: W1 x and gelu(W1 x) (N, pe), W2 gelu (N, d) */
+    pg_act *s_pe;        /* (N, pe) */
+    pg_act *lane_out;    /* the lanes' blend (N, d) */
+    pg_act *dx2, *s_d3;  /* the second lane's gradient, scratch (N, d) */
     pg_act **rec_out;    /* (N, d) blended outputs of the recurring layers */
     pg_act *s_rec;
     pg_act *dx, *dx0, **dskip, *s_d, *s_d2, *s_hid, *s_hd, *s_dq, *s_dk, *s_dv, *s_dqr, *s_dkr, *s_bg;

@@ -107,6 +107,19 @@ typedef struct pg_ops {
     /* dx = (1-r)*dout (must not alias dout); dy = r*dout (may alias dout); dr += sum dout*(y - x) */
     void (*lerp_bwd)(pg_act *dx, pg_act *dy, float *dr, const pg_act *dout, const pg_act *x, const pg_act *y,
                      const float *r, int N, int C);
+    /* u = gelu(h) = h/2 * (1 + erf(h/sqrt(2))), the exact form (PR #187's pre-enrichment, nn.GELU()) */
+    void (*gelu_fwd)(pg_act *u, const pg_act *h, size_t n);
+    /* dh = du * (Phi(h) + h*phi(h))  (dh may alias du) */
+    void (*gelu_bwd)(pg_act *dh, const pg_act *du, const pg_act *h, size_t n);
+    /* the lane update of PR #1289's parallel block: y = x + ra*(sa*a) + rm*(sm*m), sa/sm fp32 (C),
+     * ra/rm fp32 scalars (one float each, backend memory). y may alias x. */
+    void (*lane_route_fwd)(pg_act *y, const pg_act *x, const pg_act *a, const float *sa, const float *ra,
+                           const pg_act *m, const float *sm, const float *rm, int N, int C);
+    /* da (+)= ra*sa*dy; dm (+)= rm*sm*dy; dsa += ra*sum dy*a; dsm += rm*sum dy*m; dra += sum dy*sa*a;
+     * drm += sum dy*sm*m (the gradient wrt x is dy itself) */
+    void (*lane_route_bwd)(pg_act *da, pg_act *dm, float *dsa, float *dsm, float *dra, float *drm, const pg_act *dy,
+                           const pg_act *a, const float *sa, const float *ra, const pg_act *m, const float *sm,
+                           const float *rm, int N, int C, int accumulate);
     /* int6 STE fake quantisation of a weight matrix W (rows, cols) into its compute copy (values
      * rounded to bf16, as the records cast the result to the autocast dtype), per row:
      *   mode 1 (PR #65): w = bf16(W); clip = max(quantile(|w|, 0.9999984), 1e-8); s = clip/31;

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <string.h>
 
 #include "common.h"
 
@@ -78,6 +79,18 @@ static void adam_group(optimizer *o, const pg_config *c, param_group g, double l
     }
 }
 
+/* The Muon parameters in the order the record steps them: PR #187 (PGOLF_OPT_PARTITION=pr187,
+ * spec §4.7) lists the block matrices, then pre_enrich.0/.2, then bigram_hash.table and .proj; the
+ * other records the table order. (The order does not change the arithmetic: each matrix is updated
+ * on its own.) */
+static int muon_rank(const pg_config *c, const char *name) {
+    if (strcmp(c->opt_partition, "pr187")) return 0;
+    if (!strncmp(name, "pre_enrich.", 11)) return 1;
+    if (!strncmp(name, "bigram_hash.table", 17)) return 2;
+    if (!strncmp(name, "bigram_hash.proj", 16)) return 3;
+    return 0;
+}
+
 void optim_step(optimizer *o, const pg_config *c, double lr_mult) {
     gpt_model *m = o->m;
     /* torch order: token Adam, [head Adam], Muon, scalar Adam */
@@ -86,12 +99,18 @@ void optim_step(optimizer *o, const pg_config *c, double lr_mult) {
     const double muon_wd = c->muon_wd != 0 ? c->muon_wd : c->muon_weight_decay;
     double mu = optim_muon_momentum(c, o->step);
     double lr = optim_base_lr(c, GROUP_MUON) * lr_mult;
-    for (int i = 0; i < m->n_params; i++) {
-        const param_info *p = &m->params[i];
-        if (p->group != GROUP_MUON) continue;
-        m->ops->muon_step(m->w + p->offset, m->g + p->offset, o->muon_buf + p->offset, (int)p->shape[0],
-                          (int)p->shape[1], (float)lr, (float)mu, (int)c->muon_backend_steps, (float)muon_wd, (int)c->muon_eq_r, o->muon_work);
-    }
+    /* decoupled weight decay W *= 1 - lr*wd before the update (PR #65, #315, #1311, #1392) or after it
+     * (PGOLF_MUON_WD_AFTER, PR #187) */
+    const int wd_after = c->muon_wd_after && muon_wd != 0;
+    for (int rank = 0; rank < 4; rank++)
+        for (int i = 0; i < m->n_params; i++) {
+            const param_info *p = &m->params[i];
+            if (p->group != GROUP_MUON || muon_rank(c, p->name) != rank) continue;
+            m->ops->muon_step(m->w + p->offset, m->g + p->offset, o->muon_buf + p->offset, (int)p->shape[0],
+                              (int)p->shape[1], (float)lr, (float)mu, (int)c->muon_backend_steps,
+                              wd_after ? 0.0f : (float)muon_wd, (int)c->muon_eq_r, o->muon_work);
+            if (wd_after) m->ops->scale_inplace(m->w + p->offset, p->numel, (float)(1.0 - lr * muon_wd));
+        }
     adam_group(o, c, GROUP_SCALAR, optim_base_lr(c, GROUP_SCALAR) * lr_mult, c->adam_wd);
     o->step++;
     gpt_sync_weights(m);

@@ -11,6 +11,7 @@
 #include "../src/common.h"
 #include "../src/config.h"
 #include "../src/model.h"
+#include "../src/optim.h"
 #include "../src/statedict.h"
 #include "ref_common.h"
 #include "test.h"
@@ -22,8 +23,8 @@
 /* loss, per-token losses and every gradient of pgolf against the reference, A micro-batches of B
  * sequences; `names` (comma-separated, optional) must all be parameters of the model; `state`:
  * ST_* bits */
-static void check_grads(t_state *t__, const char *label, const kv *cfg, int n_cfg, int B, int A, const char *names,
-                        int state) {
+static void check_grads_tol(t_state *t__, const char *label, const kv *cfg, int n_cfg, int B, int A, const char *names,
+                            int state, double gtol) {
     T_NEED_TORCH();
     const char *dir = t_tmpdir();
     char cfgp[1024], wp[1024], tp[1024], op[1024], err[PG_ERRLEN];
@@ -90,7 +91,7 @@ static void check_grads(t_state *t__, const char *label, const kv *cfg, int n_cf
         double *rg = get_f64(&ref, nm, p->numel);
         T_ASSERT(rg, "reference output lacks %s", nm);
         double eg = rel_err_fd(m.g + p->offset, rg, p->numel);
-        T_ASSERT(eg <= 1e-5, "%s: gradient max rel error %.3g", p->name, eg);
+        T_ASSERT(eg <= gtol, "%s: gradient max rel error %.3g", p->name, eg);
         if (eg > worst) worst = eg, worst_name = p->name;
         free(rg);
     }
@@ -104,10 +105,20 @@ static void check_grads(t_state *t__, const char *label, const kv *cfg, int n_cf
     gpt_free(&m);
     config_free(&c);
 }
+static void check_grads(t_state *t__, const char *label, const kv *cfg, int n_cfg, int B, int A, const char *names,
+                        int state) {
+    check_grads_tol(t__, label, cfg, n_cfg, B, A, names, state, 1e-5);
+}
 #define GRADS(label, B, A, names, ...)                                                             \
     do {                                                                                           \
         const kv cfg_[] = {__VA_ARGS__};                                                           \
         check_grads(t__, label, cfg_, (int)(sizeof(cfg_) / sizeof(cfg_[0])), B, A, names, 0);       \
+    } while (0)
+/* with another gradient tolerance */
+#define GRADS_TOL(label, gtol, B, A, names, ...)                                                   \
+    do {                                                                                           \
+        const kv cfg_[] = {__VA_ARGS__};                                                           \
+        check_grads_tol(t__, label, cfg_, (int)(sizeof(cfg_) / sizeof(cfg_[0])), B, A, names, 0, gtol); \
     } while (0)
 #define GRADS_ST(label, state, B, A, names, ...)                                                   \
     do {                                                                                           \
@@ -485,4 +496,376 @@ TEST(refmodel_recur_switch_groups) {
     T_ASSERT(gs > 0, "recur_scales has no gradient after the switch");
     gpt_free(&m);
     config_free(&c);
+}
+
+/* ---- PR #187: GELU pre-enrichment, encoder recurrence, overtone init, its bigram and Muon partition ---- */
+
+/* pre-enrichment d 32 -> 48 -> 32 (the reference's hidden is 3d/2) after SmearGate (before the norm)
+ * and PR #187's BigramHash (proj at nn.Linear's init, table and proj in Muon: no effect on grads) */
+TEST(refmodel_pr187_pre_enrich) {
+    GRADS("PR187 pre-enrichment", 2, 1, "pre_enrich.0.weight,pre_enrich.2.weight,smeargate.gate,bigram_hash.proj.weight",
+          {"NUM_LAYERS", "2"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3"},
+          {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"}, {"USE_SMEARGATE", "1"}, {"BIGRAM_HASH_BUCKETS", "40"},
+          {"BIGRAM_HASH_DIM", "8"}, {"PGOLF_OPT_PARTITION", "pr187"}, {"pg:PGOLF_PRE_ENRICH", "48"},
+          {"ref:PRE_ENRICH", "1"}, {"ref:BIGRAM_HASH_PROJ_INIT", "default"});
+}
+/* pre-enrichment alone (no smear, no bigram), untied head, with SmearGate after the norm */
+TEST(refmodel_pr187_pre_enrich_post_smear_untied) {
+    GRADS("pre-enrichment + post smear, untied", 1, 2, "pre_enrich.0.weight,smear.gate,lm_head.weight",
+          {"NUM_LAYERS", "2"}, {"MODEL_DIM", "24"}, {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "1"}, {"MLP_MULT", "2"},
+          {"VOCAB_SIZE", "40"}, {"TRAIN_SEQ_LEN", "12"}, {"TIE_EMBEDDINGS", "0"}, {"PGOLF_SMEAR_MODE", "post"},
+          {"pg:PGOLF_PRE_ENRICH", "36"}, {"ref:PRE_ENRICH", "1"});
+}
+/* encoder recurrence: 5 layers (encoder 0-1 run twice, RMSNorm between the passes; decoder 2-4, skips
+ * from the second pass), XSA in the last 2 (decoder) layers, LN scale (the passes share layer i's
+ * factor) */
+TEST(refmodel_pr187_encoder_recurrence) {
+    GRADS("PR187 encoder recurrence", 2, 1, "skip_weights", {"NUM_LAYERS", "5"}, {"MODEL_DIM", "32"},
+          {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3"}, {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"},
+          {"ENCODER_RECURRENCE", "1"}, {"XSA_LAST_N", "2"}, {"LN_SCALE", "1"});
+}
+/* encoder recurrence with XSA in every layer (the first pass's XSA too) and an even split */
+TEST(refmodel_pr187_encoder_recurrence_xsa_all) {
+    GRADS("PR187 encoder recurrence, XSA all", 1, 2, "skip_weights", {"NUM_LAYERS", "4"}, {"MODEL_DIM", "32"},
+          {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "1"}, {"MLP_MULT", "2"}, {"VOCAB_SIZE", "50"}, {"TRAIN_SEQ_LEN", "16"},
+          {"ENCODER_RECURRENCE", "1"}, {"XSA_LAST_N", "4"});
+}
+/* the PR #187 preset at reduced width and depth (configs/pr187.env's model keys): 4 layers of d 32,
+ * MLP 3x relu^2, smear before the norm, BigramHash with its default-init proj, pre-enrichment 3d/2,
+ * encoder recurrence, XSA on the last 2, QK gain 1.5, always-on rowmax QAT, tied head */
+TEST(refmodel_pr187_model_small) {
+    GRADS("PR187 small", 2, 2,
+          "pre_enrich.0.weight,pre_enrich.2.weight,smeargate.gate,bigram_hash.table.weight,bigram_hash.proj.weight",
+          {"NUM_LAYERS", "4"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3"},
+          {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"}, {"QK_GAIN_INIT", "1.5"}, {"USE_SMEARGATE", "1"},
+          {"BIGRAM_HASH_BUCKETS", "64"}, {"BIGRAM_HASH_DIM", "8"}, {"PGOLF_OPT_PARTITION", "pr187"},
+          {"ref:BIGRAM_HASH_PROJ_INIT", "default"}, {"pg:PGOLF_PRE_ENRICH", "48"}, {"ref:PRE_ENRICH", "1"},
+          {"ENCODER_RECURRENCE", "1"}, {"XSA_LAST_N", "2"}, {"PGOLF_QAT_MODE", "rowmax"});
+}
+/* PR #187's init: pre_enrich U(+-1/sqrt(in)) both ways, bigram proj U(+-1/sqrt(64)) (not zero as
+ * PR #65's), table N(0, 0.01^2), gate 3, no orthogonal init */
+TEST(refmodel_pr187_init_rules) {
+    INIT("pre_enrich.0.weight,pre_enrich.2.weight,bigram_hash.proj.weight,bigram_hash.table.weight,smeargate.gate",
+         {"NUM_LAYERS", "2"}, {"MODEL_DIM", "128"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3"},
+         {"VOCAB_SIZE", "256"}, {"USE_SMEARGATE", "1"}, {"BIGRAM_HASH_BUCKETS", "512"}, {"BIGRAM_HASH_DIM", "64"},
+         {"PGOLF_OPT_PARTITION", "pr187"}, {"ref:BIGRAM_HASH_PROJ_INIT", "default"}, {"pg:PGOLF_PRE_ENRICH", "192"},
+         {"ref:PRE_ENRICH", "1"}, {"ENCODER_RECURRENCE", "1"});
+}
+/* PGOLF_OPT_PARTITION=pr187: bigram table and proj and both pre_enrich matrices in Muon, the rest as
+ * the baseline's split */
+TEST(refmodel_pr187_groups) {
+    static const kv pairs[] = {{"NUM_LAYERS", "2"},         {"MODEL_DIM", "32"},          {"NUM_HEADS", "4"},
+                               {"NUM_KV_HEADS", "2"},        {"VOCAB_SIZE", "48"},         {"TRAIN_SEQ_LEN", "12"},
+                               {"TRAIN_BATCH_TOKENS", "96"}, {"USE_SMEARGATE", "1"},       {"BIGRAM_HASH_BUCKETS", "30"},
+                               {"BIGRAM_HASH_DIM", "8"},     {"PGOLF_PRE_ENRICH", "48"},   {"PGOLF_OPT_PARTITION", "pr187"}};
+    for (int part = 0; part < 2; part++) {
+        gpt_model m;
+        pg_config c;
+        build_cfg_model(t__, &m, &c, pairs, (int)(sizeof(pairs) / sizeof(pairs[0])) - (part ? 0 : 1), 1);
+        if (t__->failed) return;
+        int seen = 0;
+        for (int i = 0; i < m.n_params; i++) {
+            const param_info *p = &m.params[i];
+            param_group want = p->group;
+            if (!strcmp(p->name, "bigram_hash.table.weight")) want = part ? GROUP_MUON : GROUP_TOKEN, seen++;
+            if (!strcmp(p->name, "bigram_hash.proj.weight") || !strncmp(p->name, "pre_enrich.", 11)) want = GROUP_MUON, seen++;
+            if (!strcmp(p->name, "tok_emb.weight")) want = GROUP_TOKEN;
+            if (!strcmp(p->name, "smeargate.gate") || !strcmp(p->name, "skip_weights")) want = GROUP_SCALAR;
+            T_ASSERT(p->group == want, "partition %s: %s in group %d, expected %d", part ? "pr187" : "default", p->name,
+                     (int)p->group, (int)want);
+            /* PR #187's bigram proj keeps nn.Linear's init, PR #65's is zeroed */
+            if (!strcmp(p->name, "bigram_hash.proj.weight"))
+                T_ASSERT(part ? p->init == INIT_UNIFORM && fabsf(p->init_a - 1.0f / sqrtf(8.0f)) < 1e-7f : p->init == INIT_ZERO,
+                         "bigram_hash.proj init %d", (int)p->init);
+            T_ASSERT(!strncmp(p->name, "pre_enrich.", 11) ? p->linear : 1, "%s is not QAT'd as a CastedLinear", p->name);
+        }
+        T_ASSERT(seen == 4, "partition tensors found: %d", seen);
+        gpt_free(&m);
+        config_free(&c);
+    }
+}
+
+/* overtone init (spec §4.5) of a 96x48 tied table: the singular values of the result are
+ * S_0*(i+1)^-1/2 with S_0 the top singular value of the N(0, std^2) draw (the draw with the same seed
+ * is the table of the same model without overtone, bf16-rounded), and the singular vectors are the
+ * draw's: W'^T W_draw = V S' S V^T is symmetric (and positive definite), which a reshaped spectrum on
+ * other vectors is not. Up to the bf16 rounding of both tables (2^-8 relative). */
+/* the test's own SVD: LAPACK's, as the implementation's (OpenBLAS) */
+extern void dgesvd_(const char *jobu, const char *jobvt, const int *m, const int *n, double *a, const int *lda,
+                    double *s, double *u, const int *ldu, double *vt, const int *ldvt, double *work, const int *lwork,
+                    int *info, size_t jobu_len, size_t jobvt_len);
+static void singular_values(const float *w, int rows, int cols, double *s) {
+    double *a = xmalloc((size_t)rows * cols * sizeof(double));
+    for (size_t i = 0; i < (size_t)rows * cols; i++) a[i] = w[i];
+    int M = cols, N = rows, lwork = -1, info = 0, one = 1;
+    double wq, du, dv;
+    dgesvd_("N", "N", &M, &N, a, &M, s, &du, &one, &dv, &one, &wq, &lwork, &info, 1, 1);
+    lwork = (int)wq;
+    double *work = xmalloc((size_t)lwork * sizeof(double));
+    dgesvd_("N", "N", &M, &N, a, &M, s, &du, &one, &dv, &one, work, &lwork, &info, 1, 1);
+    PG_CHECK(info == 0);
+    free(work);
+    free(a);
+}
+TEST(refmodel_overtone_init) {
+    const int V = 96, d = 48;
+    kv pairs[] = {{"NUM_LAYERS", "1"},  {"MODEL_DIM", "48"},          {"NUM_HEADS", "2"},
+                  {"NUM_KV_HEADS", "1"}, {"VOCAB_SIZE", "96"},        {"TRAIN_SEQ_LEN", "8"},
+                  {"TRAIN_BATCH_TOKENS", "64"}, {"TIED_EMBED_INIT_STD", "0.02"}, {"PGOLF_OVERTONE_INIT", "1"}};
+    const int np = (int)(sizeof(pairs) / sizeof(pairs[0]));
+    gpt_model mo, md;
+    pg_config co, cd;
+    build_cfg_model(t__, &mo, &co, pairs, np, 1);
+    if (t__->failed) return;
+    build_cfg_model(t__, &md, &cd, pairs, np - 1, 1);
+    if (t__->failed) return;
+    gpt_init(&mo, &co, 1337);
+    gpt_init(&md, &cd, 1337);
+    const float *wo = mo.tok_emb, *wd = md.tok_emb;
+    double so[48], sd[48];
+    singular_values(wo, V, d, so);
+    singular_values(wd, V, d, sd);
+    /* the draw's top singular value is about std*(sqrt(V) + sqrt(d)); the anchor is the draw's */
+    T_ASSERT(sd[0] > 0.02 * (sqrt(V) + sqrt(d)) * 0.8 && sd[0] < 0.02 * (sqrt(V) + sqrt(d)) * 1.2,
+             "draw S_0 %.4g (std 0.02)", sd[0]);
+    T_CLOSE(so[0], sd[0], 2e-3, 0, "S_0 of the overtone table vs the draw's");
+    double worst = 0;
+    for (int i = 0; i < d; i++) {
+        double want = sd[0] / sqrt(i + 1.0), e = fabs(so[i] - want) / sd[0];
+        if (e > worst) worst = e;
+    }
+    T_ASSERT(worst < 4e-3, "singular values off the S_0*(i+1)^-1/2 law by %.3g of S_0", worst);
+    /* the draw's spectrum is not already a power law (else the test says nothing) */
+    T_ASSERT(fabs(sd[d - 1] - sd[0] / sqrt((double)d)) > 0.05 * sd[0], "the draw's spectrum looks reshaped");
+    /* G = W'^T W_draw (d x d) symmetric and positive on the diagonal */
+    double asym = 0, gmax = 0;
+    double *G = xcalloc((size_t)d * d, sizeof(double));
+    for (int a = 0; a < d; a++)
+        for (int b = 0; b < d; b++) {
+            double g = 0;
+            for (int r = 0; r < V; r++) g += (double)wo[(size_t)r * d + a] * wd[(size_t)r * d + b];
+            G[(size_t)a * d + b] = g;
+        }
+    for (int a = 0; a < d; a++) {
+        T_ASSERT(G[(size_t)a * d + a] > 0, "W'^T W has a non-positive diagonal entry");
+        for (int b = 0; b < d; b++) {
+            asym = fmax(asym, fabs(G[(size_t)a * d + b] - G[(size_t)b * d + a]));
+            gmax = fmax(gmax, fabs(G[(size_t)a * d + b]));
+        }
+    }
+    /* and each singular vector keeps its rank: trace(G) = sum_i S'_i S_i with S'_i = S_0 (i+1)^-1/2 */
+    double tr = 0, want_tr = 0;
+    for (int a = 0; a < d; a++) tr += G[(size_t)a * d + a], want_tr += sd[0] / sqrt(a + 1.0) * sd[a];
+    free(G);
+    T_ASSERT(asym <= 0.01 * gmax, "W'^T W_draw is not symmetric (%.3g of its largest entry): other singular vectors",
+             asym / gmax);
+    T_CLOSE(tr, want_tr, 0.01, 0, "<W', W_draw> (the reshaped values on the draw's vectors, in order)");
+    /* every value bf16, the other tensors untouched by the flag */
+    for (int i = 0; i < V * d; i++) T_ASSERT(pg_round_bf16(wo[i]) == wo[i], "tok_emb value not bf16");
+    for (int i = 0; i < mo.n_params; i++)
+        if (i != mo.i_tok_emb)
+            T_ASSERT(!memcmp(mo.w + mo.params[i].offset, md.w + md.params[i].offset, mo.params[i].numel * sizeof(float)),
+                     "%s differs with PGOLF_OVERTONE_INIT", mo.params[i].name);
+    printf("  overtone %dx%d: S_0 %.4g, worst law error %.2g of S_0, asymmetry %.2g, trace %.5g (law %.5g)\n", V, d,
+           so[0], worst, asym / gmax, tr, want_tr);
+    gpt_free(&mo);
+    gpt_free(&md);
+    config_free(&co);
+    config_free(&cd);
+}
+/* untied: the flag leaves the table at nn.Embedding's N(0, 1), as the record reshapes only a tied one */
+TEST(refmodel_overtone_untied_noop) {
+    kv pairs[] = {{"NUM_LAYERS", "1"}, {"MODEL_DIM", "16"}, {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "1"},
+                  {"VOCAB_SIZE", "32"}, {"TRAIN_SEQ_LEN", "8"}, {"TRAIN_BATCH_TOKENS", "64"}, {"TIE_EMBEDDINGS", "0"},
+                  {"PGOLF_OVERTONE_INIT", "1"}};
+    gpt_model m;
+    pg_config c;
+    build_cfg_model(t__, &m, &c, pairs, (int)(sizeof(pairs) / sizeof(pairs[0])), 1);
+    if (t__->failed) return;
+    T_ASSERT(m.params[m.i_tok_emb].init == INIT_NORMAL && m.params[m.i_tok_emb].init_a == 1.0f, "untied table init %d",
+             (int)m.params[m.i_tok_emb].init);
+    gpt_free(&m);
+    config_free(&c);
+}
+
+/* ---- PR #187's optimizer side: Muon WD after the update, the pr187 partition (bigram table and proj,
+ * pre_enrich in Muon) ---- */
+
+/* S optimizer steps of fixed random gradients (every tensor its own scale) with the given lr
+ * multipliers, pgolf against `ref.py step --grads`; every tensor's update (after - before) within tol */
+static void check_optim_fixed(t_state *t__, const kv *pairs, int np, int S, const char *mults, double tol) {
+    T_NEED_TORCH();
+    const char *dir = t_tmpdir();
+    char cfgp[1024], wp[1024], gp[1024], op[1024], err[PG_ERRLEN];
+    snprintf(cfgp, sizeof(cfgp), "%s/config.json", dir);
+    snprintf(wp, sizeof(wp), "%s/weights.safetensors", dir);
+    snprintf(gp, sizeof(gp), "%s/grads.safetensors", dir);
+    snprintf(op, sizeof(op), "%s/ref.safetensors", dir);
+    pg_config c;
+    T_ASSERT(make_config(&c, pairs, np, cfgp, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(config_validate(&c, err, sizeof(err)) == 0, "%s", err);
+    gpt_model m;
+    gpt_build(&m, &c, &pg_cpu_ops, 1, (int)c.train_seq_len);
+    randomize_weights(&m, 187);
+    float *w0 = xmalloc(m.n_floats * sizeof(float)), *g0 = xcalloc(m.n_floats, sizeof(float));
+    memcpy(w0, m.w, m.n_floats * sizeof(float));
+    for (int i = 0; i < m.n_params; i++) {
+        float sc = powf(10.0f, usym(1.5f));
+        for (size_t k = 0; k < m.params[i].numel; k++) g0[m.params[i].offset + k] = usym(sc);
+    }
+    T_ASSERT(write_arena(&m, w0, "", wp, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(write_arena(&m, g0, "grad.", gp, err, sizeof(err)) == 0, "%s", err);
+    optimizer o;
+    optim_init(&o, &m);
+    const char *mp = mults;
+    for (int s = 0; s < S; s++) {
+        double mult = strtod(mp, (char **)&mp);
+        if (*mp == ',') mp++;
+        memcpy(m.g, g0, m.n_floats * sizeof(float));
+        optim_clip_grad_norm(&o, c.grad_clip_norm);
+        optim_step(&o, &c, mult);
+    }
+    T_ASSERT(t_system(REF " step --config %s --weights %s --grads %s --steps %d --lr-mult %s --out %s", cfgp, wp, gp, S,
+                      mults, op) == 0,
+             "reference step failed");
+    statedict ref;
+    T_ASSERT(safetensors_read(op, &ref, err, sizeof(err)) == 0, "%s", err);
+    double worst = 0;
+    const char *worst_name = "";
+    int n_muon = 0;
+    for (int i = 0; i < m.n_params; i++) {
+        const param_info *p = &m.params[i];
+        double *r = get_f64(&ref, p->name, p->numel);
+        T_ASSERT(r, "reference output lacks %s", p->name);
+        double *dc = xmalloc(p->numel * sizeof(double)), *dr = xmalloc(p->numel * sizeof(double)), maxd = 0;
+        for (size_t k = 0; k < p->numel; k++) {
+            dc[k] = (double)m.w[p->offset + k] - w0[p->offset + k];
+            dr[k] = r[k] - w0[p->offset + k];
+            maxd = fmax(maxd, fabs(dr[k]));
+        }
+        T_ASSERT(maxd > 0, "%s: the reference did not update it", p->name);
+        double e = rel_err_dd(dc, dr, p->numel);
+        T_ASSERT(e <= tol, "%s (group %d): update max rel error %.3g after %d steps", p->name, (int)p->group, e, S);
+        if (e > worst) worst = e, worst_name = p->name;
+        n_muon += p->group == GROUP_MUON;
+        free(dc);
+        free(dr);
+        free(r);
+    }
+    printf("  %d step(s), %d Muon tensors: worst update rel error %.2g (%s)\n", S, n_muon, worst, worst_name);
+    sd_free(&ref);
+    optim_free(&o);
+    free(w0);
+    free(g0);
+    gpt_free(&m);
+    config_free(&c);
+}
+#define OPTIM_FIXED(S, mults, tol, ...)                                                             \
+    do {                                                                                           \
+        const kv cfg_[] = {__VA_ARGS__};                                                           \
+        check_optim_fixed(t__, cfg_, (int)(sizeof(cfg_) / sizeof(cfg_[0])), S, mults, tol);          \
+    } while (0)
+
+/* PR #187's optimizer: Muon WD after the update (p *= 1 - lr*wd with the step's Muon lr), the bigram
+ * table (tall 40x8: shape scale sqrt(5)) and proj and both pre_enrich matrices in Muon, AdamW with
+ * decay on the token and scalar groups, momentum warmup, a warmdown */
+TEST(refmodel_optim_pr187_wd_after) {
+    OPTIM_FIXED(5, "1,1,0.75,0.5,0.25", 2e-5, {"NUM_LAYERS", "2"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"},
+                {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3"}, {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"},
+                {"TRAIN_BATCH_TOKENS", "128"}, {"USE_SMEARGATE", "1"}, {"BIGRAM_HASH_BUCKETS", "40"},
+                {"BIGRAM_HASH_DIM", "8"}, {"PGOLF_OPT_PARTITION", "pr187"}, {"ref:BIGRAM_HASH_PROJ_INIT", "default"},
+                {"pg:PGOLF_PRE_ENRICH", "48"}, {"ref:PRE_ENRICH", "1"}, {"MATRIX_LR", "0.1"}, {"SCALAR_LR", "0.07"},
+                {"TIED_EMBED_LR", "0.1"}, {"MUON_WD", "0.3"}, {"ADAM_WD", "0.2"}, {"pg:PGOLF_MUON_WD_AFTER", "1"},
+                {"ref:MUON_WD_PLACEMENT", "after"}, {"MUON_MOMENTUM", "0.95"}, {"MUON_MOMENTUM_WARMUP_START", "0.6"},
+                {"MUON_MOMENTUM_WARMUP_STEPS", "3"});
+}
+
+/* ---- the two-lane parallel residuals of PR #1289 and PR #1334 (second spec §3.4) ---- */
+
+/* PR #1289: 6 layers (encoder 0-2, decoder 3-5), lanes from layer 4: layer 3 sequential, 4 the first
+ * lane block (both lanes from the skip sum), 5 a lane block whose skip goes to both lanes;
+ * resid_mix_mlp, route (4 scalars), lane_merge; XSA on the last 3, LN scale, VE in a lane block.
+ * Gradient tolerance 4e-5: the two lanes stay close (route ~1), so lane_merge's gradient sum(dx*(xa-xb))
+ * and the lane blocks' q_gain sums cancel; the reference run in float32 differs from itself in float64
+ * by up to 8e-6 on them (every matrix and vector gradient here is within 3e-6). */
+TEST(refmodel_lanes1289) {
+    GRADS_TOL("lanes PR1289", 4e-5, 2, 1,
+          "lane_merge,blocks.4.route,blocks.5.route,blocks.4.resid_mix_mlp,blocks.5.resid_mix_mlp,ve_layer_scales.0",
+          {"NUM_LAYERS", "6"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3"},
+          {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"}, {"PARALLEL_START_LAYER", "4"},
+          {"pg:PGOLF_PARALLEL_MODE", "lanes1289"}, {"ref:PARALLEL_MODE", "lanes1289"}, {"XSA_LAST_N", "3"},
+          {"LN_SCALE", "1"}, {"VE_ENABLED", "1"}, {"VE_DIM", "8"}, {"VE_LAYERS", "5"}, {"ROPE_DIMS", "4"});
+}
+/* PR #1289 from the first decoder layer of an odd split (5 layers: decoder 2-4 all lanes, the last
+ * decoder layer without a skip), untied head, smear after the norm, LeakyReLU^2 */
+TEST(refmodel_lanes1289_from_first_decoder) {
+    GRADS_TOL("lanes PR1289 from layer 2", 4e-5, 1, 2, "lane_merge,blocks.2.route,blocks.4.resid_mix_mlp,lm_head.weight",
+          {"NUM_LAYERS", "5"}, {"MODEL_DIM", "24"}, {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "1"}, {"MLP_MULT", "2"},
+          {"VOCAB_SIZE", "40"}, {"TRAIN_SEQ_LEN", "12"}, {"TIE_EMBEDDINGS", "0"}, {"PARALLEL_START_LAYER", "2"},
+          {"pg:PGOLF_PARALLEL_MODE", "lanes1289"}, {"ref:PARALLEL_MODE", "lanes1289"}, {"PGOLF_SMEAR_MODE", "post"},
+          {"PGOLF_MLP_ACTIVATION", "leaky_relu2"});
+}
+/* PR #1334: 6 layers, lanes from layer 4: the MLP lane without x0 mix, the attention lane's residual
+ * base its x0 mix, no route; layer 5's skip is dropped (skip_weights row 2 gets no gradient) */
+TEST(refmodel_lanes1334) {
+    GRADS("lanes PR1334", 2, 1, "lane_merge,skip_weights", {"NUM_LAYERS", "6"}, {"MODEL_DIM", "32"},
+          {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "3"}, {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"},
+          {"PARALLEL_START_LAYER", "4"}, {"pg:PGOLF_PARALLEL_MODE", "lanes1334"}, {"ref:PARALLEL_MODE", "lanes1334"},
+          {"XSA_LAST_N", "6"}, {"LN_SCALE", "1"}, {"VE_ENABLED", "1"}, {"VE_DIM", "8"}, {"VE_LAYERS", "4,5"},
+          {"QK_GAIN_INIT", "5.0"}, {"PGOLF_MLP_ACTIVATION", "leaky_relu2"});
+}
+/* PR #1334 from the first decoder layer of 7 (decoder 3-6: skips of layers 4, 5 dropped) */
+TEST(refmodel_lanes1334_from_first_decoder) {
+    GRADS("lanes PR1334 from layer 3", 1, 2, "lane_merge", {"NUM_LAYERS", "7"}, {"MODEL_DIM", "16"},
+          {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "2"}, {"VOCAB_SIZE", "32"}, {"TRAIN_SEQ_LEN", "8"},
+          {"PARALLEL_START_LAYER", "3"}, {"pg:PGOLF_PARALLEL_MODE", "lanes1334"}, {"ref:PARALLEL_MODE", "lanes1334"},
+          {"USE_SMEARGATE", "1"}, {"BIGRAM_HASH_BUCKETS", "16"}, {"BIGRAM_HASH_DIM", "8"});
+}
+/* their parameters: inits (route ones, resid_mix_mlp [ones; zeros], lane_merge 0.5) by the reference's
+ * initcheck, groups (scalar AdamW), and which layers have them */
+TEST(refmodel_lanes_params) {
+    INIT("lane_merge,blocks.2.route,blocks.3.route,blocks.2.resid_mix_mlp,blocks.3.resid_mix_mlp", {"NUM_LAYERS", "4"},
+         {"MODEL_DIM", "64"}, {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "2"}, {"VOCAB_SIZE", "128"},
+         {"PARALLEL_START_LAYER", "2"}, {"pg:PGOLF_PARALLEL_MODE", "lanes1289"}, {"ref:PARALLEL_MODE", "lanes1289"});
+    if (t__->failed || t__->skipped) return;
+    INIT("lane_merge", {"NUM_LAYERS", "4"}, {"MODEL_DIM", "64"}, {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "2"},
+         {"VOCAB_SIZE", "128"}, {"PARALLEL_START_LAYER", "3"}, {"pg:PGOLF_PARALLEL_MODE", "lanes1334"},
+         {"ref:PARALLEL_MODE", "lanes1334"});
+    if (t__->failed) return;
+    const char *modes[] = {"lanes1289", "lanes1334", "sum"};
+    for (int k = 0; k < 3; k++) {
+        kv pairs[] = {{"NUM_LAYERS", "5"}, {"MODEL_DIM", "16"}, {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "1"},
+                      {"VOCAB_SIZE", "32"}, {"TRAIN_SEQ_LEN", "8"}, {"TRAIN_BATCH_TOKENS", "64"},
+                      {"PARALLEL_START_LAYER", "3"}, {"PGOLF_PARALLEL_MODE", modes[k]}};
+        gpt_model m;
+        pg_config c;
+        build_cfg_model(t__, &m, &c, pairs, (int)(sizeof(pairs) / sizeof(pairs[0])), 1);
+        if (t__->failed) return;
+        int n_route = 0, n_rmm = 0, n_merge = 0;
+        for (int i = 0; i < m.n_params; i++) {
+            const param_info *p = &m.params[i];
+            int l = -1;
+            sscanf(p->name, "blocks.%d.", &l);
+            if (strstr(p->name, ".route")) {
+                n_route++;
+                T_ASSERT(l >= 3 && p->numel == 4, "%s", p->name);
+            }
+            if (strstr(p->name, "resid_mix_mlp")) {
+                n_rmm++;
+                T_ASSERT(l >= 3 && p->numel == 32, "%s", p->name);
+            }
+            if (!strcmp(p->name, "lane_merge")) {
+                n_merge++;
+                T_ASSERT(p->ndim == 0, "lane_merge is not a scalar");
+            }
+            if (strstr(p->name, ".route") || strstr(p->name, "resid_mix_mlp") || !strcmp(p->name, "lane_merge"))
+                T_ASSERT(p->group == GROUP_SCALAR, "%s: group %d, expected the scalar AdamW group", p->name, (int)p->group);
+        }
+        const int want1289 = k == 0, want_lanes = k < 2;
+        T_ASSERT(n_route == (want1289 ? 2 : 0) && n_rmm == (want1289 ? 2 : 0) && n_merge == want_lanes,
+                 "%s: %d route, %d resid_mix_mlp, %d lane_merge", modes[k], n_route, n_rmm, n_merge);
+        T_ASSERT(gpt_param_count_cfg(&c) == m.n_count, "count without building differs");
+        gpt_free(&m);
+        config_free(&c);
+    }
 }

@@ -567,6 +567,75 @@ static void cpu_lerp_bwd(pg_act *dx, pg_act *dy, float *dr, const pg_act *dout, 
     free(part);
 }
 
+/* ---- GELU (exact erf form) ---- */
+static void cpu_gelu_fwd(pg_act *u, const pg_act *h, size_t n) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float x = CF(h)[i];
+        F(u)[i] = 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    }
+}
+
+static void cpu_gelu_bwd(pg_act *dh, const pg_act *du, const pg_act *h, size_t n) {
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) {
+        float x = CF(h)[i];
+        float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
+        float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
+        F(dh)[i] = CF(du)[i] * (cdf + x * pdf);
+    }
+}
+
+/* ---- PR #1289's lane update: y = x + ra*(sa*a) + rm*(sm*m) ---- */
+static void cpu_lane_route_fwd(pg_act *y, const pg_act *x, const pg_act *a, const float *sa, const float *ra,
+                               const pg_act *m, const float *sm, const float *rm, int N, int C) {
+    const float r_a = ra[0], r_m = rm[0];
+#pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *xr = CF(x) + (size_t)n * C, *ar = CF(a) + (size_t)n * C, *mr = CF(m) + (size_t)n * C;
+        float *yr = F(y) + (size_t)n * C;
+        for (int c = 0; c < C; c++) yr[c] = xr[c] + r_a * (sa[c] * ar[c]) + r_m * (sm[c] * mr[c]);
+    }
+}
+
+static void cpu_lane_route_bwd(pg_act *da, pg_act *dm, float *dsa, float *dsm, float *dra, float *drm,
+                               const pg_act *dy, const pg_act *a, const float *sa, const float *ra, const pg_act *m,
+                               const float *sm, const float *rm, int N, int C, int accumulate) {
+    const float r_a = ra[0], r_m = rm[0];
+    const int nt = omp_get_max_threads();
+    const size_t W = 2 * (size_t)C; /* per thread: sum dy*a (C), sum dy*m (C) */
+    double *part = xcalloc((size_t)nt * W, sizeof(double));
+#pragma omp parallel
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        double *acc = part + (size_t)t * W;
+        long n0 = (long)N * t / T, n1 = (long)N * (t + 1) / T;
+        for (long n = n0; n < n1; n++) {
+            const float *g = CF(dy) + n * C, *ar = CF(a) + n * C, *mr = CF(m) + n * C;
+            float *dar = F(da) + n * C, *dmr = F(dm) + n * C;
+            for (int c = 0; c < C; c++) {
+                acc[c] += (double)g[c] * ar[c];
+                acc[C + c] += (double)g[c] * mr[c];
+                float va = r_a * sa[c] * g[c], vm = r_m * sm[c] * g[c];
+                if (accumulate) dar[c] += va, dmr[c] += vm;
+                else dar[c] = va, dmr[c] = vm;
+            }
+        }
+    }
+    double sra = 0, srm = 0;
+    for (int c = 0; c < C; c++) {
+        double s1 = 0, s2 = 0;
+        for (int t = 0; t < nt; t++) s1 += part[(size_t)t * W + c], s2 += part[(size_t)t * W + C + c];
+        dsa[c] += (float)(r_a * s1);
+        dsm[c] += (float)(r_m * s2);
+        sra += s1 * sa[c];
+        srm += s2 * sm[c];
+    }
+    dra[0] += (float)sra;
+    drm[0] += (float)srm;
+    free(part);
+}
+
 static void cpu_fake_quant_rows(pg_wc *dst, const float *W, int rows, int cols, int mode, int low) {
 #pragma omp parallel
     {
@@ -781,6 +850,10 @@ const pg_ops pg_cpu_ops = {
     .leaky_relu2_bwd = cpu_leaky_relu2_bwd,
     .lerp_fwd = cpu_lerp_fwd,
     .lerp_bwd = cpu_lerp_bwd,
+    .gelu_fwd = cpu_gelu_fwd,
+    .gelu_bwd = cpu_gelu_bwd,
+    .lane_route_fwd = cpu_lane_route_fwd,
+    .lane_route_bwd = cpu_lane_route_bwd,
     .fake_quant_rows = cpu_fake_quant_rows,
     .add_inplace = cpu_add_inplace,
     .softcap_ce = cpu_softcap_ce,

@@ -152,7 +152,8 @@ KEYS: Dict[str, Tuple[type, Any, str]] = {
     "PGOLF_LATE_QAT_CLAMP_LOW": (int, -32, "[ref] lower clamp of the late-QAT grid (-32 PR315/1311, -31 PR1392)"),
     "EMA_START_STEP": (int, -1, "[ref] -1: EMA starts from the initial weights; k: from the weights after update k"),
     "RECUR_ACTIVE": (str, "auto", "[ref] auto | 0 | 1: force depth recurrence on/off (grad, eval)"),
-    "PARALLEL_MODE": (str, "sum", "[ref] sum (PR1392) | lanes (PR1289 lane_merge/resid_mix_mlp/route)"),
+    "PARALLEL_MODE": (str, "sum", "[ref] sum (PR1392) | lanes or lanes1289 (PR1289 lane_merge/resid_mix_mlp/route) | "
+                                  "lanes1334 (PR1334: MLP lane without x0 mix, lane_merge)"),
     "PARAM_NAMES": (str, "", "[ref] default | pr1311 | pr187 (state-dict naming; empty = follow the input)"),
     "PARAM_BANKS": (str, "", "[ref] 0 | 1: banked state dict (qo_bank ...); empty = follow the input"),
     "SLIDING_STYLE": (str, "", "[ref] records-compat sliding style: pr65 | pr315 | pr187 (empty = inferred)"),
@@ -172,7 +173,7 @@ _CHOICES = {
     "MUON_WD_PLACEMENT": ("before", "after"),
     "PGOLF_QAT_MODE": ("off", "quantile", "rowmax"),
     "RECUR_ACTIVE": ("auto", "0", "1"),
-    "PARALLEL_MODE": ("sum", "lanes"),
+    "PARALLEL_MODE": ("sum", "lanes", "lanes1289", "lanes1334"),
     "PARAM_NAMES": ("", "default", "pr1311", "pr187"),
     "PARAM_BANKS": ("", "0", "1"),
     "SLIDING_STYLE": ("", "exact", "pr65", "pr315", "pr187"),
@@ -362,11 +363,12 @@ def _validate(cfg: Config) -> None:
         raise ValueError("config: BACKOUT_LAYER out of range")
     if r["ENCODER_RECURRENCE"] and (cfg.recur_layers or r["PARALLEL_START_LAYER"] >= 0 or cfg.depth_recur_layers):
         raise ValueError("config: ENCODER_RECURRENCE is not combined with other recurrence/parallel features")
-    if r["PARALLEL_MODE"] == "lanes" and r["PARALLEL_START_LAYER"] >= 0:
+    if r["PARALLEL_MODE"] != "sum" and r["PARALLEL_START_LAYER"] >= 0:
         if cfg.recur_layers or cfg.depth_recur_layers:
             raise ValueError("config: lane-parallel residuals are not combined with depth recurrence")
         if r["PARALLEL_START_LAYER"] < L // 2:
-            raise ValueError("config: lane-parallel residuals must start in the decoder (PR1289 assertion)")
+            raise ValueError("config: lane-parallel residuals must start in the decoder (PR1289 assertion; PR1334 "
+                             "enters its lanes in the decoder loop only)")
     if r["VE_ENABLED"] and not cfg.ve_layers:
         raise ValueError("config: VE_ENABLED with empty VE_LAYERS")
     if r["PRE_ENRICH"] and cfg.d * 3 // 2 < 1:

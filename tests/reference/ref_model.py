@@ -149,7 +149,8 @@ def param_table(cfg: Config) -> List[ParamSpec]:
         for n, shape in (("pre_enrich.0.weight", (hp, d)), ("pre_enrich.2.weight", (d, hp))):
             init = _linear_init(cfg, n, shape, ("uniform", 1.0 / math.sqrt(shape[1])), False, eff)
             specs.append(ParamSpec(n, shape, init, "muon", linear=True))
-    lanes = cfg["PARALLEL_MODE"] == "lanes" and cfg["PARALLEL_START_LAYER"] >= 0
+    lanes = cfg["PARALLEL_MODE"] != "sum" and cfg["PARALLEL_START_LAYER"] >= 0
+    lanes1289 = lanes and cfg["PARALLEL_MODE"] in ("lanes", "lanes1289")  # PR1334 adds only lane_merge
     if cfg.loop_enabled:
         core = cfg["LOOP_CORE_LAYERS"]
         n_stem = (L - core) // 2
@@ -195,7 +196,7 @@ def param_table(cfg: Config) -> List[ParamSpec]:
         enc = L // 2
         specs.append(ParamSpec("skip_weights", (min(enc, L - enc), d), ("ones",), "scalar"))
         for i in range(L):
-            par = lanes and i >= cfg["PARALLEL_START_LAYER"]
+            par = lanes1289 and i >= cfg["PARALLEL_START_LAYER"]
             specs += _block_specs(cfg, f"blocks.{i}", eff, par)
         if lanes:
             specs.append(ParamSpec("lane_merge", (), ("const", 0.5), "scalar"))
@@ -515,6 +516,17 @@ class Model:
         dm = p[f"{prefix}.mlp_scale"] * self.mlp(f"{prefix}.mlp", rms_norm(xim) * s, st)
         return xa + r[0] * da + r[2] * dm, xm + r[1] * da + r[3] * dm
 
+    def lanes_block_1334(self, prefix: str, xa: torch.Tensor, xm: torch.Tensor, x0: torch.Tensor, st: RunState,
+                         s: float, use_xsa: bool, ve: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """PR1334 parallel block (second spec §3.4): the attention lane mixes x0 in and keeps the mix as its
+        residual base; the MLP lane reads its own stream without an x0 mix; no route."""
+        p = self.p
+        ma = p[f"{prefix}.resid_mix"]
+        xia = ma[0] * xa + ma[1] * x0
+        la = xia + p[f"{prefix}.attn_scale"] * self.attn(f"{prefix}.attn", rms_norm(xia) * s, st, use_xsa, ve)
+        lm = xm + p[f"{prefix}.mlp_scale"] * self.mlp(f"{prefix}.mlp", rms_norm(xm) * s, st)
+        return la, lm
+
     def embed(self, idx: torch.Tensor, st: RunState) -> torch.Tensor:
         cfg, p = self.cfg, self.p
         x = p["tok_emb.weight"][idx]
@@ -575,7 +587,7 @@ class Model:
         par_from = cfg["PARALLEL_START_LAYER"]
         if st.sequential_replica:
             par_from = -1
-        lanes = cfg["PARALLEL_MODE"] == "lanes" and par_from >= 0
+        lanes = cfg["PARALLEL_MODE"] != "sum" and par_from >= 0
         recur = cfg.recur_layers if (st.recur_active and not st.sequential_replica) else []
         dr_layers, dr_passes = cfg.depth_recur_layers, cfg["DEPTH_RECUR_PASSES"]
 
@@ -619,10 +631,12 @@ class Model:
         p = self.p
         xa = xm = x
         skips: List[torch.Tensor] = []
+        pr1334 = self.cfg["PARALLEL_MODE"] == "lanes1334"
+        lane_block = self.lanes_block_1334 if pr1334 else self.lanes_block
 
         def step(i: int, xa: torch.Tensor, xm: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
             if i >= par_from:
-                return self.lanes_block(f"blocks.{i}", xa, xm, x0, st, self.ln_scale(i), i >= xsa_from, ve_for(i))
+                return lane_block(f"blocks.{i}", xa, xm, x0, st, self.ln_scale(i), i >= xsa_from, ve_for(i))
             out = self.block(f"blocks.{i}", xa, x0, st, self.ln_scale(i), i >= xsa_from, ve_for(i))
             return out, out
 
@@ -633,9 +647,14 @@ class Model:
             i = enc + j
             if skips:
                 sv = p["skip_weights"][j] * skips.pop()
-                xa = xa + sv
-                if i >= par_from:
-                    xm = xm + sv
+                if not pr1334:  # PR1289: the skip goes to both lanes of a parallel block
+                    xa = xa + sv
+                    if i >= par_from:
+                        xm = xm + sv
+                elif i <= par_from:  # PR1334: to its single stream, which becomes both lanes at par_from
+                    xa = xa + sv
+                    xm = xa
+                # PR1334 after its first lane block: added to the dead single stream, i.e. dropped
             xa, xm = step(i, xa, xm)
         m = p["lane_merge"]
         return m * xa + (1 - m) * xm
