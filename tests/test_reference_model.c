@@ -221,6 +221,7 @@ TEST(refmodel_preset_pr65_params) { check_preset(t__, "configs/pr65.env", 223688
 TEST(refmodel_preset_pr315_params) { check_preset(t__, "configs/pr315.env", 26829913); }
 TEST(refmodel_preset_pr1311_params) { check_preset(t__, "configs/pr1311.env", 26993756); }
 TEST(refmodel_preset_pr1392_params) { check_preset(t__, "configs/pr1392.env", 34400347); }
+TEST(refmodel_preset_pr187_params) { check_preset(t__, "configs/pr187.env", 25222224); }
 
 /* ---- PR #315's trunk: XSA on the last N layers, partial RoPE (+ NTK base), LN scale ---- */
 
