@@ -21,6 +21,8 @@ static const struct {
     [QS_INT6_PR315] = {"int6_pr315", "pr315", "pr453", "zstd-22", "int6+zstd", "int6", "int6"},
     [QS_INT6_GPTQ_LITE] = {"int6_gptq_lite", "pr1311", NULL, "lzma-9e", "int6+lzma", "int6", "int6"},
     [QS_INT6_GPTQ] = {"int6_gptq", "pr1392", NULL, "brotli-11", "int6+brotli", "int6", "int6"},
+    /* PR #187 logs "int6+lzma" and, from the baseline's code, final_int8_zlib_roundtrip */
+    [QS_INT6_PR187] = {"int6_pr187", "pr187", NULL, "lzma-6", "int6+lzma", "int8_zlib", "int6"},
 };
 
 const double QUANT_PCT[QUANT_N_PCT] = {0.999, 0.9995, 0.9999, 0.99999, 1.0};
@@ -31,7 +33,7 @@ int quant_scheme_parse(const char *s, quant_scheme *out, char *err, size_t errle
             *out = (quant_scheme)k;
             return 0;
         }
-    return pg_err(err, errlen, "QUANT_SCHEME=%s: unknown scheme (expected int8_baseline, int6_pr65, int6_pr315, int6_gptq_lite or int6_gptq)", s);
+    return pg_err(err, errlen, "QUANT_SCHEME=%s: unknown scheme (expected int8_baseline, int6_pr65, int6_pr315, int6_gptq_lite, int6_gptq or int6_pr187)", s);
 }
 
 const char *quant_scheme_name(quant_scheme s) { return (unsigned)s < QS_COUNT ? SCHEMES[s].name : "invalid"; }
@@ -169,9 +171,9 @@ static void rows_rowmax_int6(qtensor *t, const float *w, size_t rows, size_t col
 }
 
 /* The baseline's per-tensor path for large non-2-D tensors: clip = quantile(|w|) (a Python float),
- * scale = fp32(clip/127.0) or 1.0, q = clamp(round(clamp(w, -clip, clip)/scale), -127, 127),
- * scale stored fp32 */
-static void tensor_quantile_int8(qtensor *t, const float *w, size_t n) {
+ * scale = fp32(clip/qmax) or 1.0, q = clamp(round(clamp(w, -clip, clip)/scale), -qmax, qmax),
+ * scale stored fp32; qmax 127 (baseline) or 31 (PR #187) */
+static void tensor_quantile(qtensor *t, const float *w, size_t n, int qmax) {
     qt_alloc(t, n, DT_F32, 1);
     t->kind = QT_TENSOR;
     float clip = 0.0f;
@@ -181,12 +183,13 @@ static void tensor_quantile_int8(qtensor *t, const float *w, size_t n) {
         clip = quant_quantile(tmp, n, QUANT_CLIP_Q);
         free(tmp);
     }
-    float scale = clip > 0 ? (float)((double)clip / 127.0) : 1.0f;
+    float scale = clip > 0 ? (float)((double)clip / (double)qmax) : 1.0f;
+    const float fq = (float)qmax;
     int8_t *q = t->data;
     for (size_t i = 0; i < n; i++) {
         float c = w[i] < -clip ? -clip : (w[i] > clip ? clip : w[i]);
         float v = nearbyintf(c / scale);
-        v = v < -127.0f ? -127.0f : (v > 127.0f ? 127.0f : v);
+        v = v < -fq ? -fq : (v > fq ? fq : v);
         q[i] = (int8_t)v;
     }
     memcpy(t->scale, &scale, 4);
@@ -409,7 +412,16 @@ int quantize_statedict(const statedict *sd, quant_scheme scheme, const quant_opt
                 st->num_float_tensors++;
                 t->bits = 8;
                 if (s->ndim == 2) rows_quantile(t, f, rows, cols, 127);
-                else tensor_quantile_int8(t, f, n);
+                else tensor_quantile(t, f, n, 127);
+            }
+        } else if (scheme == QS_INT6_PR187) {
+            /* PR #187: tok_emb kept as a small tensor is; every other large float tensor int6 */
+            if (!big || strstr(s->name, "tok_emb.weight")) keep_float(t, s, keep32);
+            else {
+                st->num_float_tensors++;
+                t->bits = 6;
+                if (s->ndim == 2) rows_quantile(t, f, rows, cols, 31);
+                else tensor_quantile(t, f, n, 31);
             }
         } else {
             if (!big) keep_float(t, s, keep32);
@@ -421,7 +433,7 @@ int quantize_statedict(const statedict *sd, quant_scheme scheme, const quant_opt
                     rows_quantile(t, f, rows, cols, scheme == QS_INT6_PR65 ? 31 : 127);
                 } else {
                     t->bits = 8;
-                    tensor_quantile_int8(t, f, n);
+                    tensor_quantile(t, f, n, 127);
                 }
             }
         }

@@ -48,6 +48,7 @@ typedef enum {
     QS_INT6_PR315,
     QS_INT6_GPTQ_LITE,
     QS_INT6_GPTQ,
+    QS_INT6_PR187,
     QS_COUNT
 } quant_scheme;
 

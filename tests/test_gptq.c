@@ -786,3 +786,72 @@ TEST(gptq_export_roundtrip) {
     gpt_free(&m);
     config_free(&cfg);
 }
+
+/* ---- PR #187 ---- */
+
+TEST(pr187_scheme_routing_matches_reference) {
+    T_NEED_TORCH();
+    statedict sd;
+    routing_statedict(&sd);
+    quant_opts qo = {.control_patterns = CONTROL};
+    /* §4.9: every large float tensor int6 with the quantile clip (the large resid_mix too), tok_emb
+     * fp16, small tensors fp32 when a control name, else fp16 (fp64 as it is) */
+    check_scheme(t__, &sd, NULL, QS_INT6_PR187, &qo, "pr187", "", 0,
+                 "blocks.0.attn.c_q.weight:int6 blocks.0.attn.proj.weight:int6 blocks.0.mlp.fc.weight:int6 "
+                 "blocks.0.mlp.proj.weight:int6 pre_enrich.0.weight:int6 blocks.0.resid_mix:int6 bigram.proj.weight:F16 "
+                 "tok_emb.weight:F16 ve_shared.embed.weight:int6 big_vec:int6 blocks.1.attn.proj3d:int6 "
+                 "blocks.0.attn_scale:F32 smear.gate:F16 skip_weights:F32 blocks.0.attn.q_gain:F32 extra_f64:F64 "
+                 "step_counter:I64");
+    char err[PG_ERRLEN], ll[48], sl[32];
+    quant_scheme qs;
+    T_ASSERT(quant_scheme_parse("pr187", &qs, err, sizeof(err)) == 0 && qs == QS_INT6_PR187, "alias pr187");
+    T_ASSERT(!strcmp(quant_scheme_default_codec(qs), "lzma-6"), "record codec %s", quant_scheme_default_codec(qs));
+    quant_labels(qs, "lzma-6", ll, sizeof(ll), sl, sizeof(sl));
+    T_ASSERT(!strcmp(ll, "int6+lzma") && !strcmp(sl, "int8_zlib"), "labels %s %s (the record's log)", ll, sl);
+    T_ASSERT(quant_scheme_parse("pr1311", &qs, err, sizeof(err)) == 0 && qs == QS_INT6_GPTQ_LITE, "alias pr1311");
+    T_ASSERT(quant_scheme_parse("pr1392", &qs, err, sizeof(err)) == 0 && qs == QS_INT6_GPTQ, "alias pr1392");
+    T_ASSERT(quant_scheme_parse("int6_gptq_full", &qs, err, sizeof(err)) != 0 && strstr(err, "int6_pr187"), "error: %s", err);
+    sd_free(&sd);
+}
+
+/* lzma-6: xz preset 6 (not extreme), byte-identical to Python's lzma.compress(raw, preset=6) (same
+ * liblzma underneath), decodable by Python, and distinct from preset 9e */
+TEST(codec_lzma6_matches_python) {
+    pg_codec c, c9;
+    char err[PG_ERRLEN], lab[32];
+    T_ASSERT(codec_parse("lzma-6", &c, err, sizeof(err)) == 0 && c.kind == CODEC_LZMA && c.level == 6 && !c.extreme, "%s", err);
+    codec_label(&c, lab, sizeof(lab));
+    T_ASSERT(!strcmp(lab, "lzma-6"), "label %s", lab);
+    const size_t n = 300000;
+    uint8_t *d = xmalloc(n);
+    g_rng = 66;
+    for (size_t i = 0; i < n; i++) d[i] = (uint8_t)(i % 509 < 200 ? rnd_u64() % 9 : (i * 13) % 31);
+    uint8_t *z, *o, *z9;
+    size_t zl, ol, z9l;
+    T_ASSERT(codec_compress(&c, d, n, &z, &zl, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(codec_decompress(&c, z, zl, n, "t", &o, &ol, err, sizeof(err)) == 0 && ol == n && bytes_equal(o, d, n), "roundtrip");
+    free(o);
+    codec_parse("lzma-9e", &c9, err, sizeof(err));
+    T_ASSERT(codec_compress(&c9, d, n, &z9, &z9l, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(z9l != zl || !bytes_equal(z, z9, zl), "lzma-6 and lzma-9e gave the same stream");
+    free(z9);
+    if (t_system("/usr/bin/python3 -c 'import lzma' 2>/dev/null") != 0) {
+        free(z);
+        free(d);
+        T_SKIP("/usr/bin/python3 absent");
+    }
+    const char *td = t_tmpdir();
+    char raw[1024], pyz[1024];
+    snprintf(raw, sizeof(raw), "%s/raw.bin", td);
+    snprintf(pyz, sizeof(pyz), "%s/py.xz", td);
+    T_ASSERT(pg_write_file_atomic(raw, d, n, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(t_system("/usr/bin/python3 -c \"import lzma; r=open('%s','rb').read(); open('%s','wb').write(lzma.compress(r, preset=6))\"",
+                      raw, pyz) == 0, "python lzma failed");
+    uint8_t *pz;
+    size_t pzl;
+    T_ASSERT(pg_read_file(pyz, &pz, &pzl, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(pzl == zl && bytes_equal(pz, z, zl), "C stream (%zu bytes) differs from Python's preset=6 (%zu bytes)", zl, pzl);
+    free(pz);
+    free(z);
+    free(d);
+}
