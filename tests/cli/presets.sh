@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# presets.sh: every record preset (configs/<record>.env) trains on the CPU at reduced size with its
+# full recipe (optimizer groups, schedule, QAT, EMA/SWA, recurrence switch, export): 12 steps of a
+# 2-4 layer d 64 model on the challenge's validation tokens (../shared/data/challenge_val), the
+# train loss falls. Layer-indexed settings are remapped onto the smaller depth, VOCAB_SIZE 1024 for
+# the sp1024 tokens; everything else is the preset's.
+cd "$(dirname "$0")/../.."
+. tests/cli_lib.sh
+BIN="$PGOLF_SHARED/data/challenge_val/fineweb_val_000000_sp1024_first131072.bin"
+TOK="$PGOLF_SHARED/data/tokenizers/fineweb_1024_bpe.model"
+PY=/usr/bin/python3
+PRESETS="pr65 pr315 pr1311 pr1392 pr187"
+if [ ! -e "$BIN" ] || [ ! -e "$TOK" ] || [ ! -x "$PY" ]; then
+  for p in $PRESETS; do echo "SKIP presets/${p}_trains (skipped: ../shared/data absent)"; done; exit 0
+fi
+mkdir -p "$TMP/d"
+ln -s "$BIN" "$TMP/d/fineweb_train_000000.bin"
+# a short validation shard: the last 8192 tokens (the training run reads from the start)
+"$PY" - "$BIN" "$TMP/d/fineweb_val_000000.bin" <<'PY'
+import struct, sys
+raw = open(sys.argv[1], "rb").read()
+hdr = list(struct.unpack("<256i", raw[:1024]))
+n = hdr[2]
+hdr[2] = 8192
+with open(sys.argv[2], "wb") as f:
+    f.write(struct.pack("<256i", *hdr))
+    f.write(raw[1024 + 2 * (n - 8192):1024 + 2 * n])
+PY
+STEPS=12
+run() { # run NAME EXTRA-ENV...: train configs/NAME.env at reduced size, check the loss falls
+  local p=$1; shift
+  env DATA_PATH="$TMP/d" TOKENIZER_PATH="$TOK" VOCAB_SIZE=1024 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 \
+    TRAIN_SEQ_LEN=64 EVAL_SEQ_LEN=64 TRAIN_BATCH_TOKENS=1024 VAL_BATCH_SIZE=8192 ITERATIONS=$STEPS \
+    WARMUP_STEPS=2 WARMDOWN_ITERS=4 MAX_WALLCLOCK_SECONDS=0 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1 EVAL_STRIDE=0 \
+    OMP_NUM_THREADS=1 RUN_ID="$p" PGOLF_OUT_DIR="$TMP/out_$p" PGOLF_LOG_DIR="$TMP/logs" "$@" \
+    "$PG" train "configs/$p.env" > "$TMP/$p.out" 2>&1
+  local rc=$?
+  if [ $rc -ne 0 ]; then echo "FAIL presets/${p}_trains: exit $rc: $(tail -2 "$TMP/$p.out" | tr '\n' ' ')"; return; fi
+  local l
+  l=$(grep -o "^step:[0-9]*/$STEPS train_loss:[0-9.]*" "$TMP/$p.out" | sed 's/.*train_loss://')
+  local n first last
+  n=$(printf '%s\n' "$l" | grep -c .)
+  first=$(printf '%s\n' "$l" | head -1); last=$(printf '%s\n' "$l" | tail -1)
+  if [ "$n" -ne $STEPS ]; then echo "FAIL presets/${p}_trains: $n train_loss lines, expected $STEPS"; return; fi
+  # the mean of the last 3 steps at least 0.3 nats below the first step's loss
+  if awk -v f="$first" -v l="$(printf '%s\n' "$l" | tail -3 | tr '\n' ' ')" \
+       'BEGIN { split(l, a, " "); m = (a[1] + a[2] + a[3]) / 3; exit !(m < f - 0.3) }'; then
+    echo "ok presets/${p}_trains"
+  else
+    echo "FAIL presets/${p}_trains: train loss did not fall: $(printf '%s\n' "$l" | tr '\n' ' ')"
+  fi
+  grep -q "$(printf 'model_params:')" "$TMP/$p.out" || echo "FAIL presets/${p}_trains: no model_params line"
+}
+run pr65 NUM_LAYERS=2
+run pr315 NUM_LAYERS=2 ROPE_DIMS=8 XSA_LAST_N=2
+run pr1311 NUM_LAYERS=4 ROPE_DIMS=8 VE_LAYERS=2,3 XSA_LAST_N=4
+run pr1392 NUM_LAYERS=4 ROPE_DIMS=8 VE_LAYERS=2,3 XSA_LAST_N=4 PARALLEL_START_LAYER=3 RECUR_LAYERS=1 RECUR_START_STEP=6
+run pr187 NUM_LAYERS=4 PGOLF_PRE_ENRICH=96 XSA_LAST_N=2
