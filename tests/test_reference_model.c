@@ -7,6 +7,8 @@
  * The presets' parameter counts (configs/<record>.env at full size) are checked against the
  * records' logged model_params without building the model. */
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../src/common.h"
 #include "../src/config.h"
@@ -869,4 +871,90 @@ TEST(refmodel_lanes_params) {
         gpt_free(&m);
         config_free(&c);
     }
+}
+
+/* ---- refusals: an op the backend lacks, combinations no record ran ---- */
+
+/* gpt_build of the configuration (with `ops`) in a child process: it must exit 1 with one
+ * `pgolf: error:` line containing each of the patterns */
+static void build_dies(t_state *t__, const kv *pairs, int n, const pg_ops *ops, const char *pat1, const char *pat2) {
+    pg_config c;
+    char err[PG_ERRLEN], path[1024];
+    config_defaults(&c);
+    for (int i = 0; i < n; i++) T_ASSERT(config_set(&c, pairs[i].k, pairs[i].v, "t", err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(config_validate(&c, err, sizeof(err)) == 0, "%s", err);
+    snprintf(path, sizeof(path), "%s/stderr.txt", t_tmpdir());
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    T_ASSERT(pid >= 0, "fork failed");
+    if (pid == 0) {
+        if (!freopen(path, "w", stderr)) _exit(99);
+        gpt_model m;
+        gpt_build(&m, &c, ops, 1, (int)c.train_seq_len);
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    config_free(&c);
+    char line[1024] = "";
+    FILE *f = fopen(path, "r");
+    T_ASSERT(f, "no stderr file");
+    int lines = 0;
+    char buf[1024];
+    while (fgets(buf, sizeof(buf), f))
+        if (lines++ == 0) snprintf(line, sizeof(line), "%s", buf);
+    fclose(f);
+    T_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 1, "gpt_build did not die (status %d)", st);
+    T_ASSERT(lines == 1 && !strncmp(line, "pgolf: error: ", 14) && strstr(line, pat1) && (!pat2 || strstr(line, pat2)),
+             "error output (%d lines) '%s' lacks '%s' / '%s'", lines, line, pat1, pat2 ? pat2 : "");
+}
+#define BUILD_DIES(ops, pat1, pat2, ...)                                                           \
+    do {                                                                                           \
+        const kv cfg_[] = {__VA_ARGS__};                                                           \
+        build_dies(t__, cfg_, (int)(sizeof(cfg_) / sizeof(cfg_[0])), ops, pat1, pat2);              \
+        if (t__->failed) return;                                                                   \
+    } while (0)
+
+/* a backend without GELU or the lane routing (the CUDA table until it has them) refuses the model */
+TEST(refmodel_missing_op_refused) {
+    pg_ops no_gelu = pg_cpu_ops, no_route = pg_cpu_ops;
+    no_gelu.name = "testbackend";
+    no_gelu.gelu_fwd = NULL;
+    no_route.name = "testbackend";
+    no_route.lane_route_bwd = NULL;
+    BUILD_DIES(&no_gelu, "PGOLF_PRE_ENRICH", "testbackend", {"NUM_LAYERS", "2"}, {"MODEL_DIM", "16"},
+               {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "1"}, {"TRAIN_SEQ_LEN", "8"}, {"TRAIN_BATCH_TOKENS", "64"},
+               {"PGOLF_PRE_ENRICH", "24"});
+    BUILD_DIES(&no_route, "lanes1289", "testbackend", {"NUM_LAYERS", "4"}, {"MODEL_DIM", "16"}, {"NUM_HEADS", "2"},
+               {"NUM_KV_HEADS", "1"}, {"TRAIN_SEQ_LEN", "8"}, {"TRAIN_BATCH_TOKENS", "64"},
+               {"PARALLEL_START_LAYER", "2"}, {"PGOLF_PARALLEL_MODE", "lanes1289"});
+    /* PR #1334's lanes need no new op */
+    pg_config c;
+    gpt_model m;
+    const kv ok[] = {{"NUM_LAYERS", "4"},  {"MODEL_DIM", "16"},          {"NUM_HEADS", "2"},
+                     {"NUM_KV_HEADS", "1"}, {"TRAIN_SEQ_LEN", "8"},       {"TRAIN_BATCH_TOKENS", "64"},
+                     {"PARALLEL_START_LAYER", "2"}, {"PGOLF_PARALLEL_MODE", "lanes1334"}};
+    char err[PG_ERRLEN];
+    config_defaults(&c);
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        T_ASSERT(config_set(&c, ok[i].k, ok[i].v, "t", err, sizeof(err)) == 0, "%s", err);
+    gpt_build(&m, &c, &no_route, 1, 8);
+    gpt_free(&m);
+    config_free(&c);
+}
+/* combinations that no record ran and the reference does not define are refused with one line */
+TEST(refmodel_feature_combinations_refused) {
+    BUILD_DIES(&pg_cpu_ops, "ENCODER_RECURRENCE", "RECUR_LAYERS", {"NUM_LAYERS", "4"}, {"MODEL_DIM", "16"},
+               {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "1"}, {"TRAIN_SEQ_LEN", "8"}, {"TRAIN_BATCH_TOKENS", "64"},
+               {"ENCODER_RECURRENCE", "1"}, {"RECUR_LAYERS", "1"});
+    BUILD_DIES(&pg_cpu_ops, "ENCODER_RECURRENCE", "PARALLEL_START_LAYER", {"NUM_LAYERS", "4"}, {"MODEL_DIM", "16"},
+               {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "1"}, {"TRAIN_SEQ_LEN", "8"}, {"TRAIN_BATCH_TOKENS", "64"},
+               {"ENCODER_RECURRENCE", "1"}, {"PARALLEL_START_LAYER", "3"});
+    BUILD_DIES(&pg_cpu_ops, "lanes1334", "RECUR_LAYERS", {"NUM_LAYERS", "4"}, {"MODEL_DIM", "16"}, {"NUM_HEADS", "2"},
+               {"NUM_KV_HEADS", "1"}, {"TRAIN_SEQ_LEN", "8"}, {"TRAIN_BATCH_TOKENS", "64"},
+               {"PARALLEL_START_LAYER", "3"}, {"PGOLF_PARALLEL_MODE", "lanes1334"}, {"RECUR_LAYERS", "0"});
+    BUILD_DIES(&pg_cpu_ops, "lanes1289", "decoder layer", {"NUM_LAYERS", "4"}, {"MODEL_DIM", "16"},
+               {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "1"}, {"TRAIN_SEQ_LEN", "8"}, {"TRAIN_BATCH_TOKENS", "64"},
+               {"PARALLEL_START_LAYER", "1"}, {"PGOLF_PARALLEL_MODE", "lanes1289"});
 }
