@@ -60,6 +60,7 @@ int export_pack_h(const pg_config *cfg, const statedict *sd, const struct gptq_h
     sz->n_gptq_lite = st.n_gptq_lite;
     uint8_t *raw;
     size_t raw_len;
+    q.pack6 = cfg->int6_pack; /* PGOLF_INT6_PACK: serialized version 2 */
     qstate_serialize(&q, &raw, &raw_len);
     qstate_free(&q);
     char *cj = artifact_config_json(cfg);

@@ -36,7 +36,7 @@ typedef struct {
     size_t n_gptq, n_gptq_lite;   /* int6_gptq(_lite): matrices by full GPTQ / by the clip search */
 } export_sizes;
 
-struct gptq_hessians; /* gptq.h */
+struct gptq_hessians; /* quant.h */
 
 typedef struct {
     size_t file_bytes, code_bytes, model_bytes;

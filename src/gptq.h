@@ -18,7 +18,8 @@
  *   - precision: the activations of the backend (fp32 on CPU; bf16 on CUDA, as the record's
  *     autocast inputs), accumulated in fp32 (ssyrk) and divided by the number of sequences.
  *
- * GPTQ of one matrix W (R x C) with H (C x C), all fp32 as the record runs it on the CPU:
+ * GPTQ of one matrix W (R x C) with H (C x C) (gptq_quantize, quant.h/quant.c), all fp32 as the
+ * record runs it on the CPU:
  *   dead columns (diag H == 0) get H_cc = 1; H += GPTQ_DAMP*mean(diag H)*I; columns ordered by
  *   descending diag H (stable: ties keep their index order); W's dead columns zeroed; U = the upper
  *   Cholesky factor of H^-1 (LAPACK spotrf 'L', spotri 'L', spotrf 'U', the calls torch makes);
@@ -35,17 +36,9 @@
 
 #include "config.h"
 #include "model.h"
+#include "quant.h"
 #include "statedict.h"
 
-typedef struct gptq_hessians {
-    int L, d, hd, hidden;
-    int n_seqs, T;                  /* calibration: sequences and their length */
-    float *qkv, *proj, *fc, *mproj; /* host fp32, per layer: d*d, hd*hd, d*d, hidden*hidden */
-} gptq_hessians;
-
-/* The Hessian of a block matrix by state-dict name (blocks.L.attn.c_q.weight, ...), NULL if none;
- * *dim receives its size. */
-const float *gptq_hessian(const gptq_hessians *h, const char *name, int *dim);
 /* Collect over n_seqs sequences of m->T tokens (host, n_seqs*m->T ids), m->B at a time, with
  * recurrence and parallel residuals switched off (restored on return). 0 or -1 with err. */
 int gptq_collect(gpt_model *m, const int32_t *tokens, int n_seqs, gptq_hessians *h, char *err, size_t errlen);
@@ -56,13 +49,5 @@ int gptq_collect_train(gpt_model *m, const pg_config *cfg, gptq_hessians *h, cha
 /* The same for a state dict without a model: builds one of cfg's shape (PGOLF_BACKEND, up to 4
  * sequences at a time, TRAIN_SEQ_LEN) and loads sd into it. */
 int gptq_collect_statedict(const pg_config *cfg, const statedict *sd, gptq_hessians *h, char *err, size_t errlen);
-void gptq_hessians_free(gptq_hessians *h);
-
-/* GPTQ of w (rows x cols, fp32) with H (cols x cols): codes q (rows x cols) and fp16 row scales s16;
- * *p_index (optional) the chosen percentile. damp: GPTQ_DAMP; block: GPTQ_BLOCK_SIZE (<= 0: 128).
- * 0, or -1 when the Cholesky factorisation fails (H not positive definite: the record then falls
- * back to the clip search, quant_int6_search). */
-int gptq_quantize(const float *w, int rows, int cols, const float *H, double damp, int block, int8_t *q, uint16_t *s16,
-                  int *p_index);
 
 #endif

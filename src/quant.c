@@ -7,9 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "common.h"
-#include "gptq.h"
 #include "model.h"
+
+/* LAPACK (OpenBLAS), Fortran ABI with the hidden length of the character argument */
+extern void spotrf_(const char *uplo, const int *n, float *a, const int *lda, int *info, size_t uplo_len);
+extern void spotri_(const char *uplo, const int *n, float *a, const int *lda, int *info, size_t uplo_len);
 
 /* ---- schemes and labels ---- */
 
@@ -277,6 +282,174 @@ int quant_int6_search(const float *w, size_t rows, size_t cols, int8_t *q, uint1
     return best_k;
 }
 
+/* ---- full GPTQ (PR #1392) ---- */
+
+void gptq_hessians_free(gptq_hessians *h) {
+    free(h->qkv);
+    free(h->proj);
+    free(h->fc);
+    free(h->mproj);
+    memset(h, 0, sizeof(*h));
+}
+
+const float *gptq_hessian(const gptq_hessians *h, const char *name, int *dim) {
+    int l, n = 0;
+    char kind[32];
+    if (!h || sscanf(name, "blocks.%d.%31[a-z_.]%n", &l, kind, &n) != 2 || name[n] || l < 0 || l >= h->L)
+        return NULL;
+    const float *base = NULL;
+    if (!strcmp(kind, "attn.c_q.weight") || !strcmp(kind, "attn.c_k.weight") || !strcmp(kind, "attn.c_v.weight"))
+        base = h->qkv, *dim = h->d;
+    else if (!strcmp(kind, "attn.proj.weight")) base = h->proj, *dim = h->hd;
+    else if (!strcmp(kind, "mlp.fc.weight")) base = h->fc, *dim = h->d;
+    else if (!strcmp(kind, "mlp.proj.weight")) base = h->mproj, *dim = h->hidden;
+    return base ? base + (size_t)l * *dim * *dim : NULL;
+}
+
+typedef struct {
+    float v;
+    int i;
+} diag_ent;
+
+static int cmp_diag_desc(const void *a, const void *b) {
+    const diag_ent *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return x->i - y->i; /* stable */
+}
+
+int gptq_quantize(const float *w, int R, int C, const float *Hin, double damp, int block, int8_t *q, uint16_t *s16,
+                  int *p_index) {
+    if (block <= 0) block = 128;
+    const size_t CC = (size_t)C * C, RC = (size_t)R * C;
+    float *H = xmalloc(CC * sizeof(float));
+    memcpy(H, Hin, CC * sizeof(float));
+    uint8_t *dead = xcalloc((size_t)C, 1);
+    double dsum = 0.0;
+    for (int c = 0; c < C; c++) {
+        if (H[(size_t)c * C + c] == 0.0f) dead[c] = 1, H[(size_t)c * C + c] = 1.0f;
+        dsum += H[(size_t)c * C + c];
+    }
+    const float dmp = (float)damp * ((float)dsum / (float)C); /* damp * mean(diag H) in fp32 */
+    diag_ent *de = xmalloc((size_t)C * sizeof(diag_ent));
+    for (int c = 0; c < C; c++) {
+        H[(size_t)c * C + c] += dmp;
+        de[c].v = H[(size_t)c * C + c], de[c].i = c;
+    }
+    qsort(de, (size_t)C, sizeof(diag_ent), cmp_diag_desc);
+    int *perm = xmalloc((size_t)C * sizeof(int));
+    for (int c = 0; c < C; c++) perm[c] = de[c].i;
+    free(de);
+    /* A = H[perm][:, perm] (symmetric: its column-major view is itself) */
+    float *A = xmalloc(CC * sizeof(float));
+    for (int i = 0; i < C; i++)
+        for (int j = 0; j < C; j++) A[(size_t)i * C + j] = H[(size_t)perm[i] * C + perm[j]];
+    free(H);
+    int info = 0;
+    spotrf_("L", &C, A, &C, &info, 1); /* torch.linalg.cholesky */
+    if (info == 0) spotri_("L", &C, A, &C, &info, 1); /* torch.cholesky_inverse: lower triangle, mirrored */
+    if (info == 0) {
+        for (int j = 0; j < C; j++)
+            for (int i = j + 1; i < C; i++) A[(size_t)i * C + j] = A[(size_t)j * C + i]; /* col-major (j,i) <- (i,j) */
+        spotrf_("U", &C, A, &C, &info, 1); /* torch.linalg.cholesky(upper=True) */
+    }
+    if (info != 0) {
+        free(A);
+        free(perm);
+        free(dead);
+        return -1;
+    }
+    /* U row-major: U[i][j] = A(i, j) for i <= j, the column-major element at i + j*C */
+    float *U = xcalloc(CC, sizeof(float));
+    for (int i = 0; i < C; i++)
+        for (int j = i; j < C; j++) U[(size_t)i * C + j] = A[(size_t)j * C + i];
+    free(A);
+    /* the permuted weights, transposed (column c of W_perm is row c here), dead columns zeroed */
+    float *Wt = xmalloc(RC * sizeof(float)), *work = xmalloc(RC * sizeof(float));
+    for (int i = 0; i < C; i++)
+        for (int r = 0; r < R; r++) Wt[(size_t)i * R + r] = dead[perm[i]] ? 0.0f : w[(size_t)r * C + perm[i]];
+    free(dead);
+    int8_t *Qt = xmalloc(RC), *Qbest = xmalloc(RC);
+    float *E = xmalloc((size_t)block * R * sizeof(float)), *tmp = xmalloc(RC * sizeof(float)), *sf = xmalloc((size_t)R * sizeof(float));
+    uint16_t *s = xmalloc((size_t)R * sizeof(uint16_t));
+    double *row_err = xmalloc((size_t)C * sizeof(double));
+    double best = INFINITY;
+    int best_k = -1;
+    const int RCH = 64; /* rows per task: rows are independent inside a block */
+    for (int k = 0; k < QUANT_N_PCT; k++) {
+        quant_pct_scales(w, (size_t)R, (size_t)C, QUANT_PCT[k], s); /* the unpermuted weights */
+        for (int r = 0; r < R; r++) sf[r] = pg_f16_to_f32(s[r]);
+        memcpy(work, Wt, RC * sizeof(float));
+        for (int b = 0; b < C; b += block) {
+            const int e = b + block < C ? b + block : C, n = e - b;
+#pragma omp parallel for schedule(static)
+            for (int r0 = 0; r0 < R; r0 += RCH) {
+                const int r1 = r0 + RCH < R ? r0 + RCH : R;
+                for (int j = 0; j < n; j++) {
+                    float *col = work + (size_t)(b + j) * R;
+                    const float dj = U[(size_t)(b + j) * C + b + j];
+                    int8_t *qc = Qt + (size_t)(b + j) * R;
+                    float *ej = E + (size_t)j * R;
+                    for (int r = r0; r < r1; r++) {
+                        float v = nearbyintf(col[r] / sf[r]);
+                        v = v < -31.0f ? -31.0f : (v > 31.0f ? 31.0f : v);
+                        qc[r] = (int8_t)v;
+                        ej[r] = (col[r] - v * sf[r]) / dj;
+                    }
+                    for (int k2 = j; k2 < n; k2++) { /* W_block[:, j:] -= err * U[j, j:] */
+                        const float u = U[(size_t)(b + j) * C + b + k2];
+                        float *c2 = work + (size_t)(b + k2) * R;
+                        for (int r = r0; r < r1; r++) c2[r] -= ej[r] * u;
+                    }
+                }
+            }
+            if (e < C) { /* W[:, e:] -= Err @ U[b:e, e:], transposed: U[b:e, e:]^T @ Err^T */
+                const size_t M = (size_t)(C - e);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)M, R, n, 1.0f, U + (size_t)b * C + e, C, E, R, 0.0f,
+                            tmp, R);
+                float *dst = work + (size_t)e * R;
+#pragma omp parallel for schedule(static)
+                for (long i = 0; i < (long)(M * R); i++) dst[i] -= tmp[i];
+            }
+        }
+        /* unweighted MSE of the permuted weights */
+#pragma omp parallel for schedule(static)
+        for (int c = 0; c < C; c++) {
+            double acc = 0.0;
+            const float *wc = Wt + (size_t)c * R;
+            const int8_t *qc = Qt + (size_t)c * R;
+            for (int r = 0; r < R; r++) {
+                float d = wc[r] - (float)qc[r] * sf[r];
+                acc += (double)(d * d);
+            }
+            row_err[c] = acc;
+        }
+        double mse = 0.0;
+        for (int c = 0; c < C; c++) mse += row_err[c];
+        mse /= (double)RC;
+        if (best_k < 0 || mse < best) {
+            best = mse;
+            best_k = k;
+            memcpy(Qbest, Qt, RC);
+            memcpy(s16, s, (size_t)R * sizeof(uint16_t));
+        }
+    }
+    for (int i = 0; i < C; i++) /* un-permute: q[:, perm[i]] = Q_perm[:, i] */
+        for (int r = 0; r < R; r++) q[(size_t)r * C + perm[i]] = Qbest[(size_t)i * R + r];
+    if (p_index) *p_index = best_k;
+    free(U);
+    free(Wt);
+    free(work);
+    free(Qt);
+    free(Qbest);
+    free(E);
+    free(tmp);
+    free(sf);
+    free(s);
+    free(row_err);
+    free(perm);
+    return 0;
+}
+
 /* passthrough stored as `dt` (a float cast, or the original bytes when dt == the original dtype) */
 static void pass_as(qtensor *t, const sd_tensor *s, pg_dtype dt) {
     t->kind = QT_PASS;
@@ -506,6 +679,47 @@ int dequantize_qstate(const qstate *q, statedict *out, char *err, size_t errlen)
 /* ---- serialized form ---- */
 
 #define QMAGIC "PGQ1"
+#define QMAGIC2 "PGQ2"
+#define QFLAG_PACK6 1u
+
+size_t quant_packed6_len(size_t n) { return n / 4 * 3 + (n % 4 * 6 + 7) / 8; }
+
+void quant_pack6(const int8_t *c, size_t n, uint8_t *out) {
+    size_t i = 0, o = 0;
+    for (; i + 4 <= n; i += 4, o += 3) {
+        uint32_t v = (uint32_t)(c[i] & 63) | (uint32_t)(c[i + 1] & 63) << 6 | (uint32_t)(c[i + 2] & 63) << 12 |
+                     (uint32_t)(c[i + 3] & 63) << 18;
+        out[o] = (uint8_t)v, out[o + 1] = (uint8_t)(v >> 8), out[o + 2] = (uint8_t)(v >> 16);
+    }
+    if (i < n) {
+        uint32_t v = 0;
+        for (size_t k = 0; i + k < n; k++) v |= (uint32_t)(c[i + k] & 63) << (6 * k);
+        for (size_t k = 0; k < (n - i) * 6 / 8 + ((n - i) * 6 % 8 != 0); k++) out[o + k] = (uint8_t)(v >> (8 * k));
+    }
+}
+
+static int8_t sext6(uint32_t v) { return (int8_t)((int)(v & 63) - ((v & 32) ? 64 : 0)); }
+
+int quant_unpack6(const uint8_t *in, size_t n, int8_t *c) {
+    size_t i = 0, o = 0;
+    for (; i + 4 <= n; i += 4, o += 3) {
+        uint32_t v = (uint32_t)in[o] | (uint32_t)in[o + 1] << 8 | (uint32_t)in[o + 2] << 16;
+        for (int k = 0; k < 4; k++) c[i + k] = sext6(v >> (6 * k));
+    }
+    if (i < n) {
+        const size_t r = n - i, nb = (r * 6 + 7) / 8;
+        uint32_t v = 0;
+        for (size_t k = 0; k < nb; k++) v |= (uint32_t)in[o + k] << (8 * k);
+        if (v >> (6 * r)) return -1; /* padding bits */
+        for (size_t k = 0; k < r; k++) c[i + k] = sext6(v >> (6 * k));
+    }
+    return 0;
+}
+
+/* serialized bytes of a quantised tensor's codes */
+static size_t ser_code_bytes(const qtensor *t, int pack6) {
+    return pack6 && t->bits == 6 ? quant_packed6_len(t->nbytes) : t->nbytes;
+}
 
 typedef struct {
     uint8_t *b;
@@ -537,10 +751,14 @@ void qstate_serialize(const qstate *q, uint8_t **buf, size_t *len) {
         data += q->t[i].nbytes + (q->t[i].kind == QT_PASS ? 0 : q->t[i].n_scale * pg_dtype_size(q->t[i].scale_dtype));
     w.cap = data + 64 + (size_t)q->n * 160;
     w.b = xmalloc(w.cap);
-    wb_put(&w, QMAGIC, 4);
+    wb_put(&w, q->pack6 ? QMAGIC2 : QMAGIC, 4);
     uint8_t b4[4];
     pg_wr_u32(b4, (uint32_t)q->n);
     wb_put(&w, b4, 4);
+    if (q->pack6) {
+        pg_wr_u32(b4, QFLAG_PACK6);
+        wb_put(&w, b4, 4);
+    }
     for (int i = 0; i < q->n; i++) {
         const qtensor *t = &q->t[i];
         size_t nl = strlen(t->name);
@@ -557,8 +775,19 @@ void qstate_serialize(const qstate *q, uint8_t **buf, size_t *len) {
         for (int d = 0; d < t->ndim; d++) wb_u64(&w, (uint64_t)t->shape[d]);
         wb_u64(&w, t->kind == QT_PASS ? 0 : t->n_scale);
     }
-    for (int i = 0; i < q->n; i++)
-        if (q->t[i].kind != QT_PASS) wb_put(&w, q->t[i].data, q->t[i].nbytes);
+    for (int i = 0; i < q->n; i++) {
+        const qtensor *t = &q->t[i];
+        if (t->kind == QT_PASS) continue;
+        if (q->pack6 && t->bits == 6) {
+            size_t pl = quant_packed6_len(t->nbytes);
+            uint8_t *pk = xmalloc(pl + 1);
+            quant_pack6(t->data, t->nbytes, pk);
+            wb_put(&w, pk, pl);
+            free(pk);
+        } else {
+            wb_put(&w, t->data, t->nbytes);
+        }
+    }
     for (int i = 0; i < q->n; i++)
         if (q->t[i].kind != QT_PASS) wb_put(&w, q->t[i].scale, q->t[i].n_scale * pg_dtype_size(q->t[i].scale_dtype));
     for (int i = 0; i < q->n; i++)
@@ -571,10 +800,19 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 
 int qstate_parse(const uint8_t *buf, size_t len, const char *what, qstate *q, char *err, size_t errlen) {
     qstate_init(q);
-    if (len < 8 || memcmp(buf, QMAGIC, 4) != 0) return pg_err(err, errlen, "%s: model payload is not a pgolf quantised object", what);
+    const int v2 = len >= 4 && memcmp(buf, QMAGIC2, 4) == 0;
+    const size_t hdr = v2 ? 12 : 8;
+    if (len < hdr || (!v2 && memcmp(buf, QMAGIC, 4) != 0))
+        return pg_err(err, errlen, "%s: model payload is not a pgolf quantised object", what);
     uint32_t n = pg_rd_u32(buf + 4);
-    if ((uint64_t)n * 16 > len - 8) return pg_err(err, errlen, "%s: model payload: tensor count %u exceeds the data", what, n);
-    size_t p = 8;
+    if (v2) {
+        uint32_t flags = pg_rd_u32(buf + 8);
+        if (flags & ~QFLAG_PACK6)
+            return pg_err(err, errlen, "%s: model payload: unsupported flags 0x%x in a version 2 object", what, flags);
+        q->pack6 = (flags & QFLAG_PACK6) != 0;
+    }
+    if ((uint64_t)n * 16 > len - hdr) return pg_err(err, errlen, "%s: model payload: tensor count %u exceeds the data", what, n);
+    size_t p = hdr;
 #define NEED(k)                                                                                                        \
     do {                                                                                                               \
         if ((k) > len - p) {                                                                                           \
@@ -638,7 +876,7 @@ int qstate_parse(const uint8_t *buf, size_t len, const char *what, qstate *q, ch
             rc = pg_err(err, errlen, "%s: model payload: tensor %s has an inconsistent description", what, t->name);
             goto fail;
         }
-        need_data += t->nbytes + (t->kind == QT_PASS ? 0 : t->n_scale * pg_dtype_size(t->scale_dtype));
+        need_data += t->kind == QT_PASS ? t->nbytes : ser_code_bytes(t, q->pack6) + t->n_scale * pg_dtype_size(t->scale_dtype);
         if (need_data > len) {
             rc = pg_err(err, errlen, "%s: model payload: tensor data exceeds the payload", what);
             goto fail;
@@ -664,8 +902,17 @@ int qstate_parse(const uint8_t *buf, size_t len, const char *what, qstate *q, ch
             int quant = t->kind != QT_PASS;
             if (pass == 0 && quant) {
                 t->data = xmalloc(t->nbytes + 1);
-                memcpy(t->data, buf + p, t->nbytes);
-                p += t->nbytes;
+                if (q->pack6 && t->bits == 6) {
+                    if (quant_unpack6(buf + p, t->nbytes, t->data) != 0) {
+                        rc = pg_err(err, errlen, "%s: model payload: tensor %s: packed int6 codes with non-zero padding bits",
+                                    what, t->name);
+                        goto fail;
+                    }
+                    p += quant_packed6_len(t->nbytes);
+                } else {
+                    memcpy(t->data, buf + p, t->nbytes);
+                    p += t->nbytes;
+                }
                 const int8_t *c = t->data;
                 int lo = -(1 << (t->bits - 1)), hi = (1 << (t->bits - 1)) - 1;
                 for (size_t k = 0; k < t->nbytes; k++)

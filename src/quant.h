@@ -80,9 +80,28 @@ typedef struct {
 typedef struct {
     qtensor *t;
     int n, cap;
+    int pack6; /* serialized form version 2: int6 codes packed 4 per 3 bytes (PGOLF_INT6_PACK=1);
+                * set by the caller before qstate_serialize, and by qstate_parse from the payload */
 } qstate;
 
-struct gptq_hessians; /* gptq.h */
+/* The calibration Hessians of full GPTQ (int6_gptq), collected by gptq.c (gptq.h). */
+typedef struct gptq_hessians {
+    int L, d, hd, hidden;
+    int n_seqs, T;                  /* calibration: sequences and their length */
+    float *qkv, *proj, *fc, *mproj; /* host fp32, per layer: d*d, hd*hd, d*d, hidden*hidden */
+} gptq_hessians;
+
+/* The Hessian of a block matrix by state-dict name (blocks.L.attn.c_q.weight, ...), NULL if none;
+ * *dim receives its size. */
+const float *gptq_hessian(const gptq_hessians *h, const char *name, int *dim);
+void gptq_hessians_free(gptq_hessians *h);
+/* GPTQ of w (rows x cols, fp32) with H (cols x cols): codes q (rows x cols) and fp16 row scales s16;
+ * *p_index (optional) the chosen percentile. damp: GPTQ_DAMP; block: GPTQ_BLOCK_SIZE (<= 0: 128).
+ * 0, or -1 when the Cholesky factorisation fails (H not positive definite: the record then falls
+ * back to the clip search, quant_int6_search). */
+int gptq_quantize(const float *w, int rows, int cols, const float *H, double damp, int block, int8_t *q, uint16_t *s16,
+                  int *p_index);
+
 
 typedef struct {
     const char *control_patterns;    /* CONTROL_TENSOR_NAME_PATTERNS */
@@ -143,7 +162,20 @@ void qstate_free(qstate *q);
  *   u8 stored dtype, u8 bits, u8 scale dtype, u8 ndim, u64 shape[ndim], u64 n_scale;
  *   then the codes of every quantised tensor, the scales of every quantised tensor, and the data of
  *   every passthrough tensor, each group in table order (the order torch.save writes the records'
- *   `quantized`, `scales`, `passthrough` dicts). All little-endian. */
+ *   `quantized`, `scales`, `passthrough` dicts). All little-endian.
+ * Version 2, written when q->pack6 is set (PGOLF_INT6_PACK=1): "PGQ2", u32 tensor count, u32 flags
+ * (bit 0: int6 codes packed; no other bit may be set), the same table, then the same three groups
+ * except that the codes of every tensor with 6 bits are packed: each group of 4 codes c0..c3 is the
+ * 24-bit little-endian value sum (c_i & 63) << 6i (6-bit two's complement fields) in 3 bytes; a last
+ * group of r < 4 codes takes ceil(6r/8) bytes and its unused high bits must be 0. int8 codes,
+ * scales and passthrough data are as in version 1. The reader accepts both versions; in memory the
+ * codes are always one int8 per element. */
+/* bytes of n packed int6 codes: 3 per 4 codes, ceil(6r/8) for a last group of r */
+size_t quant_packed6_len(size_t n);
+/* pack n codes in [-32, 31] */
+void quant_pack6(const int8_t *c, size_t n, uint8_t *out);
+/* unpack n codes; -1 if a padding bit of the last group is set */
+int quant_unpack6(const uint8_t *in, size_t n, int8_t *c);
 void qstate_serialize(const qstate *q, uint8_t **buf, size_t *len);
 /* Parse and validate a serialized object (what names it in messages). 0 or -1 with err. */
 int qstate_parse(const uint8_t *buf, size_t len, const char *what, qstate *q, char *err, size_t errlen);

@@ -855,3 +855,149 @@ TEST(codec_lzma6_matches_python) {
     free(z);
     free(d);
 }
+
+/* ---- dense int6 packing (PGOLF_INT6_PACK) ---- */
+
+/* pack/unpack round-trips every code of [-32, 31] bit-exactly at every length mod 4; the layout is
+ * the documented one; a set padding bit is refused */
+TEST(int6_pack_roundtrip_bit_exact) {
+    g_rng = 6;
+    for (size_t n = 0; n < 70; n++) {
+        int8_t c[80], back[80];
+        uint8_t pk[64];
+        for (size_t i = 0; i < n; i++) c[i] = (int8_t)((int)(rnd_u64() % 64) - 32);
+        if (n >= 2) c[0] = -32, c[1] = 31;
+        size_t pl = quant_packed6_len(n);
+        T_ASSERT(pl == (n * 6 + 7) / 8, "n %zu: %zu bytes", n, pl);
+        memset(pk, 0xEE, sizeof(pk));
+        quant_pack6(c, n, pk);
+        T_ASSERT(pk[pl] == 0xEE, "n %zu: wrote past the packed length", n);
+        memset(back, 0, sizeof(back));
+        T_ASSERT(quant_unpack6(pk, n, back) == 0 && bytes_equal(back, c, n), "n %zu: roundtrip", n);
+        if (n >= 4) { /* layout: the first 3 bytes are c0 | c1<<6 | c2<<12 | c3<<18 */
+            uint32_t v = (uint32_t)(c[0] & 63) | (uint32_t)(c[1] & 63) << 6 | (uint32_t)(c[2] & 63) << 12 | (uint32_t)(c[3] & 63) << 18;
+            T_ASSERT(pk[0] == (v & 255) && pk[1] == ((v >> 8) & 255) && pk[2] == (v >> 16), "layout");
+        }
+        if (n % 4) { /* a padding bit of the last group */
+            pk[pl - 1] |= 0x80;
+            T_ASSERT(quant_unpack6(pk, n, back) != 0, "n %zu: padding bit accepted", n);
+        }
+    }
+}
+
+/* the serialized object with packing: version 2, smaller by a quarter of the int6 code bytes,
+ * parses back to the same codes (and re-serializes to the same bytes); version 1 still parses;
+ * corrupt version-2 objects are refused with a clear message or parse to a valid object */
+TEST(int6_pack_serialized_versions) {
+    statedict sd;
+    routing_statedict(&sd);
+    quant_opts qo = {.control_patterns = CONTROL};
+    qstate q, q1, q2;
+    quant_stats st;
+    char err[PG_ERRLEN];
+    T_ASSERT(quantize_statedict(&sd, QS_INT6_PR187, &qo, &q, &st, err, sizeof(err)) == 0, "%s", err);
+    uint8_t *r1, *r2, *r3;
+    size_t l1, l2, l3, int6_codes = 0, packed = 0;
+    for (int i = 0; i < q.n; i++)
+        if (q.t[i].kind != QT_PASS && q.t[i].bits == 6) int6_codes += q.t[i].nbytes, packed += quant_packed6_len(q.t[i].nbytes);
+    T_ASSERT(int6_codes > 500000, "int6 codes %zu", int6_codes);
+    qstate_serialize(&q, &r1, &l1);
+    q.pack6 = 1;
+    qstate_serialize(&q, &r2, &l2);
+    T_ASSERT(!memcmp(r1, "PGQ1", 4) && !memcmp(r2, "PGQ2", 4), "magics");
+    T_ASSERT(l2 == l1 + 4 - (int6_codes - packed), "packed size %zu, unpacked %zu, int6 codes %zu", l2, l1, int6_codes);
+    T_ASSERT(qstate_parse(r1, l1, "p", &q1, err, sizeof(err)) == 0 && !q1.pack6, "v1: %s", err);
+    T_ASSERT(qstate_parse(r2, l2, "p", &q2, err, sizeof(err)) == 0 && q2.pack6, "v2: %s", err);
+    T_ASSERT(q1.n == q.n && q2.n == q.n, "tensor counts");
+    for (int i = 0; i < q.n; i++) {
+        T_ASSERT(q2.t[i].nbytes == q.t[i].nbytes && bytes_equal(q2.t[i].data, q.t[i].data, q.t[i].nbytes), "%s: codes", q.t[i].name);
+        T_ASSERT(bytes_equal(q1.t[i].data, q2.t[i].data, q.t[i].nbytes), "%s: v1 vs v2", q.t[i].name);
+    }
+    qstate_serialize(&q2, &r3, &l3);
+    T_ASSERT(l3 == l2 && bytes_equal(r3, r2, l2), "serialize(parse(v2)) != v2");
+    free(r3);
+    statedict d1, d2;
+    T_ASSERT(dequantize_qstate(&q1, &d1, err, sizeof(err)) == 0 && dequantize_qstate(&q2, &d2, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(sd_same(&d1, &d2), "dequantised weights differ between the versions");
+    sd_free(&d1);
+    sd_free(&d2);
+    qstate_free(&q1);
+    qstate_free(&q2);
+    /* unknown flags */
+    uint8_t *bad = xmalloc(l2);
+    memcpy(bad, r2, l2);
+    bad[8] = 3;
+    T_ASSERT(qstate_parse(bad, l2, "p", &q2, err, sizeof(err)) != 0 && strstr(err, "unsupported flags"), "flags: %s", err);
+    /* a version-1 object relabelled as version 2: refused */
+    uint8_t *v1 = xmalloc(l1);
+    memcpy(v1, r1, l1);
+    memcpy(v1, "PGQ2", 4);
+    T_ASSERT(qstate_parse(v1, l1, "p", &q2, err, sizeof(err)) != 0 && !strncmp(err, "p: model payload", 16), "relabelled: %s", err);
+    free(v1);
+    memcpy(bad, r2, l2);
+    bad[3] = '3';
+    T_ASSERT(qstate_parse(bad, l2, "p", &q2, err, sizeof(err)) != 0 && strstr(err, "not a pgolf quantised object"), "PGQ3: %s", err);
+    /* random corruption and truncation: an error naming the payload, or a valid object */
+    g_rng = 77;
+    int rejected = 0;
+    for (int it = 0; it < 2000; it++) {
+        memcpy(bad, r2, l2);
+        size_t cut = l2;
+        if (it % 2) cut = rnd_u64() % l2;
+        else
+            for (int k = 0; k < 3; k++) bad[rnd_u64() % 4096] ^= (uint8_t)(1u << (rnd_u64() % 8));
+        int rc = qstate_parse(bad, cut, "p", &q2, err, sizeof(err));
+        if (rc == 0) {
+            statedict d;
+            if (dequantize_qstate(&q2, &d, err, sizeof(err)) == 0) sd_free(&d);
+            qstate_free(&q2);
+        } else {
+            rejected++;
+            T_ASSERT(!strncmp(err, "p: model payload", 16), "message '%s'", err);
+        }
+    }
+    T_ASSERT(rejected > 1000, "only %d of 2000 corruptions rejected", rejected);
+    free(bad);
+    free(r1);
+    free(r2);
+    qstate_free(&q);
+    sd_free(&sd);
+}
+
+/* PGOLF_INT6_PACK=1 artifacts reload to exactly the weights of the unpacked ones, for every int6
+ * scheme */
+TEST(int6_pack_artifact_reloads_same_weights) {
+    const char *schemes[][2] = {{"int6_pr187", "lzma-6"}, {"int6_gptq_lite", "lzma-9e"}, {"int6_pr315", "zstd-22"}};
+    char td[512];
+    snprintf(td, sizeof(td), "%s", t_tmpdir());
+    for (int k = 0; k < 3; k++) {
+        pg_config cfg;
+        cfg_small(&cfg, EXPORT_KV, sizeof(EXPORT_KV) / sizeof(*EXPORT_KV));
+        set_key(&cfg, "QUANT_SCHEME", schemes[k][0]);
+        set_key(&cfg, "EXPORT_CODEC", schemes[k][1]);
+        gpt_model m;
+        gpt_build(&m, &cfg, backend_select("cpu"), 1, 32);
+        gpt_init(&m, &cfg, 30 + (uint64_t)k);
+        jitter_weights(&m, 31 + (uint64_t)k, 0.05f);
+        statedict sd, a, b;
+        gpt_to_statedict(&m, &sd);
+        char pa[1024], pb[1024], err[PG_ERRLEN];
+        snprintf(pa, sizeof(pa), "%s/plain%d.pgolf", td, k);
+        snprintf(pb, sizeof(pb), "%s/packed%d.pgolf", td, k);
+        export_sizes sa, sb;
+        T_ASSERT(export_pack(&cfg, &sd, pa, &sa, err, sizeof(err)) == 0, "%s", err);
+        set_key(&cfg, "PGOLF_INT6_PACK", "1");
+        T_ASSERT(export_pack(&cfg, &sd, pb, &sb, err, sizeof(err)) == 0, "%s", err);
+        T_ASSERT(sb.raw_bytes < sa.raw_bytes, "%s: packed raw %zu, plain %zu", schemes[k][0], sb.raw_bytes, sa.raw_bytes);
+        T_ASSERT(export_load_artifact(pa, &a, NULL, err, sizeof(err)) == 0, "%s", err);
+        T_ASSERT(export_load_artifact(pb, &b, NULL, err, sizeof(err)) == 0, "%s", err);
+        T_ASSERT(sd_same(&a, &b), "%s: packed artifact reloads to other weights", schemes[k][0]);
+        fprintf(stderr, "%s/%s: serialized %zu -> %zu bytes packed; artifact %zu -> %zu bytes\n", schemes[k][0], schemes[k][1],
+                sa.raw_bytes, sb.raw_bytes, sa.file_bytes, sb.file_bytes);
+        sd_free(&a);
+        sd_free(&b);
+        sd_free(&sd);
+        gpt_free(&m);
+        config_free(&cfg);
+    }
+}
