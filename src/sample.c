@@ -32,15 +32,29 @@
 
 /* ---- which configurations the decoder implements ---- */
 
-int sample_check_supported(const pg_config *cfg, char *err, size_t errlen) {
-    if (cfg->pre_enrich > 0)
-        return pg_err(err, errlen, "PGOLF_PRE_ENRICH=%lld (PR #187 pre-enrichment) is not supported by `pgolf sample`",
-                      (long long)cfg->pre_enrich);
-    if (cfg->encoder_recurrence)
-        return pg_err(err, errlen, "ENCODER_RECURRENCE=1 (PR #187 encoder recurrence) is not supported by `pgolf sample`");
-    if (strcmp(cfg->parallel_mode, "sum") != 0)
-        return pg_err(err, errlen, "PGOLF_PARALLEL_MODE=%s (parallel lanes) is not supported by `pgolf sample`",
-                      cfg->parallel_mode);
+/* The decoder implements every feature of model.c (invalid combinations are refused by gpt_build).
+ * As a guard against features added to model.c later, every parameter of the model must be one the
+ * decoder reads. */
+int sample_check_model(const gpt_model *m, char *err, size_t errlen) {
+    static const char *const top[] = {"skip_weights", "lane_merge", "tok_emb.weight", "lm_head.weight",
+                                      "bigram_hash.table.weight", "bigram_hash.proj.weight", "bigram.scale",
+                                      "bigram.embed.weight", "bigram.proj.weight", "smeargate.gate", "smear.gate",
+                                      "pre_enrich.0.weight", "pre_enrich.2.weight", "ve_shared.embed.weight",
+                                      "ve_shared.proj.weight", "ve_shared.scale"};
+    static const char *const blk[] = {"attn_scale", "mlp_scale", "resid_mix", "resid_mix_mlp", "route",
+                                      "attn.c_q.weight", "attn.c_k.weight", "attn.c_v.weight", "attn.proj.weight",
+                                      "attn.q_gain", "mlp.fc.weight", "mlp.proj.weight"};
+    for (int i = 0; i < m->n_params; i++) {
+        const char *n = m->params[i].name;
+        int known = 0, l, k, used = 0;
+        for (size_t j = 0; j < sizeof(top) / sizeof(top[0]) && !known; j++) known = !strcmp(n, top[j]);
+        if (!known && sscanf(n, "blocks.%d.%n", &l, &used) == 1 && used > 0)
+            for (size_t j = 0; j < sizeof(blk) / sizeof(blk[0]) && !known; j++) known = !strcmp(n + used, blk[j]);
+        if (!known && sscanf(n, "recur_scales.%d%n", &k, &used) == 1) known = n[used] == 0;
+        if (!known && sscanf(n, "ve_layer_scales.%d%n", &k, &used) == 1) known = n[used] == 0;
+        if (!known)
+            return pg_err(err, errlen, "the model has parameter %s of a feature that `pgolf sample` does not implement", n);
+    }
     return 0;
 }
 
@@ -52,22 +66,30 @@ struct pg_decoder {
     float softcap, slope;
     int smear, bigram, nb, db, xsa_from, ln_scale, leaky, ve_dim, recur_n, recur_on;
     int recur_layer[8];
+    int pre_enrich, enc_recur, lanes, par_from;
     /* host copies: the parameter arena and the RoPE tables (T, rope_dims/2) */
     float *w, *rope_cos, *rope_sin;
     /* views into w (NULL where the feature is off) */
     const float *tok_emb, *head, *skip_weights, *smear_gate, *bigram_table, *bigram_proj, *bigram_scale;
-    const float *ve_embed, *ve_proj, *ve_scale;
+    const float *ve_embed, *ve_proj, *ve_scale, *pe_w1, *pe_w2, *lane_merge;
     const float *recur_scale[8];
     block_params *blk;
     /* state across positions */
     int pos;
     int32_t prev_tok;
-    float *smear_prev;   /* (d) the previous position's SmearGate input */
-    float **kc, **vc;    /* per pass (L first passes, then recur_n second passes): (T, Hk*D) */
+    float *smear_prev; /* (d) the previous position's SmearGate input */
+    int n_pass;        /* key/value caches: the L layers, the recur_n second passes, PR #187's n_enc first passes */
+    float **kc, **vc;  /* per pass: (T, Hk*D) */
     /* scratch of one token */
-    float *e, *mid, *x0, *ve, *bg, *bgp, *enc_out, *sa, *sb, *sc, *nf;
-    float *xm, *n1, *q, *k, *v, *att, *a, *xa, *n2, *h, *mo, *p;
+    float *e, *mid, *x0, *ve, *bg, *bgp, *pe_h, *nf, *er;
+    float *lay_in, *lay_in2, *lay_out, *lay_out2, *rec_out, *ep_out; /* (L, d) (ep_out: (n_enc, d)) */
+    float *xm, *n1, *q, *k, *v, *att, *a, *xa, *xm2, *n2, *h, *mo, *p;
 };
+
+/* pass (cache) indices */
+static int pass_main(const pg_decoder *dc, int l) { (void)dc; return l; }
+static int pass_recur(const pg_decoder *dc, int k) { return dc->L + k; }
+static int pass_enc_first(const pg_decoder *dc, int l) { return dc->L + dc->recur_n + l; }
 
 /* ---- fp32 building blocks (as ops_cpu.c computes them) ---- */
 
@@ -99,6 +121,11 @@ static void scale_vec(float *x, int n, float s) {
 
 static float sigmoidf_(float g) { return 1.0f / (1.0f + expf(-g)); }
 
+/* xm = mix[0]*x + mix[1]*x0 (mix (2, d)) */
+static void mix(float *xm, const float *x, const float *x0, const float *mx, int d) {
+    for (int c = 0; c < d; c++) xm[c] = mx[c] * x[c] + mx[d + c] * x0[c];
+}
+
 /* per-head RMSNorm, rotate-half RoPE on the first rope_dims dims at position t, optional gain */
 static void qk_prep(float *x, int nh, const float *gain, const pg_decoder *dc, int t) {
     const int D = dc->D, half = dc->rope_dims / 2;
@@ -117,7 +144,7 @@ static void qk_prep(float *x, int nh, const float *gain, const pg_decoder *dc, i
 
 /* the bigram bucket of token cur at position t after token prev (model.c's bigram_buckets) */
 static int32_t bigram_bucket(const pg_decoder *dc, int32_t prev, int32_t cur, int t) {
-    if (dc->bigram == 1) { /* PR #65 */
+    if (dc->bigram == 1) { /* PR #65, PR #187 */
         const int64_t p = t ? prev : 0;
         return (int32_t)((p * 92821 + cur) % dc->nb);
     }
@@ -136,6 +163,8 @@ static const float *hv(const pg_decoder *dc, const gpt_model *m, const float *p)
 }
 static float *mhv(const pg_decoder *dc, const gpt_model *m, const float *p) { return (float *)hv(dc, m, p); }
 
+static float *zalloc(size_t n) { return xcalloc(n ? n : 1, sizeof(float)); }
+
 pg_decoder *decoder_new(const gpt_model *m) {
     pg_decoder *dc = xcalloc(1, sizeof(*dc));
     dc->V = m->V, dc->d = m->d, dc->L = m->L, dc->H = m->H, dc->Hk = m->Hk, dc->D = m->D, dc->hidden = m->hidden;
@@ -144,12 +173,13 @@ pg_decoder *decoder_new(const gpt_model *m) {
     dc->db = m->db, dc->xsa_from = m->xsa_from, dc->ln_scale = m->ln_scale, dc->leaky = m->leaky;
     dc->ve_dim = m->ve_dim, dc->recur_n = m->recur_n, dc->recur_on = m->recur_on;
     for (int k = 0; k < m->recur_n; k++) dc->recur_layer[k] = m->recur_layer[k];
+    dc->pre_enrich = m->pre_enrich, dc->enc_recur = m->enc_recur, dc->lanes = m->lanes, dc->par_from = m->par_from;
 
     dc->w = xmalloc(m->n_floats * sizeof(float));
     m->ops->to_host(dc->w, m->w, m->n_floats * sizeof(float));
     const size_t rope_n = (size_t)m->T * (m->rope_dims / 2);
-    dc->rope_cos = xmalloc((rope_n ? rope_n : 1) * sizeof(float));
-    dc->rope_sin = xmalloc((rope_n ? rope_n : 1) * sizeof(float));
+    dc->rope_cos = zalloc(rope_n);
+    dc->rope_sin = zalloc(rope_n);
     m->ops->to_host(dc->rope_cos, m->rope_cos, rope_n * sizeof(float));
     m->ops->to_host(dc->rope_sin, m->rope_sin, rope_n * sizeof(float));
 
@@ -163,6 +193,9 @@ pg_decoder *decoder_new(const gpt_model *m) {
     dc->ve_embed = hv(dc, m, m->ve_embed);
     dc->ve_proj = hv(dc, m, m->ve_proj);
     dc->ve_scale = hv(dc, m, m->ve_scale);
+    dc->pe_w1 = hv(dc, m, m->pe_w1);
+    dc->pe_w2 = hv(dc, m, m->pe_w2);
+    dc->lane_merge = hv(dc, m, m->lane_merge);
     for (int k = 0; k < m->recur_n; k++) dc->recur_scale[k] = hv(dc, m, m->recur_scale[k]);
     dc->blk = xcalloc((size_t)m->L, sizeof(block_params));
     for (int l = 0; l < m->L; l++) {
@@ -173,45 +206,51 @@ pg_decoder *decoder_new(const gpt_model *m) {
         b->mproj = mhv(dc, m, s->mproj), b->attn_scale = mhv(dc, m, s->attn_scale);
         b->mlp_scale = mhv(dc, m, s->mlp_scale), b->resid_mix = mhv(dc, m, s->resid_mix);
         b->ve_scale = mhv(dc, m, s->ve_scale);
+        b->resid_mix_mlp = mhv(dc, m, s->resid_mix_mlp), b->route = mhv(dc, m, s->route);
         b->parallel = s->parallel;
+        b->lane = s->lane;
     }
 
-    const int d = dc->d, hd = dc->H * dc->D, kvd = dc->Hk * dc->D, np = dc->L + dc->recur_n;
-    dc->kc = xcalloc((size_t)np, sizeof(float *));
-    dc->vc = xcalloc((size_t)np, sizeof(float *));
-    for (int i = 0; i < np; i++) {
-        dc->kc[i] = xmalloc((size_t)dc->T * kvd * sizeof(float));
-        dc->vc[i] = xmalloc((size_t)dc->T * kvd * sizeof(float));
+    const size_t d = (size_t)dc->d, hd = (size_t)dc->H * dc->D, kvd = (size_t)dc->Hk * dc->D, L = (size_t)dc->L;
+    dc->n_pass = dc->L + dc->recur_n + (dc->enc_recur ? dc->n_enc : 0);
+    dc->kc = xcalloc((size_t)dc->n_pass, sizeof(float *));
+    dc->vc = xcalloc((size_t)dc->n_pass, sizeof(float *));
+    for (int i = 0; i < dc->n_pass; i++) {
+        dc->kc[i] = zalloc((size_t)dc->T * kvd);
+        dc->vc[i] = zalloc((size_t)dc->T * kvd);
     }
-    float **bufs[] = {&dc->smear_prev, &dc->e, &dc->mid, &dc->x0, &dc->sa, &dc->sb, &dc->sc, &dc->nf,
-                      &dc->xm, &dc->n1, &dc->a, &dc->xa, &dc->n2, &dc->mo};
-    for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) *bufs[i] = xcalloc((size_t)d, sizeof(float));
-    dc->enc_out = xcalloc((size_t)(dc->n_enc ? dc->n_enc : 1) * d, sizeof(float));
-    dc->ve = xcalloc((size_t)kvd, sizeof(float));
-    dc->bg = xcalloc((size_t)(dc->db > 0 ? dc->db : 1), sizeof(float));
-    dc->bgp = xcalloc((size_t)d, sizeof(float));
-    dc->q = xcalloc((size_t)hd, sizeof(float));
-    dc->att = xcalloc((size_t)hd, sizeof(float));
-    dc->k = xcalloc((size_t)kvd, sizeof(float));
-    dc->v = xcalloc((size_t)kvd, sizeof(float));
-    dc->h = xcalloc((size_t)dc->hidden, sizeof(float));
-    dc->p = xcalloc((size_t)dc->T, sizeof(float));
+    float **dbufs[] = {&dc->smear_prev, &dc->e, &dc->mid, &dc->x0, &dc->bgp, &dc->nf, &dc->er, &dc->xm,
+                       &dc->n1,         &dc->a, &dc->xa,  &dc->xm2, &dc->n2, &dc->mo};
+    for (size_t i = 0; i < sizeof(dbufs) / sizeof(dbufs[0]); i++) *dbufs[i] = zalloc(d);
+    float **lbufs[] = {&dc->lay_in, &dc->lay_in2, &dc->lay_out, &dc->lay_out2, &dc->rec_out};
+    for (size_t i = 0; i < sizeof(lbufs) / sizeof(lbufs[0]); i++) *lbufs[i] = zalloc(L * d);
+    dc->ep_out = zalloc((size_t)dc->n_enc * d);
+    dc->ve = zalloc(kvd);
+    dc->bg = zalloc((size_t)(dc->db > 0 ? dc->db : 1));
+    dc->pe_h = zalloc((size_t)dc->pre_enrich);
+    dc->q = zalloc(hd);
+    dc->att = zalloc(hd);
+    dc->k = zalloc(kvd);
+    dc->v = zalloc(kvd);
+    dc->h = zalloc((size_t)dc->hidden);
+    dc->p = zalloc((size_t)dc->T);
     decoder_reset(dc);
     return dc;
 }
 
 void decoder_free(pg_decoder *dc) {
     if (!dc) return;
-    for (int i = 0; i < dc->L + dc->recur_n; i++) {
+    for (int i = 0; i < dc->n_pass; i++) {
         free(dc->kc[i]);
         free(dc->vc[i]);
     }
     free(dc->kc);
     free(dc->vc);
-    float *bufs[] = {dc->w,  dc->rope_cos, dc->rope_sin, dc->smear_prev, dc->e,  dc->mid, dc->x0, dc->sa,
-                     dc->sb, dc->sc,       dc->nf,       dc->xm,         dc->n1, dc->a,   dc->xa, dc->n2,
-                     dc->mo, dc->enc_out,  dc->ve,       dc->bg,         dc->bgp, dc->q,  dc->att, dc->k,
-                     dc->v,  dc->h,        dc->p};
+    float *bufs[] = {dc->w,      dc->rope_cos, dc->rope_sin, dc->smear_prev, dc->e,       dc->mid,     dc->x0,
+                     dc->ve,     dc->bg,       dc->bgp,      dc->pe_h,       dc->nf,      dc->er,      dc->lay_in,
+                     dc->lay_in2, dc->lay_out, dc->lay_out2, dc->rec_out,    dc->ep_out,  dc->xm,      dc->n1,
+                     dc->q,      dc->k,        dc->v,        dc->att,        dc->a,       dc->xa,      dc->xm2,
+                     dc->n2,     dc->h,        dc->mo,       dc->p};
     for (size_t i = 0; i < sizeof(bufs) / sizeof(bufs[0]); i++) free(bufs[i]);
     free(dc->blk);
     free(dc);
@@ -228,7 +267,8 @@ int decoder_capacity(const pg_decoder *dc) { return dc->T; }
 
 /* ---- one token ---- */
 
-/* x0 (d) of token tok at position t: embedding, bigram, SmearGate, embedding norm (embed_fwd) */
+/* x0 (d) of token tok at position t (embed_fwd): embedding (+ bigram), then SmearGate before the
+ * norm (PR #65, #187), PR #187's pre-enrichment, the embedding norm, SmearGate after it (PR #315) */
 static void embed_step(pg_decoder *dc, int32_t tok, int t) {
     const int d = dc->d;
     float *e = dc->e;
@@ -242,33 +282,45 @@ static void embed_step(pg_decoder *dc, int32_t tok, int t) {
         }
         for (int c = 0; c < d; c++) e[c] += dc->bigram_scale ? dc->bigram_scale[0] * row[c] : row[c];
     }
-    if (dc->smear == 0) {
-        rmsnorm(dc->x0, e, d);
-        return;
+    /* smear(y)[t] = a*y[t] + (1-a)*y[t-1] (y[-1] = 0), a = sigmoid(gate) (before the norm) or
+     * 1 - sigmoid(gate) (after it); y[t-1] is kept in smear_prev */
+    const float *pre = e; /* the embedding norm's input */
+    if (dc->smear == 1) {
+        for (int c = 0; c < d; c++) {
+            const float a = sigmoidf_(dc->smear_gate[c]);
+            dc->mid[c] = a * e[c] + (t ? (1.0f - a) * dc->smear_prev[c] : 0.0f);
+        }
+        memcpy(dc->smear_prev, e, (size_t)d * sizeof(float));
+        pre = dc->mid;
     }
-    /* smear(y)[t] = a*y[t] + (1-a)*y[t-1] (y[-1] = 0), a = sigmoid(gate) (PR #65) or 1 - sigmoid(gate)
-     * (PR #315); y = e before the norm (PR #65) or rmsnorm(e) after it (PR #315) */
-    const float *y = e;
+    if (dc->pre_enrich) { /* W2 gelu(W1 pre), gelu the exact erf form */
+        matvec(dc->pe_h, dc->pe_w1, pre, d, dc->pre_enrich);
+        for (int i = 0; i < dc->pre_enrich; i++) {
+            const float x = dc->pe_h[i];
+            dc->pe_h[i] = 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+        }
+        matvec(dc->nf, dc->pe_w2, dc->pe_h, dc->pre_enrich, d); /* nf: free until the head */
+        pre = dc->nf;
+    }
     if (dc->smear == 2) {
-        rmsnorm(dc->mid, e, d);
-        y = dc->mid;
-    }
-    float *out = dc->smear == 1 ? dc->mid : dc->x0;
-    for (int c = 0; c < d; c++) {
-        const float g = sigmoidf_(dc->smear_gate[c]), a = dc->smear == 2 ? 1.0f - g : g;
-        out[c] = a * y[c] + (t ? (1.0f - a) * dc->smear_prev[c] : 0.0f);
-    }
-    memcpy(dc->smear_prev, y, (size_t)d * sizeof(float));
-    if (dc->smear == 1) rmsnorm(dc->x0, dc->mid, d);
+        float *y = dc->e; /* e is no longer needed: it takes rmsnorm(pre) */
+        rmsnorm(y, pre, d);
+        for (int c = 0; c < d; c++) {
+            const float a = 1.0f - sigmoidf_(dc->smear_gate[c]);
+            dc->x0[c] = a * y[c] + (t ? (1.0f - a) * dc->smear_prev[c] : 0.0f);
+        }
+        memcpy(dc->smear_prev, y, (size_t)d * sizeof(float));
+    } else
+        rmsnorm(dc->x0, pre, d);
 }
 
-/* block l on the stream x (d) at position t, keys/values in pass cache `pass`; output in out (d) */
-static void block_step(pg_decoder *dc, int l, int pass, const float *x, float *out, int t) {
+/* the attention branch of block l at position t on the stream x, mixed with x0 by mx, keys/values
+ * in pass cache `pass`: xm = mix(x, x0), n1 = rmsnorm(xm), a = proj(attn(s*n1)) */
+static void attn_step(pg_decoder *dc, int l, int pass, const float *x, const float *mx, int t) {
     const block_params *p = &dc->blk[l];
     const int d = dc->d, D = dc->D, H = dc->H, Hk = dc->Hk, hd = H * D, kvd = Hk * D, grp = H / Hk;
     const float s = dc->ln_scale ? (float)(1.0 / sqrt(l + 1.0)) : 1.0f;
-    /* xm = mix0*x + mix1*x0; n1 = rmsnorm(xm) */
-    for (int c = 0; c < d; c++) dc->xm[c] = p->resid_mix[c] * x[c] + p->resid_mix[d + c] * dc->x0[c];
+    mix(dc->xm, x, dc->x0, mx, d);
     rmsnorm(dc->n1, dc->xm, d);
     /* q, k, v = s * n1 W^T; v += ve_layer_scale * ve; q, k = rope(rmsnorm_head(.)), q *= q_gain */
     matvec(dc->q, p->c_q, dc->n1, d, hd);
@@ -291,17 +343,17 @@ static void block_step(pg_decoder *dc, int l, int pass, const float *x, float *o
     for (int h = 0; h < H; h++) {
         const float *qh = dc->q + (size_t)h * D;
         const int kh = h / grp;
-        float mx = -INFINITY;
+        float mxs = -INFINITY;
         for (int j = 0; j <= t; j++) {
             const float *kj = K + (size_t)j * kvd + (size_t)kh * D;
             float dot = 0;
             for (int i = 0; i < D; i++) dot += qh[i] * kj[i];
             dc->p[j] = scale * dot;
-            if (dc->p[j] > mx) mx = dc->p[j];
+            if (dc->p[j] > mxs) mxs = dc->p[j];
         }
         double sum = 0;
         for (int j = 0; j <= t; j++) {
-            dc->p[j] = expf(dc->p[j] - mx);
+            dc->p[j] = expf(dc->p[j] - mxs);
             sum += dc->p[j];
         }
         const float inv = (float)(1.0 / sum);
@@ -322,24 +374,62 @@ static void block_step(pg_decoder *dc, int l, int pass, const float *x, float *o
             for (int i = 0; i < D; i++) oh[i] -= cf * vh[i];
         }
     }
-    /* xa = xm + attn_scale * (y Wo^T) */
     matvec(dc->a, p->proj, dc->att, hd, d);
+}
+
+/* the MLP branch of block l on its (normalised) input: mo = act(s * in Wfc^T) Wp^T */
+static void mlp_step(pg_decoder *dc, int l, const float *in) {
+    const block_params *p = &dc->blk[l];
+    const float s = dc->ln_scale ? (float)(1.0 / sqrt(l + 1.0)) : 1.0f;
+    matvec(dc->h, p->fc, in, dc->d, dc->hidden);
+    for (int i = 0; i < dc->hidden; i++) {
+        float x = dc->h[i];
+        if (s != 1.0f) x *= s;
+        const float r = x > 0 ? x : (dc->leaky ? dc->slope * x : 0.0f);
+        dc->h[i] = r * r;
+    }
+    matvec(dc->mo, p->mproj, dc->h, dc->hidden, dc->d);
+}
+
+/* block l on the stream x: xa = xm + attn_scale*a; out = xa + mlp_scale*mlp(rmsnorm(xa)), or
+ * mlp(n1) in a parallel layer (PR #1392's sum) */
+static void block_step(pg_decoder *dc, int l, int pass, const float *x, float *out, int t) {
+    const block_params *p = &dc->blk[l];
+    const int d = dc->d;
+    attn_step(dc, l, pass, x, p->resid_mix, t);
     for (int c = 0; c < d; c++) dc->xa[c] = dc->xm[c] + p->attn_scale[c] * dc->a[c];
-    /* MLP on rmsnorm(xa), or on n1 in a parallel layer: out = xa + mlp_scale * (act(s * in Wfc^T) Wp^T) */
     const float *in = dc->n1;
     if (!p->parallel) {
         rmsnorm(dc->n2, dc->xa, d);
         in = dc->n2;
     }
-    matvec(dc->h, p->fc, in, d, dc->hidden);
-    for (int i = 0; i < dc->hidden; i++) {
-        float hv_ = dc->h[i];
-        if (s != 1.0f) hv_ *= s;
-        const float r = hv_ > 0 ? hv_ : (dc->leaky ? dc->slope * hv_ : 0.0f);
-        dc->h[i] = r * r;
-    }
-    matvec(dc->mo, p->mproj, dc->h, dc->hidden, d);
+    mlp_step(dc, l, in);
     for (int c = 0; c < d; c++) out[c] = dc->xa[c] + p->mlp_scale[c] * dc->mo[c];
+}
+
+/* lane block l on the attention lane xa and the MLP lane xb (model.c's lane_block_fwd):
+ *   PR #1289: xa' = xa + r0*(sa*attn(rmsnorm(mix(xa, x0)))) + r2*(sm*m), xb' = xb + r1*(sa*a) + r3*(sm*m),
+ *             m = mlp(rmsnorm(mix_mlp(xb, x0)))
+ *   PR #1334: xa' = xia + sa*attn(rmsnorm(xia)), xia = mix(xa, x0); xb' = xb + sm*mlp(rmsnorm(xb)) */
+static void lane_step(pg_decoder *dc, int l, const float *xa, const float *xb, float *oa, float *ob, int t) {
+    const block_params *p = &dc->blk[l];
+    const int d = dc->d;
+    attn_step(dc, l, pass_main(dc, l), xa, p->resid_mix, t);
+    if (dc->lanes == 1) {
+        mix(dc->xm2, xb, dc->x0, p->resid_mix_mlp, d);
+        rmsnorm(dc->n2, dc->xm2, d);
+        mlp_step(dc, l, dc->n2);
+        const float *r = p->route, *sa = p->attn_scale, *sm = p->mlp_scale;
+        for (int c = 0; c < d; c++) {
+            oa[c] = xa[c] + r[0] * (sa[c] * dc->a[c]) + r[2] * (sm[c] * dc->mo[c]);
+            ob[c] = xb[c] + r[1] * (sa[c] * dc->a[c]) + r[3] * (sm[c] * dc->mo[c]);
+        }
+    } else {
+        for (int c = 0; c < d; c++) oa[c] = dc->xm[c] + p->attn_scale[c] * dc->a[c];
+        rmsnorm(dc->n2, xb, d);
+        mlp_step(dc, l, dc->n2);
+        for (int c = 0; c < d; c++) ob[c] = xb[c] + p->mlp_scale[c] * dc->mo[c];
+    }
 }
 
 /* index k of encoder layer l in the recurrence list while recurrence runs, else -1 */
@@ -360,29 +450,56 @@ void decoder_step(pg_decoder *dc, int32_t tok, float *logits) {
         else memcpy(dc->ve, row, (size_t)kvd * sizeof(float));
         for (int i = 0; i < kvd; i++) dc->ve[i] = 0.0f + dc->ve_scale[0] * dc->ve[i];
     }
-    /* the stream: cur is the input of layer l; sa/sb/sc rotate as outputs */
-    const float *cur = dc->x0;
-    float *bufs[3] = {dc->sa, dc->sb, dc->sc};
-    int nb = 0;
+    /* cur: the stream entering layer l (the attention lane in lane blocks); cur2: the MLP lane */
+    const float *cur = dc->x0, *cur2 = NULL;
+    if (dc->enc_recur) { /* PR #187: a first encoder pass (skips discarded), rmsnorm, then the layers */
+        for (int l = 0; l < dc->n_enc; l++) {
+            float *o = dc->ep_out + (size_t)l * d;
+            block_step(dc, l, pass_enc_first(dc, l), cur, o, t);
+            cur = o;
+        }
+        rmsnorm(dc->er, cur, d);
+        cur = dc->er;
+    }
     for (int l = 0; l < dc->L; l++) {
         const int j = l - dc->n_enc;
-        if (j >= 0 && j < dc->n_skip) { /* U-Net skip from the first pass of encoder layer n_enc-1-j */
-            float *xin = bufs[nb++ % 3];
-            const float *sw = dc->skip_weights + (size_t)j * d, *eo = dc->enc_out + (size_t)(dc->n_enc - 1 - j) * d;
+        const block_params *p = &dc->blk[l];
+        /* U-Net skip from the (first) pass of encoder layer n_enc-1-j; PR #1289 adds it to both
+         * lanes, PR #1334 only up to its first lane block */
+        if (j >= 0 && j < dc->n_skip && !(dc->lanes == 2 && l > dc->par_from)) {
+            const float *sw = dc->skip_weights + (size_t)j * d, *eo = dc->lay_out + (size_t)(dc->n_enc - 1 - j) * d;
+            float *xin = dc->lay_in + (size_t)l * d;
             for (int c = 0; c < d; c++) xin[c] = cur[c] + sw[c] * eo[c];
             cur = xin;
+            if (p->lane && l > dc->par_from && dc->lanes == 1) {
+                float *xin2 = dc->lay_in2 + (size_t)l * d;
+                for (int c = 0; c < d; c++) xin2[c] = cur2[c] + sw[c] * eo[c];
+                cur2 = xin2;
+            }
         }
-        float *out = l < dc->n_enc ? dc->enc_out + (size_t)l * d : bufs[nb++ % 3];
-        block_step(dc, l, l, cur, out, t);
+        float *out = dc->lay_out + (size_t)l * d;
+        if (p->lane) {
+            if (l == dc->par_from) cur2 = cur; /* the lanes start as one stream */
+            float *out2 = dc->lay_out2 + (size_t)l * d;
+            lane_step(dc, l, cur, cur2, out, out2, t);
+            cur2 = out2;
+        } else
+            block_step(dc, l, pass_main(dc, l), cur, out, t);
         cur = out;
         const int k = recur_k(dc, l);
         if (k >= 0) { /* second pass on the output, blended: x1 + r*(block(x1) - x1) */
-            float *x2 = bufs[nb++ % 3];
-            block_step(dc, l, dc->L + k, out, x2, t);
+            float *x2 = dc->rec_out + (size_t)l * d;
+            block_step(dc, l, pass_recur(dc, k), out, x2, t);
             const float *r = dc->recur_scale[k];
             for (int c = 0; c < d; c++) x2[c] = out[c] + r[c] * (x2[c] - out[c]);
             cur = x2;
         }
+    }
+    if (dc->lanes) { /* the lanes' blend: lane_m + m*(lane_a - lane_m) */
+        float *x = dc->er; /* free again */
+        const float mg = dc->lane_merge[0];
+        for (int c = 0; c < d; c++) x[c] = cur2[c] + mg * (cur[c] - cur2[c]);
+        cur = x;
     }
     /* head: rmsnorm, tied or untied projection, softcap */
     rmsnorm(dc->nf, cur, d);
@@ -559,7 +676,6 @@ int cmd_sample(int argc, char **argv) {
     pg_config cfg;
     if (artifact_config(&art, &cfg, err, sizeof(err)) != 0) pg_die("%s: %s", path, err);
     artifact_free(&art);
-    if (sample_check_supported(&cfg, err, sizeof(err)) != 0) pg_die("%s: %s", path, err);
     statedict sd;
     artifact_sizes asz;
     if (export_load_artifact(path, &sd, &asz, err, sizeof(err)) != 0) pg_die("%s", err);
@@ -575,6 +691,7 @@ int cmd_sample(int argc, char **argv) {
 
     gpt_model model;
     gpt_build(&model, &cfg, &pg_cpu_ops, 1, (int)cfg.train_seq_len);
+    if (sample_check_model(&model, err, sizeof(err)) != 0) pg_die("%s: %s", path, err);
     if (gpt_from_statedict(&model, &sd, path, err, sizeof(err)) != 0) pg_die("%s", err);
     sd_free(&sd);
     model.recur_on = model.recur_n > 0; /* the records' final evaluation runs the recurrence */

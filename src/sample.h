@@ -11,9 +11,9 @@
 #include "config.h"
 #include "model.h"
 
-/* 0 if the incremental decoder implements every feature the configuration switches on, else -1
- * with one line naming the first feature it does not. */
-int sample_check_supported(const pg_config *cfg, char *err, size_t errlen);
+/* 0 if the incremental decoder reads every parameter of m (a guard against model features added
+ * later), else -1 with one line naming the first parameter it does not. */
+int sample_check_model(const gpt_model *m, char *err, size_t errlen);
 
 typedef struct pg_decoder pg_decoder;
 

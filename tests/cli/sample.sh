@@ -2,8 +2,8 @@
 # sample.sh: `pgolf sample` on an artifact packed by `pgolf train` (a tiny model trained for a few
 # steps on the first official validation tokens): it continues a prompt, greedy and seeded sampling
 # are reproducible, top-k 1 is greedy, a prompt longer than TRAIN_SEQ_LEN slides the context; bad
-# input (missing or corrupt artifact, bad numbers, a tokenizer of another vocabulary, a feature the
-# decoder lacks) gets one error line and a non-zero exit status.
+# input (missing or corrupt artifact, bad numbers, a tokenizer of another vocabulary, a configuration
+# that does not fit the tensors) gets one error line and a non-zero exit status.
 cd "$(dirname "$0")/../.."
 . tests/cli_lib.sh
 PY=/usr/bin/python3
@@ -12,7 +12,8 @@ TOK4K="$PGOLF_SHARED/data/tokenizers/fineweb_4096_bpe.model"
 VAL="$PGOLF_SHARED/data/challenge_val/fineweb_val_000000_sp1024_first131072.bin"
 NAMES="sample/prompt sample/greedy_deterministic sample/seed_deterministic sample/topk1_is_greedy sample/slide
   sample/missing_artifact sample/corrupt_artifact sample/not_an_artifact sample/negative_tokens
-  sample/negative_temperature sample/bad_number sample/tokenizer_vocab sample/unsupported_feature"
+  sample/negative_temperature sample/bad_number sample/tokenizer_vocab sample/config_mismatch
+  sample/form_pr187 sample/form_lanes1289"
 
 if "$PG" sample --help 2>&1 | grep -q "usage: pgolf sample"; then echo "ok sample/help"; else echo "FAIL sample/help: no usage"; fi
 if [ ! -e "$VAL" ] || [ ! -e "$TOK" ] || [ ! -e "$TOK4K" ]; then
@@ -85,6 +86,23 @@ else
   echo "FAIL sample/slide: $(tail -1 "$TMP/l1.err")"
 fi
 
+# artifacts of the other model forms: PR #187 (pre-enrichment, encoder recurrence) and PR #1289's lanes
+for form in pr187 lanes1289; do
+  case $form in
+    pr187) fenv="PGOLF_PRE_ENRICH=96 ENCODER_RECURRENCE=1 PGOLF_SMEAR_MODE=pre BIGRAM_HASH_BUCKETS=64 BIGRAM_HASH_DIM=16 NUM_LAYERS=2";;
+    lanes1289) fenv="NUM_LAYERS=3 PARALLEL_START_LAYER=1 PGOLF_PARALLEL_MODE=lanes1289 VE_ENABLED=1 VE_DIM=16 VE_LAYERS=2";;
+  esac
+  env $fenv DATA_PATH="$TMP/d" VOCAB_SIZE=1024 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 TRAIN_SEQ_LEN=32 \
+    ITERATIONS=6 RUN_ID=$form PGOLF_OUT_DIR="$TMP/$form" PGOLF_LOG_DIR="$TMP/logs" "$PG" train >"$TMP/$form.train" 2>&1
+  F=$(ls "$TMP/$form"/final_model.*.pgolf 2>/dev/null | head -1)
+  if [ -n "$F" ] && "$PG" sample "$F" --prompt "$PROMPT" --tokens 8 --temperature 0 >"$TMP/$form.out" 2>"$TMP/$form.err" \
+     && grep -q "^$PROMPT" "$TMP/$form.out"; then
+    echo "ok sample/form_$form"
+  else
+    echo "FAIL sample/form_$form: $(tail -1 "$TMP/$form.train") $(tail -1 "$TMP/$form.err")"
+  fi
+done
+
 expect_error sample/missing_artifact "$TMP/nope.pgolf" "$PG" sample "$TMP/nope.pgolf"
 cp "$A" "$TMP/bad.pgolf"
 size=$(stat -c %s "$TMP/bad.pgolf")
@@ -96,4 +114,5 @@ expect_error sample/negative_tokens "--tokens" "$PG" sample "$A" --tokens -1
 expect_error sample/negative_temperature "--temperature" "$PG" sample "$A" --temperature -0.5
 expect_error sample/bad_number "--top-k" "$PG" sample "$A" --top-k 3x
 expect_error sample/tokenizer_vocab "vocabulary 4096" "$PG" sample "$A" --tokenizer "$TOK4K"
-expect_error sample/unsupported_feature "ENCODER_RECURRENCE" env ENCODER_RECURRENCE=1 "$PG" sample "$A"
+# the environment overrides the stored configuration, as for `pgolf eval`: a different shape is refused
+expect_error sample/config_mismatch "has shape" env MODEL_DIM=32 "$PG" sample "$A"
