@@ -113,8 +113,18 @@ void sw_window(sw_style st, size_t usable, int S, int stride, long w, size_t *ws
     }
 }
 
-void eval_sliding(gpt_model *m, const uint16_t *val, size_t usable, int stride, int batch, sw_style st, int rank,
-                  int world, const bpb_luts *L, eval_result *r) {
+/* nll of target y under softmax(l/temp), from the row of softcapped logits l the forward leaves
+ * behind (softcap_ce with grad_scale 0 stores them in m->logits); double-precision logsumexp */
+static float nll_tempered(const float *l, int V, int y, double temp) {
+    float mx = -INFINITY;
+    for (int v = 0; v < V; v++) mx = l[v] > mx ? l[v] : mx;
+    double sum = 0, inv = 1.0 / temp;
+    for (int v = 0; v < V; v++) sum += exp(((double)l[v] - mx) * inv);
+    return (float)(log(sum) - ((double)l[y] - mx) * inv);
+}
+
+void eval_sliding(gpt_model *m, const uint16_t *val, size_t usable, int stride, int batch, sw_style st, double temp,
+                  int rank, int world, const bpb_luts *L, eval_result *r) {
     memset(r, 0, sizeof(*r));
     const int S = m->T;
     const long W = sw_num_windows(st, usable, S, stride);
@@ -122,6 +132,7 @@ void eval_sliding(gpt_model *m, const uint16_t *val, size_t usable, int stride, 
     const int bs = batch < m->B ? batch : m->B;
     int32_t *x = xmalloc((size_t)bs * S * sizeof(int32_t)), *y = xmalloc((size_t)bs * S * sizeof(int32_t));
     float *nll = xmalloc((size_t)bs * S * sizeof(float));
+    float *lrow = temp != 1.0 ? xmalloc((size_t)m->V * sizeof(float)) : NULL;
     for (long b0 = w0; b0 < w1; b0 += bs) {
         int nb = (int)(b1_min(b0 + bs, w1) - b0);
         for (int b = 0; b < nb; b++) {
@@ -140,6 +151,11 @@ void eval_sliding(gpt_model *m, const uint16_t *val, size_t usable, int stride, 
             sw_window(st, usable, S, stride, b0 + b, &ws, &wlen, &j0, &j1);
             for (size_t j = j0; j < j1; j++) {
                 size_t i = (size_t)b * S + (j - ws);
+                if (lrow) { /* EVAL_TEMPERATURE: CE of the softcapped logits divided by temp (PR #1311) */
+                    m->ops->act_to_f32(lrow, (const pg_act *)((const char *)m->logits + i * (size_t)m->V * m->ops->act_bytes),
+                                       (size_t)m->V);
+                    nll[i] = nll_tempered(lrow, m->V, y[i], temp);
+                }
                 r->loss_sum += nll[i];
                 r->byte_count += bpb_token_bytes(L, y[i], x[i]);
                 r->token_count += 1;
@@ -149,5 +165,6 @@ void eval_sliding(gpt_model *m, const uint16_t *val, size_t usable, int stride, 
     free(x);
     free(y);
     free(nll);
+    free(lrow);
     eval_finish(r);
 }

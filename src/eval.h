@@ -51,14 +51,15 @@ void eval_val(gpt_model *m, const uint16_t *val, size_t usable, int seq_len, int
  *             scores all, later ones their last `stride` positions of the valid length (the tail
  *             windows re-score the last `stride` targets).
  * val holds usable+1 tokens (targets j = 0..usable-1 are val[j+1] given val[..j]). Windows are split
- * contiguously across ranks and run `batch` per forward. */
+ * contiguously across ranks and run `batch` per forward. temp != 1 scores softmax(softcapped
+ * logits / temp) (EVAL_TEMPERATURE, PR #1311; fp32 here, bf16 in the record). */
 typedef enum { SW_EXACT, SW_PR65, SW_PR315 } sw_style;
 /* "exact", "pr65", "pr315" -> style; -1 if unknown */
 int sw_style_parse(const char *s);
 /* Number of windows and the scored target range [*j0, *j1) of window w (start *ws, valid length *wlen). */
 long sw_num_windows(sw_style st, size_t usable, int S, int stride);
 void sw_window(sw_style st, size_t usable, int S, int stride, long w, size_t *ws, int *wlen, size_t *j0, size_t *j1);
-void eval_sliding(gpt_model *m, const uint16_t *val, size_t usable, int stride, int batch, sw_style st, int rank,
-                  int world, const bpb_luts *L, eval_result *r);
+void eval_sliding(gpt_model *m, const uint16_t *val, size_t usable, int stride, int batch, sw_style st, double temp,
+                  int rank, int world, const bpb_luts *L, eval_result *r);
 
 #endif

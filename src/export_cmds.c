@@ -142,7 +142,7 @@ int cmd_eval(int argc, char **argv) {
         const sw_style st = (sw_style)sw_style_parse(cfg.sw_style);
         const int s = (int)cfg.eval_stride;
         double ts = pg_now();
-        eval_sliding(&model, val, usable, s, (int)cfg.sw_eval_batch, st, 0, world, &luts, &er);
+        eval_sliding(&model, val, usable, s, (int)cfg.sw_eval_batch, st, cfg.eval_temperature, 0, world, &luts, &er);
         double ms = 1000.0 * (pg_now() - ts);
         if (st == SW_PR65) {
             printf("final_sliding_window_eval stride:%d val_loss:%.4f val_bpb:%.4f eval_time:%.0fms\n", s, er.val_loss, er.val_bpb, ms);

@@ -117,7 +117,7 @@ TEST(eval_sliding_matches_standard_and_direct_forwards) {
     eval_result std, sw;
     eval_val(&m, val, usable, T, B, 0, 1, &L, &std, NULL);
     /* stride == S: exact sliding windows are the standard non-overlapping sequences */
-    eval_sliding(&m, val, usable, T, 3, SW_EXACT, 0, 1, &L, &sw);
+    eval_sliding(&m, val, usable, T, 3, SW_EXACT, 1.0, 0, 1, &L, &sw);
     T_CLOSE(sw.token_count, std.token_count, 0, 0, "token count");
     T_CLOSE(sw.byte_count, std.byte_count, 0, 0, "byte count");
     T_CLOSE(sw.loss_sum, std.loss_sum, 1e-6, 0, "loss sum");
@@ -126,7 +126,7 @@ TEST(eval_sliding_matches_standard_and_direct_forwards) {
     eval_result parts[3], whole;
     double loss = 0, toks = 0, bytes = 0;
     for (int r = 0; r < 3; r++) {
-        eval_sliding(&m, val, usable, s, 5, SW_EXACT, r, 3, &L, &parts[r]);
+        eval_sliding(&m, val, usable, s, 5, SW_EXACT, 1.0, r, 3, &L, &parts[r]);
         loss += parts[r].loss_sum, toks += parts[r].token_count, bytes += parts[r].byte_count;
     }
     T_CLOSE(toks, (double)usable, 0, 0, "targets over ranks");
@@ -150,7 +150,7 @@ TEST(eval_sliding_matches_standard_and_direct_forwards) {
     }
     T_CLOSE(loss, direct, 1e-6, 0, "sliding loss vs direct forwards");
     T_CLOSE(bytes, dbytes, 0, 0, "sliding bytes vs direct");
-    eval_sliding(&m, val, usable, s, 5, SW_EXACT, 0, 1, &L, &whole);
+    eval_sliding(&m, val, usable, s, 5, SW_EXACT, 1.0, 0, 1, &L, &whole);
     T_CLOSE(whole.loss_sum, loss, 1e-6, 0, "one rank vs three");
     /* a model whose loss depends on context gives a different number with more context */
     T_ASSERT(fabs(whole.loss_sum - std.loss_sum) > 1e-6 * fabs(std.loss_sum), "sliding equals standard at stride 4");

@@ -667,3 +667,103 @@ TEST(reference_bpb_luts_all_tokenizers) {
     T_ASSERT(n >= 1, "no .model files in %.400s", tdir_copy);
     printf("  %d tokenizers\n", n);
 }
+
+/* Sliding-window evaluation of a trained model on the first 131,072 official val tokens against
+ * the reference's (issue: export and evaluation): a small model (2 layers, d 64, windows of 64)
+ * is trained for 1200 steps on the first 114,687 tokens and evaluated on the last 16,384,
+ * then scored by the standard eval, pgolf's exact sliding windows (each target once) and PR #1311's
+ * windows (tail re-scored) with its eval temperature 0.9. Each val_bpb equals the reference's
+ * (fp32 vs float64: 5e-6 relative; token and byte counts exactly), and the exact sliding val_bpb is
+ * not above the standard one. */
+static const kv SW_CFG[] = {{"NUM_LAYERS", "2"},   {"MODEL_DIM", "64"},       {"NUM_HEADS", "4"},
+                            {"NUM_KV_HEADS", "2"}, {"TRAIN_SEQ_LEN", "64"},   {"VAL_BATCH_SIZE", "16384"},
+                            {"MATRIX_LR", "0.05"}, {"TIED_EMBED_LR", "0.1"}};
+
+TEST(reference_sliding_val_bpb_trained) {
+    T_NEED_TORCH();
+    T_NEED_SHARED("data/challenge_val/fineweb_val_000000_sp1024_first131072.bin", valp);
+    T_NEED_SHARED("data/tokenizers/fineweb_1024_bpe.model", tokp);
+    const char *dir = t_tmpdir();
+    char err[PG_ERRLEN], lutp[1024], out[1024], cfgp[1024], wp[1024];
+    snprintf(lutp, sizeof(lutp), "%s/luts.safetensors", dir);
+    snprintf(cfgp, sizeof(cfgp), "%s/config.json", dir);
+    snprintf(wp, sizeof(wp), "%s/weights.safetensors", dir);
+    pg_config c;
+    T_ASSERT(make_config(&c, SW_CFG, (int)(sizeof(SW_CFG) / sizeof(SW_CFG[0])), cfgp, err, sizeof(err)) == 0, "%s", err);
+    const int T = (int)c.train_seq_len, Bt = 16;
+    uint16_t *val;
+    size_t total, usable;
+    T_ASSERT(val_tokens_load(valp, (int)c.vocab_size, T, &val, &total, &usable, err, sizeof(err)) == 0, "%s", err);
+    /* train on all 131,072 tokens; evaluate (both sides) on the last 16,385 */
+    uint16_t *all = val;
+    const size_t all_usable = usable, n_eval = 16384;
+    char evalp[1024];
+    snprintf(evalp, sizeof(evalp), "%s/val_eval.bin", dir);
+    T_ASSERT(shard_write(evalp, all + all_usable - n_eval, n_eval + 1, err, sizeof(err)) == 0, "%s", err);
+    gpt_model m;
+    gpt_build(&m, &c, &pg_cpu_ops, 16, T);
+    gpt_init(&m, &c, 7);
+    optimizer o;
+    optim_init(&o, &m);
+    int32_t *x = xmalloc((size_t)Bt * T * sizeof(int32_t)), *y = xmalloc((size_t)Bt * T * sizeof(int32_t));
+    double first = 0, last = 0, t0 = pg_now();
+    const int steps = 1200;
+    for (int step = 0; step < steps; step++) {
+        size_t base = ((size_t)step * Bt * T + (size_t)step * 7) % (all_usable - n_eval - (size_t)Bt * T);
+        for (int i = 0; i < Bt * T; i++) {
+            x[i] = all[base + i];
+            y[i] = all[base + i + 1];
+        }
+        gpt_zero_grad(&m);
+        double l = gpt_forward_backward(&m, x, y, Bt, 1.0f, NULL);
+        if (step == 0) first = l;
+        last = l;
+        optim_step(&o, &c, step < steps - 100 ? 1.0 : (steps - step) / 100.0);
+    }
+    free(x);
+    free(y);
+    optim_free(&o);
+    printf("  trained: loss %.3f -> %.3f in %.1f s\n", first, last, pg_now() - t0);
+    T_ASSERT(last < first - 1.5, "training did not reduce the loss (%.3f -> %.3f)", first, last);
+    free(all);
+    T_ASSERT(val_tokens_load(evalp, (int)c.vocab_size, T, &val, &total, &usable, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(usable == n_eval, "eval tokens %zu", usable);
+    T_ASSERT(write_arena(&m, m.w, "", wp, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(t_system(REF " luts --tokenizer %s --size %d --out %s", tokp, (int)c.vocab_size, lutp) == 0,
+             "reference luts failed");
+    bpb_luts L;
+    T_ASSERT(luts_from_safetensors(&L, lutp, err, sizeof(err)) == 0, "%s", err);
+    eval_result std_, sw;
+    eval_val(&m, val, usable, T, m.B, 0, 1, &L, &std_, NULL);
+    const struct {
+        sw_style st;
+        const char *name;
+        int stride;
+        double temp;
+    } runs[] = {{SW_EXACT, "exact", 16, 1.0}, {SW_PR315, "pr315", 16, 0.9}};
+    for (size_t k = 0; k < sizeof(runs) / sizeof(runs[0]); k++) {
+        eval_sliding(&m, val, usable, runs[k].stride, 16, runs[k].st, runs[k].temp, 0, 1, &L, &sw);
+        snprintf(out, sizeof(out), "%s/sw_%s.json", dir, runs[k].name);
+        t0 = pg_now();
+        T_ASSERT(t_system(REF " eval --config %s --weights %s --val %s --luts %s --stride %d --style %s --temperature %g "
+                              "--out %s",
+                          cfgp, wp, evalp, lutp, runs[k].stride, runs[k].name, runs[k].temp, out) == 0,
+                 "reference sliding eval failed");
+        T_ASSERT(json_num(out, "token_count") == sw.token_count, "%s: token count %.0f vs %.0f", runs[k].name,
+                 sw.token_count, json_num(out, "token_count"));
+        T_ASSERT(json_num(out, "byte_count") == sw.byte_count, "%s: byte count %.0f vs %.0f", runs[k].name,
+                 sw.byte_count, json_num(out, "byte_count"));
+        T_CLOSE(sw.val_bpb, json_num(out, "val_bpb"), 5e-6, 0, runs[k].name);
+        printf("  %s stride %d temp %g: val_bpb %.8f (reference %.8f, %.1f s), standard %.8f\n", runs[k].name,
+               runs[k].stride, runs[k].temp, sw.val_bpb, json_num(out, "val_bpb"), pg_now() - t0, std_.val_bpb);
+        if (runs[k].st == SW_EXACT) {
+            T_ASSERT(sw.token_count == std_.token_count, "exact windows scored %.0f of %.0f targets", sw.token_count,
+                     std_.token_count);
+            T_ASSERT(sw.val_bpb <= std_.val_bpb, "sliding %.6f above standard %.6f", sw.val_bpb, std_.val_bpb);
+        }
+    }
+    bpb_luts_free(&L);
+    gpt_free(&m);
+    config_free(&c);
+    free(val);
+}

@@ -45,7 +45,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from ref_config import Config, load_config  # noqa: E402
-from ref_eval import Luts, build_luts, eval_standard, load_val_tokens, token_bytes  # noqa: E402
+from ref_eval import Luts, build_luts, eval_sliding, eval_standard, load_val_tokens, token_bytes  # noqa: E402
 from ref_io import load_safetensors, load_shard, save_safetensors  # noqa: E402
 from ref_model import Model, RunState, init_params, ortho_violations, param_table  # noqa: E402
 from ref_optim import Trainer, lr_multiplier  # noqa: E402
@@ -203,7 +203,12 @@ def cmd_eval(a: argparse.Namespace) -> None:
             die("eval: give --weights or --nll")
         torch.set_grad_enabled(False)
         params = load_weights(a.weights, cfg, DTYPES[a.dtype])
-        r = eval_standard(Model(cfg, params), cfg, val, usable, luts, RunState(training=False), T)
+        model = Model(cfg, params)
+        if a.stride:
+            r = eval_sliding(model, cfg, val, usable, luts, RunState(training=False), T, a.stride, a.style,
+                             a.temperature)
+        else:
+            r = eval_standard(model, cfg, val, usable, luts, RunState(training=False), T)
         res = {"loss_sum": r.loss_sum, "token_count": r.token_count, "byte_count": r.byte_count}
     res["val_loss"] = res["loss_sum"] / res["token_count"]
     res["val_bpb"] = (res["val_loss"] / math.log(2.0)) * (res["token_count"] / res["byte_count"])
@@ -388,6 +393,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     p.add_argument("--luts")
     p.add_argument("--nll")
     p.add_argument("--out")
+    p.add_argument("--stride", type=int, default=0, help="sliding-window eval with this stride (0: standard)")
+    p.add_argument("--style", default="exact", help="sliding windows: exact, pr65, pr315, pr187")
+    p.add_argument("--temperature", type=float, default=1.0)
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser("luts")
