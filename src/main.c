@@ -17,6 +17,10 @@ static const struct {
     {"info", cmd_info, "print an artifact's tensors, formats and byte accounting"},
     {"tokenize", cmd_tokenize, "turn text (JSONL / plain text) into challenge-format shards"},
     {"export", cmd_export, "write an artifact's weights as safetensors with PyTorch state-dict names"},
+    {"plot", cmd_plot, "draw loss and val_bpb curves of training logs (PNG/SVG through gnuplot)"},
+    {"compare", cmd_compare, "a table of runs from their logs: steps, ms/step, val_bpb, bytes, config differences"},
+    {"submit", cmd_submit, "build a records-style submission folder from seed logs and the artifact"},
+    {"sample", cmd_sample, "generate text from an artifact (prompt, temperature, top-k, seed; KV cache)"},
 };
 #define N_COMMANDS (int)(sizeof(COMMANDS) / sizeof(COMMANDS[0]))
 
