@@ -25,6 +25,9 @@
     X(INT, WARMDOWN_ITERS, warmdown_iters, "1200", 0, 1e12, "linear lr warmdown length in steps")  \
     X(INT, WARMUP_STEPS, warmup_steps, "20", 0, 1e6,                                               \
       "priming steps run then undone (weights, optimizer, data restored), as train_gpt.py")        \
+    X(BOOL, PGOLF_PRIMING_KEEPS_ADAM, priming_keeps_adam, "0", 0, 1,                               \
+      "PR #1311: after priming only the weights and data are restored; the Adam(W) moments and step " \
+      "counts carry over (Muon momentum restarts, as the record's sharded buffers on 8 GPUs)")     \
     X(INT, TRAIN_BATCH_TOKENS, train_batch_tokens, "524288", 1, 1e12, "tokens per optimizer step (all ranks)") \
     X(INT, TRAIN_SEQ_LEN, train_seq_len, "1024", 2, 1048576, "training sequence length")           \
     X(FLOAT, MAX_WALLCLOCK_SECONDS, max_wallclock_seconds, "600.0", -1e18, 1e18,                  \

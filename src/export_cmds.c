@@ -68,7 +68,11 @@ static void load_weights(const char *path, statedict *sd, pg_config *cfg, loaded
         if (export_load_artifact(path, sd, &li->sz, err, sizeof(err)) != 0) pg_die("%s", err);
         return;
     }
-    if (safetensors_read(path, sd, err, sizeof(err)) != 0) pg_die("%s", err);
+    statedict raw;
+    if (safetensors_read(path, &raw, err, sizeof(err)) != 0) pg_die("%s", err);
+    /* PR #1311 / #1392 state dicts hold weight banks: read them as the per-layer matrices */
+    if (sd_unbank(&raw, sd, err, sizeof(err)) != 0) pg_die("%s: %s", path, err);
+    sd_free(&raw);
     char *cj = st_config_meta(path);
     if (artifact_config_from_json(cj, cfg, err, sizeof(err)) != 0) pg_die("%s: %s", path, err);
     free(cj);
@@ -124,6 +128,7 @@ int cmd_eval(int argc, char **argv) {
     gpt_model model;
     gpt_build(&model, &cfg, ops, B_val, T);
     if (gpt_from_statedict(&model, &sd, path, err, sizeof(err)) != 0) pg_die("%s", err);
+    model.recur_on = model.recur_n > 0; /* the records evaluate with depth recurrence on (PR #1392) */
     sd_free(&sd);
     if (li.is_artifact)
         printf("eval:artifact %s quant_scheme:%s codec:%s model_bytes:%zu code_bytes:%zu total_bytes:%zu cap:%d\n", path,
@@ -163,10 +168,13 @@ int cmd_eval(int argc, char **argv) {
 static void export_usage(void) {
     printf("usage: pgolf export IN OUT\n\n"
            "  IN a safetensors state dict (e.g. final_model.safetensors): quantise it with QUANT_SCHEME\n"
-           "     (int8_baseline, int6_pr65, int6_pr315), compress with EXPORT_CODEC (zlib-9, zstd-22,\n"
-           "     lzma-9e, brotli-11, ...) and write the pgolf artifact OUT; prints the byte accounting.\n"
+           "     (int8_baseline, int6_pr65, int6_pr315, int6_gptq_lite, int6_gptq, int6_pr187), compress\n"
+           "     with EXPORT_CODEC (zlib-9, zstd-22, lzma-6, lzma-9, lzma-9e, brotli-11) and write the\n"
+           "     pgolf artifact OUT; prints the byte accounting. Weight banks (qo_bank, ...) are read as\n"
+           "     the per-layer matrices.\n"
            "  IN a pgolf artifact: write OUT as a safetensors file of the dequantised weights with the\n"
-           "     PyTorch state-dict names and dtypes of the records (loadable by the reference model).\n"
+           "     PyTorch state-dict names and dtypes of the records (loadable by the reference model);\n"
+           "     PGOLF_EXPORT_NAMES=banked writes PR #1311 / #1392's weight banks instead.\n"
            "The model configuration (checked against the tensors) comes from IN, then the environment.\n"
            "OUT is written atomically: on any error nothing is left at OUT.\n");
 }
@@ -199,10 +207,19 @@ int cmd_export(int argc, char **argv) {
     if (li.is_artifact) {
         char *cj = artifact_config_json(&cfg);
         const char *meta[] = {"format", "pt", "pgolf_config", cj};
-        /* the dequantised tensors in the model's state-dict dtypes */
+        /* the dequantised tensors in the model's state-dict dtypes; PGOLF_EXPORT_NAMES=banked: the
+         * block matrices as PR #1311 / #1392's weight banks */
+        const int banked = !strcmp(cfg.export_names, "banked");
+        if (banked) {
+            statedict b;
+            if (sd_bank(&sd, (int)cfg.num_layers, &b, err, sizeof(err)) != 0) pg_die("%s: %s", in, err);
+            sd_free(&sd);
+            sd = b;
+        }
         if (safetensors_write(out, &sd, meta, 2, err, sizeof(err)) != 0) pg_die("%s", err);
         free(cj);
-        printf("export: %s (%s, %s) -> %s: %d tensors, dequantised\n", in, li.scheme, li.codec, out, sd.n);
+        printf("export: %s (%s, %s) -> %s: %d tensors, dequantised%s\n", in, li.scheme, li.codec, out, sd.n,
+               banked ? ", banked names" : "");
     } else {
         export_sizes sz;
         if (export_pack(&cfg, &sd, out, &sz, err, sizeof(err)) != 0) pg_die("%s", err);

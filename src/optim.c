@@ -31,6 +31,12 @@ void optim_reset(optimizer *o) {
     o->m->ops->zero(o->adam_v, bytes);
     o->m->ops->zero(o->muon_buf, bytes);
     o->step = 0;
+    o->mom_offset = 0;
+}
+
+void optim_keep_adam_after_priming(optimizer *o) {
+    o->m->ops->zero(o->muon_buf, o->m->n_floats * sizeof(float));
+    o->mom_offset = o->step;
 }
 
 void optim_free(optimizer *o) {
@@ -97,7 +103,7 @@ void optim_step(optimizer *o, const pg_config *c, double lr_mult) {
     adam_group(o, c, GROUP_TOKEN, optim_base_lr(c, GROUP_TOKEN) * lr_mult, c->adam_wd);
     adam_group(o, c, GROUP_HEAD, optim_base_lr(c, GROUP_HEAD) * lr_mult, 0.0);
     const double muon_wd = c->muon_wd != 0 ? c->muon_wd : c->muon_weight_decay;
-    double mu = optim_muon_momentum(c, o->step);
+    double mu = optim_muon_momentum(c, o->step - o->mom_offset);
     double lr = optim_base_lr(c, GROUP_MUON) * lr_mult;
     /* decoupled weight decay W *= 1 - lr*wd before the update (PR #65, #315, #1311, #1392) or after it
      * (PGOLF_MUON_WD_AFTER, PR #187) */

@@ -13,12 +13,17 @@ typedef struct {
     float *muon_buf;        /* arena-shaped, used for Muon params */
     float *muon_work;
     long step; /* optimizer steps taken (Adam's t after the next step is step+1) */
+    long mom_offset; /* steps taken before update 0 (kept priming steps): Muon momentum warms up
+                        over step - mom_offset */
 } optimizer;
 
 void optim_init(optimizer *o, gpt_model *m);
 void optim_free(optimizer *o);
 /* forget all state (zero moments and momentum buffers, step 0) */
 void optim_reset(optimizer *o);
+/* PR #1311's state after priming: Adam moments and step count kept, Muon momentum buffers zeroed,
+ * the momentum warmup restarting at the next step */
+void optim_keep_adam_after_priming(optimizer *o);
 /* Muon momentum at update index `step` (0-based): linear warmup from the start value. */
 double optim_muon_momentum(const pg_config *c, long step);
 /* Global gradient norm clipping (no-op when max_norm <= 0); returns the norm before clipping. */

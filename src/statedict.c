@@ -1,6 +1,7 @@
 /* statedict.c: the named-tensor container and the safetensors reader/writer (see statedict.h). */
 #include "statedict.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -268,4 +269,104 @@ int safetensors_read(const char *path, statedict *sd, char *err, size_t errlen) 
     int rc = safetensors_parse(buf, len, path, sd, err, errlen);
     free(buf);
     return rc;
+}
+
+/* ---- PR #1311 / #1392 weight banks ---- */
+
+static const struct {
+    const char *bank, *mat[2]; /* bank slot i: mat[0] of layer i; slot n+i: mat[1] (if any) */
+} BANKS[] = {
+    {"qo_bank", {"attn.c_q.weight", "attn.proj.weight"}},
+    {"kv_bank", {"attn.c_k.weight", "attn.c_v.weight"}},
+    {"mlp_up_bank", {"mlp.fc.weight", NULL}},
+    {"mlp_down_bank", {"mlp.proj.weight", NULL}},
+};
+#define N_BANKS (int)(sizeof(BANKS) / sizeof(BANKS[0]))
+
+/* bank b's slot for a tensor name "blocks.<i>.<mat>" (-1 if it is not a bank matrix) */
+static int bank_slot(const char *name, int n, int *b_out) {
+    int i, used = 0;
+    if (sscanf(name, "blocks.%d.%n", &i, &used) != 1 || used == 0 || i < 0 || i >= n) return -1;
+    for (int b = 0; b < N_BANKS; b++)
+        for (int k = 0; k < 2; k++)
+            if (BANKS[b].mat[k] && !strcmp(name + used, BANKS[b].mat[k])) {
+                *b_out = b;
+                return k * n + i;
+            }
+    return -1;
+}
+
+int sd_bank(const statedict *in, int n, statedict *out, char *err, size_t errlen) {
+    sd_init(out);
+    const sd_tensor *slot[N_BANKS][512];
+    if (n < 1 || n > 256) return pg_err(err, errlen, "sd_bank: %d layers", n);
+    memset(slot, 0, sizeof(slot));
+    for (int t = 0; t < in->n; t++) {
+        int b;
+        int s = bank_slot(in->t[t].name, n, &b);
+        if (s >= 0) slot[b][s] = &in->t[t];
+    }
+    for (int b = 0; b < N_BANKS; b++) {
+        const int ns = BANKS[b].mat[1] ? 2 * n : n;
+        for (int s = 0; s < ns; s++) {
+            const sd_tensor *x = slot[b][s], *x0 = slot[b][0];
+            const char *mat = BANKS[b].mat[s < n ? 0 : 1];
+            if (!x) {
+                sd_free(out);
+                return pg_err(err, errlen, "sd_bank: blocks.%d.%s missing", s % n, mat);
+            }
+            if (x->ndim != 2 || !x0 || x->shape[0] != x0->shape[0] || x->shape[1] != x0->shape[1] || x->dtype != x0->dtype) {
+                sd_free(out);
+                return pg_err(err, errlen, "sd_bank: blocks.%d.%s does not match the shape/dtype of %s", s % n, mat,
+                              x0 ? x0->name : "its bank");
+            }
+        }
+    }
+    int placed[N_BANKS] = {0};
+    for (int t = 0; t < in->n; t++) {
+        int b;
+        if (bank_slot(in->t[t].name, n, &b) < 0) {
+            sd_add(out, in->t[t].name, in->t[t].dtype, in->t[t].ndim, in->t[t].shape, in->t[t].data);
+            continue;
+        }
+        if (placed[b]) continue;
+        placed[b] = 1;
+        const int ns = BANKS[b].mat[1] ? 2 * n : n;
+        const sd_tensor *x0 = slot[b][0];
+        int64_t shape[3] = {ns, x0->shape[0], x0->shape[1]};
+        sd_tensor *bt = sd_add(out, BANKS[b].bank, x0->dtype, 3, shape, NULL);
+        for (int s = 0; s < ns; s++) memcpy((char *)bt->data + (size_t)s * x0->nbytes, slot[b][s]->data, x0->nbytes);
+    }
+    return 0;
+}
+
+int sd_unbank(const statedict *in, statedict *out, char *err, size_t errlen) {
+    sd_init(out);
+    for (int t = 0; t < in->n; t++) {
+        const sd_tensor *x = &in->t[t];
+        int b = -1;
+        for (int k = 0; k < N_BANKS; k++)
+            if (!strcmp(x->name, BANKS[k].bank)) b = k;
+        if (b < 0) {
+            sd_add(out, x->name, x->dtype, x->ndim, x->shape, x->data);
+            continue;
+        }
+        const int per = BANKS[b].mat[1] ? 2 : 1;
+        if (x->ndim != 3 || x->shape[0] < per || x->shape[0] % per) {
+            sd_free(out);
+            return pg_err(err, errlen, "%s: a bank of shape [2n or n, rows, cols] expected", x->name);
+        }
+        const int n = (int)(x->shape[0] / per);
+        const size_t mb = x->nbytes / (size_t)x->shape[0];
+        for (int s = 0; s < (int)x->shape[0]; s++) {
+            char name[128];
+            snprintf(name, sizeof(name), "blocks.%d.%s", s % n, BANKS[b].mat[s / n]);
+            if (sd_find(out, name) || sd_find(in, name)) {
+                sd_free(out);
+                return pg_err(err, errlen, "%s: %s given both banked and unbanked", x->name, name);
+            }
+            sd_add(out, name, x->dtype, 2, x->shape + 1, (const char *)x->data + (size_t)s * mb);
+        }
+    }
+    return 0;
 }

@@ -62,4 +62,13 @@ int safetensors_read(const char *path, statedict *sd, char *err, size_t errlen);
 int safetensors_parse(const uint8_t *buf, size_t len, const char *what, statedict *sd, char *err,
                       size_t errlen);
 
+/* PR #1311 / #1392 weight banks (spec §2.8): qo_bank [2n, d, d] = the n layers' attn.c_q then
+ * attn.proj, kv_bank [2n, kvd, d] = c_k then c_v, mlp_up_bank [n, hidden, d] = mlp.fc,
+ * mlp_down_bank [n, d, hidden] = mlp.proj; every other tensor keeps its name. sd_bank writes the
+ * banked form of an unbanked state dict of n layers (banks in the matrices' dtype, placed where
+ * blocks.0's first matrix was); sd_unbank the reverse (no banks: a plain copy). -1 with err on a
+ * missing or mis-shaped matrix. */
+int sd_bank(const statedict *in, int n_layers, statedict *out, char *err, size_t errlen);
+int sd_unbank(const statedict *in, statedict *out, char *err, size_t errlen);
+
 #endif

@@ -20,6 +20,7 @@
 #include "export_run.h"
 #include "model.h"
 #include "optim.h"
+#include "quant.h"
 
 /* ---- logging (rank 0): console and logs/$RUN_ID.txt ---- */
 static FILE *g_logfile;
@@ -52,6 +53,74 @@ static void log_cfg(const char *line, void *ctx) {
 /* SIGINT/SIGTERM: finish the current step, write a checkpoint, exit */
 static volatile sig_atomic_t g_stop_signal;
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+/* Which weights are exported (PGOLF_EXPORT_WEIGHTS). auto: the EMA when kept, else the SWA mean of
+ * more than one sample (PR #315), else the raw weights. best (PR #1311 §2.6): the raw weights, then
+ * the EMA, then the SWA mean are scored by the standard eval, each kept only if its val_bpb is
+ * lower than the best so far; the record's log lines. Averages are cast to each parameter's
+ * state-dict dtype as they are loaded. */
+static void select_export_weights(const pg_config *cfg, gpt_model *m, const weight_avg *avg, const uint16_t *val,
+                                  size_t usable, int T, int B_val, int rank, int world, const bpb_luts *luts) {
+    const char *mode = cfg->export_weights;
+    const int have_swa = avg->swa && avg->swa_count > 1;
+    if (!strcmp(mode, "raw")) return;
+    if (!strcmp(mode, "auto") || !strcmp(mode, "ema") || !strcmp(mode, "swa")) {
+        if (avg->ema && strcmp(mode, "swa")) {
+            log_line(1, "ema:applying EMA weights");
+            gpt_load_averaged(m, avg->ema, 1);
+        } else if (have_swa) {
+            log_line(1, "swa:applying averaged %d checkpoints", avg->swa_count);
+            gpt_load_averaged(m, avg->swa, avg->swa_count);
+        } else if (!strcmp(mode, "swa"))
+            log_line(1, "swa:fewer than 2 samples (%d), keeping the raw weights", avg->swa_count);
+        return;
+    }
+    /* best */
+    const pg_ops *ops = m->ops;
+    const size_t bytes = m->n_floats * sizeof(float);
+    float *keep = xmalloc(bytes); /* the best weights so far (host) */
+    ops->to_host(keep, m->w, bytes);
+    eval_result er;
+    double t = pg_now();
+    eval_val(m, val, usable, T, B_val, rank, world, luts, &er, NULL);
+    log_line(1, "raw_model val_loss:%.4f val_bpb:%.4f t:%.0fms", er.val_loss, er.val_bpb, 1000.0 * (pg_now() - t));
+    double best = er.val_bpb;
+    const char *src = "raw";
+    if (avg->ema) {
+        gpt_load_averaged(m, avg->ema, 1);
+        t = pg_now();
+        eval_val(m, val, usable, T, B_val, rank, world, luts, &er, NULL);
+        log_line(1, "post_ema val_loss:%.4f val_bpb:%.4f t:%.0fms", er.val_loss, er.val_bpb, 1000.0 * (pg_now() - t));
+        if (er.val_bpb < best) {
+            best = er.val_bpb;
+            src = "ema";
+            ops->to_host(keep, m->w, bytes);
+        } else {
+            ops->to_device(m->w, keep, bytes);
+            gpt_sync_weights(m);
+            log_line(1, "ema:worse, reverting to raw");
+        }
+    } else
+        log_line(1, "ema:not started (training too short)");
+    if (have_swa) {
+        gpt_load_averaged(m, avg->swa, avg->swa_count);
+        t = pg_now();
+        eval_val(m, val, usable, T, B_val, rank, world, luts, &er, NULL);
+        log_line(1, "post_swa val_loss:%.4f val_bpb:%.4f (n=%d) t:%.0fms", er.val_loss, er.val_bpb, avg->swa_count,
+                 1000.0 * (pg_now() - t));
+        if (er.val_bpb < best) {
+            best = er.val_bpb;
+            src = "swa";
+            log_line(1, "swa:better, using swa");
+        } else {
+            ops->to_device(m->w, keep, bytes);
+            gpt_sync_weights(m);
+            log_line(1, "swa:worse (%.4f>%.4f), keeping %s", er.val_bpb, best, src);
+        }
+    }
+    log_line(1, "best_model:%s val_bpb:%.4f", src, best);
+    free(keep);
+}
 
 static size_t peak_rss_mib(void) {
     struct rusage ru;
@@ -115,7 +184,10 @@ int cmd_train(int argc, char **argv) {
     gpt_build(&model, &cfg, ops, B_train > B_val ? B_train : B_val, T);
     if (cfg.init_from[0]) {
         statedict sd;
-        if (safetensors_read(cfg.init_from, &sd, err, sizeof(err)) != 0) pg_die("INIT_FROM: %s", err);
+        statedict raw;
+        if (safetensors_read(cfg.init_from, &raw, err, sizeof(err)) != 0) pg_die("INIT_FROM: %s", err);
+        if (sd_unbank(&raw, &sd, err, sizeof(err)) != 0) pg_die("INIT_FROM: %s: %s", cfg.init_from, err);
+        sd_free(&raw);
         if (gpt_from_statedict(&model, &sd, cfg.init_from, err, sizeof(err)) != 0) pg_die("INIT_FROM: %s", err);
         sd_free(&sd);
     } else
@@ -133,6 +205,7 @@ int cmd_train(int argc, char **argv) {
         if (ckpt_load(cfg.resume, &cfg, &model, &opt, avg.ema, avg.swa, &prog, err, sizeof(err)) != 0) pg_die("RESUME: %s", err);
         if (stream_seek(&loader.stream, prog.stream_file, prog.stream_pos, err, sizeof(err)) != 0)
             pg_die("RESUME: %s: %s", cfg.resume, err);
+        if (cfg.priming_keeps_adam) opt.mom_offset = cfg.warmup_steps; /* the kept priming steps */
     }
     char logpath[4096];
     if (g_master) {
@@ -186,7 +259,8 @@ int cmd_train(int argc, char **argv) {
         ops->to_device(model.w, snap, model.n_floats * sizeof(float));
         gpt_sync_weights(&model);
         free(snap);
-        optim_reset(&opt);
+        if (cfg.priming_keeps_adam) optim_keep_adam_after_priming(&opt);
+        else optim_reset(&opt);
         loader_close(&loader);
         if (loader_open(&loader, train_pat, (int)cfg.vocab_size, rank, world, err, sizeof(err)) != 0) pg_die("%s", err);
     }
@@ -226,7 +300,8 @@ int cmd_train(int argc, char **argv) {
         }
         double elapsed_ms = training_ms + 1000.0 * (pg_now() - t0);
         double mult = optim_lr_mul(&cfg, step, elapsed_ms);
-        int switched = gpt_step_begin(&model, step, mult); /* the records' mid-run switches */
+        /* the records' mid-run switches; PR #1311 arms late QAT only after its lr warmup */
+        int switched = gpt_step_begin(&model, step, cfg.lr_warmup_steps > 0 && step <= cfg.lr_warmup_steps ? 1.0 : mult);
         if (switched & GPT_SWITCHED_LATE_QAT) {
             log_line(1, "late_qat:enabled step:%ld scale:%.4f", step, mult);
             if (!model.late_active) log_line(1, "late_qat:inert as in the records (PGOLF_LATE_QAT_ACTIVE=0)");
@@ -282,13 +357,12 @@ int cmd_train(int argc, char **argv) {
     loader_close(&loader);
     free(xb);
     free(yb);
-    if (avg.ema) { /* the EMA replaces the weights, cast to each parameter's state-dict dtype */
-        log_line(1, "ema:applying EMA weights");
-        gpt_load_averaged(&model, avg.ema, 1);
-    } else if (avg.swa && avg.swa_count > 1) {
-        log_line(1, "swa:applying averaged %d checkpoints", avg.swa_count);
-        gpt_load_averaged(&model, avg.swa, avg.swa_count);
+    /* the final model evaluates with depth recurrence on, as the records' eval model (PR #1392) */
+    if (model.recur_n > 0 && !model.recur_on) {
+        model.recur_on = 1;
+        log_line(1, "depth_recurrence:enabled for the final model");
     }
+    select_export_weights(&cfg, &model, &avg, val, usable, T, B_val, rank, world, &luts);
     wavg_free(&avg);
 
     /* serialization + roundtrip validation */
@@ -305,17 +379,26 @@ int cmd_train(int argc, char **argv) {
             double ts = pg_now();
             eval_sliding(&model, val, usable, s, (int)cfg.sw_eval_batch, st, cfg.eval_temperature, rank, world, &luts, &er);
             double ms = 1000.0 * (pg_now() - ts);
+            quant_scheme qs = QS_INT8_BASELINE;
+            quant_scheme_parse(cfg.quant_scheme, &qs, err, sizeof(err)); /* validated by the export */
             if (st == SW_PR65) { /* PR #65's lines */
                 log_line(1, "final_sliding_window_eval stride:%d val_loss:%.4f val_bpb:%.4f eval_time:%.0fms", s,
                          er.val_loss, er.val_bpb, ms);
                 log_line(1, "final_sliding_window_eval_exact stride:%d val_loss:%.8f val_bpb:%.8f", s, er.val_loss,
                          er.val_bpb);
-            } else { /* PR #315's lines */
+            } else if (qs == QS_INT6_PR187) { /* PR #187's lines */
+                log_line(1, "final_sliding_window val_loss:%.4f val_bpb:%.4f stride:%d eval_time:%.0fms", er.val_loss,
+                         er.val_bpb, s, ms);
+                log_line(1, "final_sliding_window_exact val_loss:%.8f val_bpb:%.8f", er.val_loss, er.val_bpb);
+            } else { /* PR #315's lines (also PR #1392's) */
                 log_line(1, "final_%s_sliding_window val_loss:%.4f val_bpb:%.4f stride:%d eval_time:%.0fms",
                          ex.label_short, er.val_loss, er.val_bpb, s, ms);
                 log_line(1, "final_%s_sliding_window_exact val_loss:%.8f val_bpb:%.8f", ex.label_short, er.val_loss,
                          er.val_bpb);
             }
+            /* PR #1311 and PR #1392 end by echoing the sliding score under the baseline's name */
+            if (qs == QS_INT6_GPTQ_LITE || qs == QS_INT6_GPTQ)
+                log_line(1, "final_int8_zlib_roundtrip_exact val_loss:%.8f val_bpb:%.8f", er.val_loss, er.val_bpb);
         }
     }
     optim_free(&opt);

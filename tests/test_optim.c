@@ -135,3 +135,42 @@ TEST(optim_lr_schedule) {
     T_CLOSE(lr_at(wu, 3, 50, 5000), 1.0, 0, 0, "wu step 50");
     T_CLOSE(lr_at(wu, 3, 90, 9000), 0.5, 0, 1e-12, "wu step 90");
 }
+
+/* PR #1311's priming (PGOLF_PRIMING_KEEPS_ADAM): after the priming steps the Adam moments and step
+ * count are kept (bias correction goes on from there), the Muon momentum buffers are zeroed and the
+ * momentum warmup restarts at update 0; optim_reset forgets everything. */
+TEST(optim_priming_keeps_adam) {
+    pg_config c;
+    config_defaults(&c);
+    char err[256];
+    const char *kv[][2] = {{"VOCAB_SIZE", "32"}, {"MODEL_DIM", "16"}, {"NUM_LAYERS", "2"}, {"NUM_HEADS", "2"},
+                           {"NUM_KV_HEADS", "1"}, {"MUON_MOMENTUM_WARMUP_START", "0.5"},
+                           {"MUON_MOMENTUM_WARMUP_STEPS", "10"}};
+    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+        T_ASSERT(config_set(&c, kv[i][0], kv[i][1], "t", err, sizeof(err)) == 0, "%s", err);
+    gpt_model m;
+    gpt_build(&m, &c, &pg_cpu_ops, 1, 8);
+    gpt_init(&m, &c, 3);
+    optimizer o;
+    optim_init(&o, &m);
+    for (int s = 0; s < 3; s++) {
+        for (size_t i = 0; i < m.n_floats; i++) m.g[i] = 0.01f * (float)((i * 7 + (size_t)s) % 13) - 0.06f;
+        optim_step(&o, &c, 1.0);
+    }
+    optim_keep_adam_after_priming(&o);
+    T_ASSERT(o.step == 3 && o.mom_offset == 3, "step %ld offset %ld", o.step, o.mom_offset);
+    size_t nz_adam = 0, nz_muon = 0;
+    for (size_t i = 0; i < m.n_floats; i++) {
+        nz_adam += o.adam_m[i] != 0.0f;
+        nz_muon += o.muon_buf[i] != 0.0f;
+    }
+    T_ASSERT(nz_adam > 0, "Adam moments were not kept");
+    T_ASSERT(nz_muon == 0, "%zu Muon momentum entries survived", nz_muon);
+    T_CLOSE(optim_muon_momentum(&c, o.step - o.mom_offset), 0.5, 0, 0, "momentum warmup restarts");
+    optim_reset(&o);
+    T_ASSERT(o.step == 0 && o.mom_offset == 0, "reset: step %ld offset %ld", o.step, o.mom_offset);
+    for (size_t i = 0; i < m.n_floats; i++) T_ASSERT(o.adam_m[i] == 0.0f && o.adam_v[i] == 0.0f, "reset kept Adam state");
+    optim_free(&o);
+    gpt_free(&m);
+    config_free(&c);
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # checkpoint.sh: interrupt and resume. A run stopped by SIGTERM at some step k and resumed from its
 # checkpoint ends with bit-identical weights and identical train_loss lines after k as an
-# uninterrupted run; kill -9 at arbitrary moments of a checkpointing run never leaves a checkpoint
+# uninterrupted run (with PR #1311's recipe: Adam state kept after priming, lr warmup, EMA and SWA
+# with the raw/EMA/SWA selection, plus MIN_LR); kill -9 at arbitrary moments of a checkpointing run never leaves a checkpoint
 # that loads wrongly; corrupt or mismatched checkpoints are refused with one error line.
 cd "$(dirname "$0")/../.."
 . tests/cli_lib.sh
@@ -32,7 +33,9 @@ export DATA_PATH="$TMP/d" TOKENIZER_PATH="$TOK" VOCAB_SIZE=1024 NUM_LAYERS=3 MOD
   NUM_KV_HEADS=2 TRAIN_SEQ_LEN=64 TRAIN_BATCH_TOKENS=1024 VAL_BATCH_SIZE=2048 ITERATIONS=40 \
   WARMDOWN_ITERS=20 MAX_WALLCLOCK_SECONDS=0 WARMUP_STEPS=2 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1 \
   MUON_MOMENTUM_WARMUP_STEPS=10 GRAD_CLIP_NORM=1.0 PGOLF_NON_RECORD=1 OMP_NUM_THREADS=1 \
-  EMA_ENABLED=1 EMA_DECAY=0.9 EMA_START_STEP=2 MUON_WD=0.02 ADAM_WD=0.01
+  EMA_ENABLED=1 EMA_DECAY=0.9 EMA_START_STEP=2 MUON_WD=0.02 ADAM_WD=0.01 \
+  PGOLF_PRIMING_KEEPS_ADAM=1 LR_WARMUP_STEPS=5 MIN_LR=0.1 SWA_ENABLED=1 SWA_EVERY=3 SWA_START_SCALE=0.6 \
+  PGOLF_EXPORT_WEIGHTS=best
 # the uninterrupted run
 RUN_ID=full PGOLF_OUT_DIR="$TMP/full" PGOLF_LOG_DIR="$TMP/logs" "$PG" train > "$TMP/full.out" 2>&1 \
   || { echo "FAIL checkpoint/resume_bitwise: uninterrupted run failed: $(tail -2 "$TMP/full.out")"; exit 0; }

@@ -114,6 +114,45 @@ else
   echo "FAIL export_unpack_matches_reference: export failed"
 fi
 
+# banked names (PR #1311 / #1392): qo_bank = c_q of each layer then attn.proj, kv_bank = c_k then
+# c_v, mlp_up_bank = fc, mlp_down_bank = mlp.proj; reading the banked file back gives the same weights
+if PGOLF_EXPORT_NAMES=banked "$PG" export "$A" "$TMP/banked.safetensors" >"$TMP/banked.out" 2>&1 \
+   && grep -q "banked names" "$TMP/banked.out"; then
+  if "$PY" - "$TMP/deq.safetensors" "$TMP/banked.safetensors" <<'PY'
+import json, struct, sys
+import numpy as np
+def load(p):
+    with open(p, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]; h = json.loads(f.read(n)); data = f.read()
+    dt = {"F32": np.float32, "BF16": np.uint16, "F16": np.float16}
+    return {k: np.frombuffer(data[v["data_offsets"][0]:v["data_offsets"][1]], dt[v["dtype"]]).reshape(v["shape"])
+            for k, v in h.items() if k != "__metadata__"}
+u, b = load(sys.argv[1]), load(sys.argv[2])
+L = 2
+want = {"qo_bank": ["attn.c_q.weight", "attn.proj.weight"], "kv_bank": ["attn.c_k.weight", "attn.c_v.weight"],
+        "mlp_up_bank": ["mlp.fc.weight"], "mlp_down_bank": ["mlp.proj.weight"]}
+for bank, mats in want.items():
+    assert b[bank].shape[0] == L * len(mats), bank
+    for k, m in enumerate(mats):
+        for i in range(L):
+            assert np.array_equal(b[bank][k * L + i], u[f"blocks.{i}.{m}"]), (bank, k, i)
+rest = {k for k in u if not any(k.endswith(m) and k.startswith("blocks.") for ms in want.values() for m in ms)}
+assert set(b) == rest | set(want), sorted(set(b) ^ (rest | set(want)))
+for k in rest:
+    assert np.array_equal(b[k], u[k]), k
+PY
+  then echo "ok export_banked_names"; else echo "FAIL export_banked_names: banks differ from the matrices"; fi
+  "$PG" export "$TMP/banked.safetensors" "$TMP/banked.pgolf" >/dev/null 2>&1
+  PGOLF_EXPORT_NAMES=banked "$PG" export "$TMP/deq.safetensors" "$TMP/unbanked.pgolf" >/dev/null 2>&1
+  if [ -s "$TMP/banked.pgolf" ] && cmp -s "$TMP/banked.pgolf" "$TMP/unbanked.pgolf"; then
+    echo "ok export_banked_reads_back"
+  else
+    echo "FAIL export_banked_reads_back: the banked file does not pack as the unbanked one"
+  fi
+else
+  echo "FAIL export_banked_names: $(tail -1 "$TMP/banked.out")"
+fi
+
 # repacking the same weights gives the same artifact
 "$PG" export "$TMP/in.safetensors" "$TMP/again.pgolf" >/dev/null 2>&1
 if cmp -s "$A" "$TMP/again.pgolf"; then echo "ok export_deterministic"; else echo "FAIL export_deterministic: artifacts differ"; fi
