@@ -182,6 +182,8 @@
     X(STR, PGOLF_BACKEND, backend, "auto", 0, 0, "cpu, cuda, or auto (cuda when a GPU is present)") \
     X(STR, PGOLF_OUT_DIR, out_dir, ".", 0, 0, "where final_model.* are written")                   \
     X(STR, PGOLF_LOG_DIR, log_dir, "logs", 0, 0, "where $RUN_ID.txt is written")                   \
+    X(STR, PGOLF_PLOT, plot, "", 0, 0,                                                            \
+      "at the end of the run draw its loss curves (pgolf plot) into this PNG (.svg: SVG; empty: none)") \
     X(STR, INIT_FROM, init_from, "", 0, 0, "safetensors file of initial weights (parity tests)")   \
     X(INT, CHECKPOINT_EVERY, checkpoint_every, "0", 0, 1e12,                                       \
       "write a resumable checkpoint every N steps (0: only on SIGINT/SIGTERM)")                    \

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "checkpoint.h"
@@ -21,10 +22,30 @@
 #include "model.h"
 #include "optim.h"
 #include "quant.h"
+#include "tools.h"
 
 /* ---- logging (rank 0): console and logs/$RUN_ID.txt ---- */
 static FILE *g_logfile;
 static int g_master = 1;
+
+/* the live progress line (terminal only): shown after training steps, erased before log lines */
+static int g_tty = -1;   /* stdout is a terminal (-1: not checked yet) */
+static int g_progress_shown;
+static double g_progress_t;
+
+static void progress_clear(void) {
+    if (g_progress_shown) {
+        fputs("\r\033[K", stdout);
+        g_progress_shown = 0;
+    }
+}
+
+static void fmt_dur(char *b, size_t n, double s) {
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(b, n, "%ldh%02ldm%02lds", t / 3600, t / 60 % 60, t % 60);
+    else if (t >= 60) snprintf(b, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(b, n, "%lds", t);
+}
 
 static void log_line(int console, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void log_line(int console, const char *fmt, ...) {
@@ -35,6 +56,7 @@ static void log_line(int console, const char *fmt, ...) {
     vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     if (console) {
+        progress_clear();
         fputs(buf, stdout);
         fputc('\n', stdout);
         fflush(stdout);
@@ -126,6 +148,32 @@ static size_t peak_rss_mib(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return (size_t)ru.ru_maxrss / 1024;
+}
+
+/* step, tokens/s, elapsed, ETA (to the wallclock cap, or to the last step at the mean step time),
+ * peak memory; at most 5 times a second, only when stdout is a terminal. (MFU: on the GPU backend.) */
+static void progress_show(const pg_config *c, const pg_ops *ops, long step, double train_ms, double tokens_per_step) {
+    if (g_tty < 0) g_tty = isatty(STDOUT_FILENO);
+    if (!g_tty || !g_master) return;
+    double now = pg_now();
+    if (now - g_progress_t < 0.2 && step < c->iterations) return;
+    g_progress_t = now;
+    const double step_s = train_ms / 1000.0 / (double)(step > 0 ? step : 1);
+    double eta = (double)(c->iterations - step) * step_s;
+    const char *to = "last step";
+    if (c->max_wallclock_seconds > 0 && c->max_wallclock_seconds - train_ms / 1000.0 < eta) {
+        eta = fmax(c->max_wallclock_seconds - train_ms / 1000.0, 0.0);
+        to = "cap";
+    }
+    char el[32], et[32];
+    fmt_dur(el, sizeof(el), train_ms / 1000.0);
+    fmt_dur(et, sizeof(et), eta);
+    size_t mem = ops->peak_bytes() >> 20;
+    if (mem == 0) mem = peak_rss_mib();
+    printf("\r\033[K[pgolf] step %ld/%lld | %.1fk tok/s | %.1f ms/step | elapsed %s | eta %s (%s) | peak %zu MiB", step,
+           (long long)c->iterations, tokens_per_step / step_s / 1000.0, 1000.0 * step_s, el, et, to, mem);
+    fflush(stdout);
+    g_progress_shown = 1;
 }
 
 static void usage(void) {
@@ -329,6 +377,7 @@ int cmd_train(int argc, char **argv) {
         if (cfg.train_log_every > 0 && (step <= 10 || step % cfg.train_log_every == 0 || stop_after >= 0))
             log_line(1, "step:%ld/%lld train_loss:%.4f train_time:%.0fms step_avg:%.2fms", step, (long long)cfg.iterations,
                      train_loss, approx_ms, approx_ms / (double)step);
+        progress_show(&cfg, ops, step, approx_ms, (double)cfg.train_batch_tokens);
         int reached = cap_ms > 0 && approx_ms >= cap_ms;
         if (stop_after < 0 && reached) stop_after = step;
         int sig = g_stop_signal;
@@ -407,6 +456,17 @@ int cmd_train(int argc, char **argv) {
     free(val);
     int over = ex.total_bytes > PGOLF_SIZE_CAP && !cfg.non_record;
     if (g_logfile) fclose(g_logfile);
+    g_logfile = NULL;
+    if (rc == 0 && cfg.plot[0] && g_master) { /* PGOLF_PLOT: this run's curves */
+        size_t pl = strlen(cfg.plot);
+        int svg = pl > 4 && !strcmp(cfg.plot + pl - 4, ".svg");
+        char *lp = logpath;
+        if (tools_plot(1, &lp, svg ? NULL : cfg.plot, svg ? cfg.plot : NULL, "both", err, sizeof(err)) != 0) {
+            fprintf(stderr, "pgolf: error: PGOLF_PLOT: %s\n", err);
+            rc = 1;
+        } else
+            printf("plot:%s\n", cfg.plot);
+    }
     config_free(&cfg);
     if (rc != 0) return 1;
     if (over)

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# train_progress.sh: the live progress line of `pgolf train` (step, tokens/s, elapsed, ETA, peak
+# memory) appears on a terminal and never in piped output or the log; PGOLF_PLOT draws the run's
+# curves at its end.
+cd "$(dirname "$0")/../.."
+. tests/cli_lib.sh
+TOK="$PGOLF_SHARED/data/tokenizers/fineweb_1024_bpe.model"
+PY=/usr/bin/python3
+if [ ! -x "$PY" ] || ! [ -e "$TOK" ]; then
+  for n in quiet_when_piped terminal_line plot plot_error; do echo "SKIP train_progress/$n (skipped: ../shared/data absent)"; done
+  exit 0
+fi
+mkdir -p "$TMP/d"
+"$PY" - "$TMP/d" <<'PY'
+import random, struct, sys
+rng = random.Random(3)
+for name, n in (("fineweb_val_000000.bin", 2049), ("fineweb_train_000000.bin", 20000)):
+    hdr = [0] * 256; hdr[0], hdr[1], hdr[2] = 20240520, 1, n
+    with open(sys.argv[1] + "/" + name, "wb") as f:
+        f.write(struct.pack("<256i", *hdr)); f.write(struct.pack("<%dH" % n, *[rng.randrange(1024) for _ in range(n)]))
+PY
+export DATA_PATH="$TMP/d" TOKENIZER_PATH="$TOK" VOCAB_SIZE=1024 NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=4 \
+  NUM_KV_HEADS=2 TRAIN_SEQ_LEN=64 TRAIN_BATCH_TOKENS=1024 VAL_BATCH_SIZE=2048 ITERATIONS=6 WARMUP_STEPS=0 \
+  MAX_WALLCLOCK_SECONDS=0 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1 PGOLF_NON_RECORD=1 OMP_NUM_THREADS=1 \
+  PGOLF_LOG_DIR="$TMP/logs"
+
+RUN_ID=piped PGOLF_OUT_DIR="$TMP/o1" "$PG" train > "$TMP/piped.out" 2>&1
+if grep -q "step:6/6 train_loss" "$TMP/piped.out" && ! grep -q "\[pgolf\] step" "$TMP/piped.out" \
+   && ! grep -q $'\r' "$TMP/piped.out" "$TMP/logs/piped.txt"; then
+  echo "ok train_progress/quiet_when_piped"
+else
+  echo "FAIL train_progress/quiet_when_piped: progress output in a pipe or the log"
+fi
+
+# on a terminal (script(1) gives the run a pty): the live line, erased before each log line
+if command -v script >/dev/null; then
+  RUN_ID=tty PGOLF_OUT_DIR="$TMP/o2" script -qec "$PG train" /dev/null > "$TMP/tty.out" 2>&1
+  if grep -aq "\[pgolf\] step [0-9]*/6 | [0-9.]*k tok/s | [0-9.]* ms/step | elapsed [0-9]*s | eta [0-9]*s (last step) | peak [0-9]* MiB" "$TMP/tty.out" \
+     && grep -aq "step:6/6 train_loss" "$TMP/tty.out" && ! grep -q $'\r' "$TMP/logs/tty.txt" \
+     && ! grep -aq "MiB\(step\|final\)" "$TMP/tty.out"; then
+    echo "ok train_progress/terminal_line"
+  else
+    echo "FAIL train_progress/terminal_line: no progress line on the terminal: $(tr '\r' '\n' < "$TMP/tty.out" | grep -a pgolf | tail -2)"
+  fi
+else
+  echo "SKIP train_progress/terminal_line (skipped: script(1) absent)"
+fi
+
+if command -v gnuplot >/dev/null; then
+  RUN_ID=plot PGOLF_OUT_DIR="$TMP/o3" PGOLF_PLOT="$TMP/curves.png" "$PG" train > "$TMP/plot.out" 2>&1
+  if [ "$(head -c 8 "$TMP/curves.png" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ] \
+     && grep -q "^plot:$TMP/curves.png" "$TMP/plot.out"; then
+    echo "ok train_progress/plot"
+  else
+    echo "FAIL train_progress/plot: no PNG: $(tail -1 "$TMP/plot.out")"
+  fi
+  RUN_ID=plot2 PGOLF_OUT_DIR="$TMP/o4" PGOLF_PLOT="$TMP/nodir/curves.png" "$PG" train > "$TMP/plot2.out" 2> "$TMP/plot2.err"
+  rc=$?
+  if [ $rc -ne 0 ] && [ "$(grep -c . "$TMP/plot2.err")" -eq 1 ] && grep -q "PGOLF_PLOT" "$TMP/plot2.err" \
+     && [ -f "$TMP/o4/final_model.int8.pgolf" ]; then
+    echo "ok train_progress/plot_error"
+  else
+    echo "FAIL train_progress/plot_error: rc=$rc: $(cat "$TMP/plot2.err")"
+  fi
+else
+  echo "SKIP train_progress/plot (skipped: gnuplot absent)"
+  echo "SKIP train_progress/plot_error (skipped: gnuplot absent)"
+fi
