@@ -40,11 +40,17 @@ int gptq_collect(gpt_model *m, const int32_t *tokens, int n_seqs, gptq_hessians 
     h->proj = xcalloc((size_t)L * hd * hd, sizeof(float));
     h->fc = xcalloc((size_t)L * d * d, sizeof(float));
     h->mproj = xcalloc((size_t)L * hid * hid, sizeof(float));
-    /* the record's replica is purely sequential */
-    const int recur_on = m->recur_on;
-    int *par = xmalloc((size_t)L * sizeof(int));
+    /* the record's replica is purely sequential: no depth recurrence, no parallel residuals (nor
+     * the lane forms of PR #1289/#1334, nor PR #187's encoder recurrence, which it never ran) */
+    const int recur_on = m->recur_on, lanes = m->lanes, enc_recur = m->enc_recur;
+    int *par = xmalloc((size_t)L * 2 * sizeof(int));
     m->recur_on = 0;
-    for (int l = 0; l < L; l++) par[l] = m->blk[l].parallel, m->blk[l].parallel = 0;
+    m->lanes = 0;
+    m->enc_recur = 0;
+    for (int l = 0; l < L; l++) {
+        par[l] = m->blk[l].parallel, m->blk[l].parallel = 0;
+        par[L + l] = m->blk[l].lane, m->blk[l].lane = 0;
+    }
     int wmax = d > hd ? d : hd;
     if (hid > wmax) wmax = hid;
     float *buf = xmalloc((size_t)m->B * T * wmax * sizeof(float));
@@ -63,7 +69,9 @@ int gptq_collect(gpt_model *m, const int32_t *tokens, int n_seqs, gptq_hessians 
     }
     free(buf);
     m->recur_on = recur_on;
-    for (int l = 0; l < L; l++) m->blk[l].parallel = par[l];
+    m->lanes = lanes;
+    m->enc_recur = enc_recur;
+    for (int l = 0; l < L; l++) m->blk[l].parallel = par[l], m->blk[l].lane = par[L + l];
     free(par);
     for (int l = 0; l < L; l++) {
         finish(h->qkv + (size_t)l * d * d, d, (float)n_seqs);

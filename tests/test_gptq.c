@@ -573,6 +573,39 @@ TEST(gptq_hessians_are_the_linear_inputs) {
         for (size_t i = 0; i < sz[k]; i++)
             T_CLOSE(Bh[k][i], A[k][i], 1e-5, 1e-6 * fabs(A[k][0]) + 1e-7, "Hessian of the sequential replica");
     gptq_hessians_free(&h2);
+    /* the two-lane form (PR #1289) and PR #187's encoder recurrence are switched off as well */
+    const char *const var[][2][2] = {{{"PARALLEL_START_LAYER", "1"}, {"PGOLF_PARALLEL_MODE", "lanes1289"}},
+                                     {{"ENCODER_RECURRENCE", "1"}, {"ENCODER_RECURRENCE", "1"}}};
+    for (int v = 0; v < 2; v++) {
+        pg_config c3;
+        cfg_small(&c3, kv, sizeof(kv) / sizeof(*kv));
+        set_key(&c3, var[v][0][0], var[v][0][1]);
+        set_key(&c3, var[v][1][0], var[v][1][1]);
+        gpt_model m3;
+        gpt_build(&m3, &c3, backend_select("cpu"), B, T);
+        gpt_init(&m3, &c3, 7);
+        statedict sd3;
+        gpt_to_statedict(&m3, &sd3);
+        for (int i = 0; i < sd.n; i++) {
+            sd_tensor *t3 = (sd_tensor *)sd_find(&sd3, sd.t[i].name);
+            T_ASSERT(t3 && t3->nbytes == sd.t[i].nbytes, "%s in variant %d", sd.t[i].name, v);
+            memcpy(t3->data, sd.t[i].data, t3->nbytes);
+        }
+        T_ASSERT(gpt_from_statedict(&m3, &sd3, "sd3", err, sizeof(err)) == 0, "%s", err);
+        sd_free(&sd3);
+        const int lanes = m3.lanes, lane1 = m3.blk[1].lane, er = m3.enc_recur;
+        T_ASSERT(v == 0 ? lanes == 1 && lane1 == 1 : er == 1, "variant %d not configured", v);
+        gptq_hessians h3;
+        T_ASSERT(gptq_collect(&m3, tok, n, &h3, err, sizeof(err)) == 0, "%s", err);
+        T_ASSERT(m3.lanes == lanes && m3.blk[1].lane == lane1 && m3.enc_recur == er, "variant %d: switches not restored", v);
+        const float *C3[4] = {h3.qkv, h3.proj, h3.fc, h3.mproj};
+        for (int k = 0; k < 4; k++)
+            for (size_t i = 0; i < sz[k]; i++)
+                T_CLOSE(C3[k][i], A[k][i], 1e-5, 1e-6 * fabs(A[k][0]) + 1e-7, "Hessian of the sequential replica (lanes, encoder recurrence)");
+        gptq_hessians_free(&h3);
+        gpt_free(&m3);
+        config_free(&c3);
+    }
     gptq_hessians_free(&h);
     gpt_free(&m2);
     gpt_free(&m);
