@@ -958,3 +958,48 @@ TEST(refmodel_feature_combinations_refused) {
                {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "1"}, {"TRAIN_SEQ_LEN", "8"}, {"TRAIN_BATCH_TOKENS", "64"},
                {"PARALLEL_START_LAYER", "1"}, {"PGOLF_PARALLEL_MODE", "lanes1289"});
 }
+
+/* The model keys of configs/pr187.env itself (read from the file, so a preset edit is covered) at
+ * reduced size: 4 layers of d 32, 4/2 heads, vocab 64, T 16, bigram 64x8, pre-enrichment 48 (the
+ * reference's 3d/2), XSA on the last 2; loss and every gradient against the reference. pgolf-only
+ * keys are translated to the reference's names. */
+TEST(refmodel_pr187_preset_small) {
+    FILE *f = fopen("configs/pr187.env", "r");
+    T_ASSERT(f, "configs/pr187.env: cannot open");
+    static char keys[64][64], vals[64][128];
+    kv pairs[96];
+    int n = 0;
+    char line[512];
+    while (fgets(line, sizeof(line), f) && n < 64) {
+        char *eq = strchr(line, '=');
+        if (line[0] == '#' || !eq) continue;
+        *eq = 0;
+        char *v = eq + 1;
+        v[strcspn(v, "\r\n")] = 0;
+        /* the model's keys go to both sides (pgolf-named ones the reference spells differently are set
+         * below), the training/export/eval keys to pgolf alone */
+        static const char *model_keys = ",NUM_LAYERS,MODEL_DIM,NUM_HEADS,NUM_KV_HEADS,MLP_MULT,VOCAB_SIZE,TIE_EMBEDDINGS,"
+                                        "ROPE_BASE,LOGIT_SOFTCAP,QK_GAIN_INIT,USE_SMEARGATE,PGOLF_SMEAR_MODE,"
+                                        "BIGRAM_HASH_BUCKETS,BIGRAM_HASH_DIM,XSA_LAST_N,ROPE_DIMS,LN_SCALE,"
+                                        "PGOLF_MLP_ACTIVATION,PGOLF_INIT_STYLE,PGOLF_OPT_PARTITION,ENCODER_RECURRENCE,"
+                                        "PGOLF_QAT_MODE,TRAIN_SEQ_LEN,TIED_EMBED_INIT_STD,";
+        if (!strcmp(line, "PGOLF_PRE_ENRICH")) continue; /* reduced below */
+        char probe[80];
+        snprintf(probe, sizeof(probe), ",%.60s,", line);
+        const int pg_only = !strstr(model_keys, probe);
+        snprintf(keys[n], sizeof(keys[n]), "%s%.56s", pg_only ? "pg:" : "", line);
+        snprintf(vals[n], sizeof(vals[n]), "%.120s", v);
+        pairs[n] = (kv){keys[n], vals[n]};
+        n++;
+    }
+    fclose(f);
+    T_ASSERT(n >= 20, "configs/pr187.env: only %d settings read", n);
+    const kv extra[] = {{"ref:OVERTONE_INIT", "1"}, {"ref:MUON_WD_PLACEMENT", "after"}, {"ref:BIGRAM_HASH_PROJ_INIT", "default"},
+                        {"pg:PGOLF_PRE_ENRICH", "48"}, {"ref:PRE_ENRICH", "1"}, {"NUM_LAYERS", "4"}, {"MODEL_DIM", "32"},
+                        {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"},
+                        {"EVAL_SEQ_LEN", "16"}, {"BIGRAM_HASH_BUCKETS", "64"}, {"BIGRAM_HASH_DIM", "8"},
+                        {"XSA_LAST_N", "2"}, {"EVAL_STRIDE", "0"}};
+    for (size_t i = 0; i < sizeof(extra) / sizeof(extra[0]); i++) pairs[n++] = extra[i];
+    check_grads(t__, "configs/pr187.env small", pairs, n, 2, 1,
+                "pre_enrich.0.weight,pre_enrich.2.weight,smeargate.gate,bigram_hash.table.weight,bigram_hash.proj.weight", 0);
+}
