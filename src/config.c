@@ -246,8 +246,15 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
         return pg_err(err, errlen, "PGOLF_EXPORT_WEIGHTS=ema needs EMA_ENABLED=1");
     if (!strcmp(c->export_weights, "swa") && !c->swa_enabled)
         return pg_err(err, errlen, "PGOLF_EXPORT_WEIGHTS=swa needs SWA_ENABLED=1");
-    if (strcmp(c->export_names, "blocks") && strcmp(c->export_names, "banked"))
-        return pg_err(err, errlen, "PGOLF_EXPORT_NAMES=%s: expected blocks or banked", c->export_names);
+    if (strcmp(c->export_names, "blocks") && strcmp(c->export_names, "banked") && strcmp(c->export_names, "pr187"))
+        return pg_err(err, errlen, "PGOLF_EXPORT_NAMES=%s: expected blocks, banked or pr187", c->export_names);
+    if (strcmp(c->parallel_mode, "sum") && c->parallel_start_layer >= 0 &&
+        (c->parallel_start_layer < c->num_layers / 2 || c->recur_layers[0]))
+        return pg_err(err, errlen, "PGOLF_PARALLEL_MODE=%s: the lanes run in decoder layers only (PARALLEL_START_LAYER >= "
+                                   "NUM_LAYERS/2 = %lld) and without RECUR_LAYERS",
+                      c->parallel_mode, (long long)(c->num_layers / 2));
+    if (c->encoder_recurrence && (c->recur_layers[0] || c->parallel_start_layer >= 0))
+        return pg_err(err, errlen, "ENCODER_RECURRENCE=1 (PR #187) runs without RECUR_LAYERS and parallel residuals");
     {
         int tmp[64];
         int nv = c->ve_enabled ? config_layer_list(c, c->ve_layers, tmp, 16) : 0;

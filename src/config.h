@@ -163,8 +163,8 @@
     X(BOOL, PGOLF_INT6_PACK, int6_pack, "0", 0, 1,                                                 \
       "store int6 codes densely, 4 per 3 bytes (the records store one code per byte)")              \
     X(STR, PGOLF_EXPORT_NAMES, export_names, "blocks", 0, 0,                                       \
-      "state-dict names written by pgolf export: blocks (blocks.i.attn.c_q.weight, ...) or banked "  \
-      "(PR #1311/#1392: qo_bank, kv_bank, mlp_up_bank, mlp_down_bank)")                             \
+      "state-dict names written by pgolf export: blocks (blocks.i.attn.c_q.weight, ...); banked "  \
+      "(PR #1311/#1392: qo_bank, kv_bank, mlp_up_bank, mlp_down_bank); pr187 (smear_gate.gate)")  \
     /* evaluation */                                                                               \
     X(INT, EVAL_STRIDE, eval_stride, "0", 0, 1048576,                                              \
       "sliding-window eval stride after the roundtrip eval (0: none; records use 64 or 16)")       \

@@ -174,7 +174,8 @@ static void export_usage(void) {
            "     the per-layer matrices.\n"
            "  IN a pgolf artifact: write OUT as a safetensors file of the dequantised weights with the\n"
            "     PyTorch state-dict names and dtypes of the records (loadable by the reference model);\n"
-           "     PGOLF_EXPORT_NAMES=banked writes PR #1311 / #1392's weight banks instead.\n"
+           "     PGOLF_EXPORT_NAMES=banked writes PR #1311 / #1392's weight banks instead, =pr187 PR #187's\n"
+           "     smear_gate.gate for smeargate.gate.\n"
            "The model configuration (checked against the tensors) comes from IN, then the environment.\n"
            "OUT is written atomically: on any error nothing is left at OUT.\n");
 }
@@ -216,6 +217,12 @@ int cmd_export(int argc, char **argv) {
             sd_free(&sd);
             sd = b;
         }
+        if (!strcmp(cfg.export_names, "pr187")) /* PR #187's module name of the SmearGate */
+            for (int i = 0; i < sd.n; i++)
+                if (!strcmp(sd.t[i].name, "smeargate.gate")) {
+                    free(sd.t[i].name);
+                    sd.t[i].name = xstrdup("smear_gate.gate");
+                }
         if (safetensors_write(out, &sd, meta, 2, err, sizeof(err)) != 0) pg_die("%s", err);
         free(cj);
         printf("export: %s (%s, %s) -> %s: %d tensors, dequantised%s\n", in, li.scheme, li.codec, out, sd.n,

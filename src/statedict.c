@@ -341,14 +341,20 @@ int sd_bank(const statedict *in, int n, statedict *out, char *err, size_t errlen
 }
 
 int sd_unbank(const statedict *in, statedict *out, char *err, size_t errlen) {
+    /* (also the one rename between the records: smear_gate.gate -> smeargate.gate) */
     sd_init(out);
     for (int t = 0; t < in->n; t++) {
         const sd_tensor *x = &in->t[t];
         int b = -1;
         for (int k = 0; k < N_BANKS; k++)
             if (!strcmp(x->name, BANKS[k].bank)) b = k;
-        if (b < 0) {
-            sd_add(out, x->name, x->dtype, x->ndim, x->shape, x->data);
+        if (b < 0) { /* PR #187 names PR #65's smeargate.gate smear_gate.gate */
+            const char *nm = !strcmp(x->name, "smear_gate.gate") ? "smeargate.gate" : x->name;
+            if (nm != x->name && sd_find(in, nm)) {
+                sd_free(out);
+                return pg_err(err, errlen, "%s: given both as smear_gate.gate and smeargate.gate", nm);
+            }
+            sd_add(out, nm, x->dtype, x->ndim, x->shape, x->data);
             continue;
         }
         const int per = BANKS[b].mat[1] ? 2 : 1;

@@ -66,8 +66,9 @@ int safetensors_parse(const uint8_t *buf, size_t len, const char *what, statedic
  * attn.proj, kv_bank [2n, kvd, d] = c_k then c_v, mlp_up_bank [n, hidden, d] = mlp.fc,
  * mlp_down_bank [n, d, hidden] = mlp.proj; every other tensor keeps its name. sd_bank writes the
  * banked form of an unbanked state dict of n layers (banks in the matrices' dtype, placed where
- * blocks.0's first matrix was); sd_unbank the reverse (no banks: a plain copy). -1 with err on a
- * missing or mis-shaped matrix. */
+ * blocks.0's first matrix was); sd_unbank the reverse (no banks: a plain copy), and reads PR #187's
+ * smear_gate.gate as smeargate.gate (PR #65's name, pgolf's). -1 with err on a missing or
+ * mis-shaped matrix. */
 int sd_bank(const statedict *in, int n_layers, statedict *out, char *err, size_t errlen);
 int sd_unbank(const statedict *in, statedict *out, char *err, size_t errlen);
 

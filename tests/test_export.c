@@ -984,3 +984,52 @@ TEST(export_artifact_refuses_decompression_bomb) {
     artifact_free(&a);
     free(raw);
 }
+
+/* the record names read on input: PR #1311/#1392's banks become the per-layer matrices, PR #187's
+ * smear_gate.gate becomes smeargate.gate; sd_bank inverts the banks exactly */
+TEST(statedict_record_names) {
+    statedict in, un, back;
+    sd_init(&in);
+    const int64_t sq[2] = {4, 4}, kv[2] = {2, 4}, up[2] = {8, 4}, dn[2] = {4, 8}, g[1] = {4};
+    float buf[64];
+    for (int l = 0; l < 2; l++) {
+        const struct {
+            const char *n;
+            const int64_t *sh;
+        } M[] = {{"attn.c_q.weight", sq}, {"attn.c_k.weight", kv}, {"attn.c_v.weight", kv},
+                 {"attn.proj.weight", sq}, {"mlp.fc.weight", up}, {"mlp.proj.weight", dn}};
+        for (size_t k = 0; k < sizeof(M) / sizeof(M[0]); k++) {
+            char nm[64];
+            snprintf(nm, sizeof(nm), "blocks.%d.%s", l, M[k].n);
+            for (int i = 0; i < 64; i++) buf[i] = (float)(l * 1000 + (int)k * 100 + i);
+            sd_add_f32(&in, nm, 2, M[k].sh, buf);
+        }
+    }
+    for (int i = 0; i < 4; i++) buf[i] = 0.5f * (float)i;
+    sd_add_f32(&in, "smeargate.gate", 1, g, buf);
+    char err[256];
+    statedict banked;
+    T_ASSERT(sd_bank(&in, 2, &banked, err, sizeof(err)) == 0, "%s", err);
+    const sd_tensor *qo = sd_find(&banked, "qo_bank"), *mu = sd_find(&banked, "mlp_up_bank");
+    T_ASSERT(qo && qo->ndim == 3 && qo->shape[0] == 4 && mu && mu->shape[0] == 2 && banked.n == 5, "banks: %d tensors", banked.n);
+    /* qo_bank[3] = layer 1's attn.proj (k = 3): first value 1000 + 300 */
+    T_ASSERT(((const float *)qo->data)[3 * 16] == 1300.0f, "qo_bank[3][0] = %g", ((const float *)qo->data)[3 * 16]);
+    /* rename the gate as PR #187 does, then read the record names back */
+    for (int i = 0; i < banked.n; i++)
+        if (!strcmp(banked.t[i].name, "smeargate.gate")) {
+            free(banked.t[i].name);
+            banked.t[i].name = xstrdup("smear_gate.gate");
+        }
+    T_ASSERT(sd_unbank(&banked, &un, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(un.n == in.n, "%d tensors back, %d in", un.n, in.n);
+    for (int i = 0; i < in.n; i++) {
+        const sd_tensor *a = &in.t[i], *b = sd_find(&un, a->name);
+        T_ASSERT(b && b->nbytes == a->nbytes && !memcmp(a->data, b->data, a->nbytes), "%s differs", a->name);
+    }
+    /* a name given twice is refused */
+    sd_add_f32(&banked, "smeargate.gate", 1, g, buf);
+    T_ASSERT(sd_unbank(&banked, &back, err, sizeof(err)) != 0 && strstr(err, "smeargate.gate"), "duplicate accepted: %s", err);
+    sd_free(&banked);
+    sd_free(&un);
+    sd_free(&in);
+}
