@@ -23,11 +23,13 @@ static const struct {
 } SCHEMES[QS_COUNT] = {
     [QS_INT8_BASELINE] = {"int8_baseline", "baseline", NULL, "zlib-9", "int8+zlib", "int8_zlib", "int8"},
     [QS_INT6_PR65] = {"int6_pr65", "pr65", NULL, "zstd-22", "int6+zstd-22", "int6", "int6"},
-    [QS_INT6_PR315] = {"int6_pr315", "pr315", "pr453", "zstd-22", "int6+zstd", "int6", "int6"},
+    [QS_INT6_PR315] = {"int6_pr315", "pr315", NULL, "zstd-22", "int6+zstd", "int6", "int6"},
     [QS_INT6_GPTQ_LITE] = {"int6_gptq_lite", "pr1311", NULL, "lzma-9e", "int6+lzma", "int6", "int6"},
     [QS_INT6_GPTQ] = {"int6_gptq", "pr1392", NULL, "brotli-11", "int6+brotli", "int6", "int6"},
     /* PR #187 logs "int6+lzma" and, from the baseline's code, final_int8_zlib_roundtrip */
     [QS_INT6_PR187] = {"int6_pr187", "pr187", NULL, "lzma-6", "int6+lzma", "int8_zlib", "int6"},
+    /* PR #453's main candidate quantises as PR #315 and logs mixed+zstd / final_quant_* (spec §5) */
+    [QS_INT6_PR453] = {"int6_pr453", "pr453", NULL, "zstd-22", "mixed+zstd", "quant", "int6"},
 };
 
 const double QUANT_PCT[QUANT_N_PCT] = {0.999, 0.9995, 0.9999, 0.99999, 1.0};
@@ -38,7 +40,7 @@ int quant_scheme_parse(const char *s, quant_scheme *out, char *err, size_t errle
             *out = (quant_scheme)k;
             return 0;
         }
-    return pg_err(err, errlen, "QUANT_SCHEME=%s: unknown scheme (expected int8_baseline, int6_pr65, int6_pr315, int6_gptq_lite, int6_gptq or int6_pr187)", s);
+    return pg_err(err, errlen, "QUANT_SCHEME=%s: unknown scheme (expected int8_baseline, int6_pr65, int6_pr315, int6_pr453, int6_gptq_lite, int6_gptq or int6_pr187)", s);
 }
 
 const char *quant_scheme_name(quant_scheme s) { return (unsigned)s < QS_COUNT ? SCHEMES[s].name : "invalid"; }
@@ -550,14 +552,15 @@ int quantize_statedict(const statedict *sd, quant_scheme scheme, const quant_opt
             }
         size_t rows = s->ndim >= 1 ? (size_t)s->shape[0] : 1, cols = rows ? n / rows : 0;
         int big = n > QUANT_KEEP_MAX_NUMEL;
-        if (scheme == QS_INT6_PR315 || scheme == QS_INT6_GPTQ_LITE || scheme == QS_INT6_GPTQ) {
+        const int pr315 = scheme == QS_INT6_PR315 || scheme == QS_INT6_PR453;
+        if (pr315 || scheme == QS_INT6_GPTQ_LITE || scheme == QS_INT6_GPTQ) {
             /* PR #315, #1311 and #1392: the size test comes before the control-name test */
             if (!big) pass_as(t, s, DT_F16);
             else if (name_matches_patterns(s->name, control)) pass_as(t, s, DT_F32);
             else if (pr315_attn_or_mlp(s->name)) {
                 st->num_float_tensors++;
                 t->bits = 6;
-                if (scheme == QS_INT6_PR315) {
+                if (pr315) {
                     if (s->ndim == 2) rows_rowmax_int6(t, f, rows, cols);
                     else tensor_rowmax_int6(t, f, n, -32.0f);
                 } else if (s->ndim == 2) {

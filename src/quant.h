@@ -10,10 +10,12 @@
  *   int6_pr65 (alias pr65)   PR #65: small tensors as the baseline; names containing tok_emb or
  *       bigram_hash kept fp16; other 2-D tensors int6 per row (same quantile clip, floor 1/31,
  *       codes in [-31, 31], one per byte); other large tensors int8 per tensor.
- *   int6_pr315 (aliases pr315, pr453)   PR #315: every tensor of <= 65,536 elements kept fp16;
+ *   int6_pr315 (alias pr315)   PR #315: every tensor of <= 65,536 elements kept fp16;
  *       large control tensors fp32; `.attn.`/`.mlp.` matrices int6 per row with the row max (no
  *       clip), scale fp16(max(rmax/31, 1/31)) used to quantise, codes in [-32, 31]; the rest int8
  *       per row as the baseline.
+ *   int6_pr453 (alias pr453)   PR #453's main candidate (baseline spec §5): int6_pr315's quantisation
+ *       with the candidate's log labels (mixed+zstd, final_quant_*).
  *   int6_gptq_lite (alias pr1311)   PR #1311 (spec pr1311-pr1392-pr187.md §2.8): every float tensor of
  *       <= 65,536 elements kept fp16 (before the control-name check); large control tensors fp32;
  *       `.attn.`/`.proj.`/`.mlp.` matrices int6 by the GPTQ-lite clip search (quant_int6_search: one
@@ -49,6 +51,7 @@ typedef enum {
     QS_INT6_GPTQ_LITE,
     QS_INT6_GPTQ,
     QS_INT6_PR187,
+    QS_INT6_PR453, /* PR #453's main candidate: PR #315's quantisation, its own log labels */
     QS_COUNT
 } quant_scheme;
 

@@ -445,6 +445,17 @@ int cmd_train(int argc, char **argv) {
                 log_line(1, "final_%s_sliding_window_exact val_loss:%.8f val_bpb:%.8f", ex.label_short, er.val_loss,
                          er.val_bpb);
             }
+            /* PR #315 / #453 add a stride-64 sliding eval when EVAL_STRIDE is another stride (spec §4.9) */
+            if ((qs == QS_INT6_PR315 || qs == QS_INT6_PR453) && s != 64 && 64 <= T) {
+                eval_result e64;
+                ts = pg_now();
+                eval_sliding(&model, val, usable, 64, (int)cfg.sw_eval_batch, st, cfg.eval_temperature, rank, world,
+                             &luts, &e64);
+                log_line(1, "final_%s_sliding_window_s64 val_loss:%.4f val_bpb:%.4f stride:64 eval_time:%.0fms",
+                         ex.label_short, e64.val_loss, e64.val_bpb, 1000.0 * (pg_now() - ts));
+                log_line(1, "final_%s_sliding_window_s64_exact val_loss:%.8f val_bpb:%.8f", ex.label_short,
+                         e64.val_loss, e64.val_bpb);
+            }
             /* PR #1311 and PR #1392 end by echoing the sliding score under the baseline's name */
             if (qs == QS_INT6_GPTQ_LITE || qs == QS_INT6_GPTQ)
                 log_line(1, "final_int8_zlib_roundtrip_exact val_loss:%.8f val_bpb:%.8f", er.val_loss, er.val_bpb);

@@ -317,7 +317,7 @@ TEST(quant_refuses_nonfinite_and_parses_schemes) {
     T_ASSERT(strstr(err, "blocks.0.mlp.fc.weight") && strstr(err, "non-finite"), "error: %s", err);
     sd_free(&sd);
     quant_scheme s;
-    T_ASSERT(quant_scheme_parse("pr453", &s, err, sizeof(err)) == 0 && s == QS_INT6_PR315, "pr453 alias");
+    T_ASSERT(quant_scheme_parse("pr453", &s, err, sizeof(err)) == 0 && s == QS_INT6_PR453, "pr453 alias");
     T_ASSERT(quant_scheme_parse("baseline", &s, err, sizeof(err)) == 0 && s == QS_INT8_BASELINE, "baseline alias");
     T_ASSERT(quant_scheme_parse("int4", &s, err, sizeof(err)) != 0 && strstr(err, "QUANT_SCHEME=int4"), "bad scheme: %s", err);
     char ll[48], sl[32];
@@ -1032,4 +1032,41 @@ TEST(statedict_record_names) {
     sd_free(&banked);
     sd_free(&un);
     sd_free(&in);
+}
+
+/* PR #453's main candidate quantises exactly as PR #315 and only relabels (baseline spec §5) */
+TEST(quant_int6_pr453_is_pr315_relabelled) {
+    statedict sd;
+    sd_init(&sd);
+    const int64_t big[2] = {512, 256}, emb[2] = {1024, 128}, vec[1] = {256};
+    float *buf = xmalloc(1024 * 256 * sizeof(float));
+    uint64_t r = 99;
+    for (int i = 0; i < 1024 * 256; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        buf[i] = (float)((double)(r >> 11) / 9007199254740992.0 - 0.5) * 0.1f;
+    }
+    sd_add_f32(&sd, "blocks.0.attn.c_q.weight", 2, big, buf);
+    sd_add_f32(&sd, "blocks.0.mlp.fc.weight", 2, big, buf + 1000);
+    sd_add_f32(&sd, "tok_emb.weight", 2, emb, buf + 7);
+    sd_add_f32(&sd, "blocks.0.attn_scale", 1, vec, buf + 3);
+    free(buf);
+    char err[PG_ERRLEN];
+    quant_opts qo = {0};
+    qstate a, b;
+    quant_stats sa, sb;
+    T_ASSERT(quantize_statedict(&sd, QS_INT6_PR315, &qo, &a, &sa, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(quantize_statedict(&sd, QS_INT6_PR453, &qo, &b, &sb, err, sizeof(err)) == 0, "%s", err);
+    uint8_t *ba, *bb;
+    size_t la, lb;
+    qstate_serialize(&a, &ba, &la);
+    qstate_serialize(&b, &bb, &lb);
+    T_ASSERT(la == lb && !memcmp(ba, bb, la), "serialized objects differ (%zu vs %zu bytes)", la, lb);
+    char ll[48], sl[32];
+    quant_labels(QS_INT6_PR453, "zstd-22", ll, sizeof(ll), sl, sizeof(sl));
+    T_ASSERT(!strcmp(ll, "mixed+zstd") && !strcmp(sl, "quant"), "labels %s %s", ll, sl);
+    free(ba);
+    free(bb);
+    qstate_free(&a);
+    qstate_free(&b);
+    sd_free(&sd);
 }

@@ -221,6 +221,7 @@ static void check_preset(t_state *t__, const char *path, size_t expect) {
 }
 TEST(refmodel_preset_pr65_params) { check_preset(t__, "configs/pr65.env", 22368840); }
 TEST(refmodel_preset_pr315_params) { check_preset(t__, "configs/pr315.env", 26829913); }
+TEST(refmodel_preset_pr453_params) { check_preset(t__, "configs/pr453.env", 26829913); }
 TEST(refmodel_preset_pr1311_params) { check_preset(t__, "configs/pr1311.env", 26993756); }
 TEST(refmodel_preset_pr1392_params) { check_preset(t__, "configs/pr1392.env", 34400347); }
 TEST(refmodel_preset_pr187_params) { check_preset(t__, "configs/pr187.env", 25222224); }

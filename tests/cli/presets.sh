@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 BIN="$PGOLF_SHARED/data/challenge_val/fineweb_val_000000_sp1024_first131072.bin"
 TOK="$PGOLF_SHARED/data/tokenizers/fineweb_1024_bpe.model"
 PY=/usr/bin/python3
-PRESETS="pr65 pr315 pr1311 pr1392 pr187"
+PRESETS="pr65 pr315 pr453 pr1311 pr1392 pr187"
 if [ ! -e "$BIN" ] || [ ! -e "$TOK" ] || [ ! -x "$PY" ]; then
   for p in $PRESETS; do echo "SKIP presets/${p}_trains (skipped: ../shared/data absent)"; echo "SKIP presets/${p}_final_lines (skipped: ../shared/data absent)"; done; exit 0
 fi
@@ -65,7 +65,9 @@ run() { # run NAME 'FINAL-LINE-PATTERNS' EXTRA-ENV...: train configs/NAME.env at
 EX='val_loss:[0-9.]* val_bpb:[0-9.]*$'
 SIZE='^Total submission size int6+[a-z0-9-]*: [0-9]* bytes$'
 run pr65 "$SIZE|^final_int6_roundtrip_exact $EX|^final_sliding_window_eval_exact stride:16 $EX" NUM_LAYERS=2
-run pr315 "^ema:applying EMA weights|$SIZE|^final_int6_roundtrip_exact $EX|^final_int6_sliding_window_exact $EX" \
+run pr315 "^ema:applying EMA weights|$SIZE|^final_int6_roundtrip_exact $EX|^final_int6_sliding_window_exact $EX|^final_int6_sliding_window_s64_exact $EX" \
+  NUM_LAYERS=2 ROPE_DIMS=8 XSA_LAST_N=2
+run pr453 "^ema:applying EMA weights|^Serialized model mixed+zstd: |^final_quant_roundtrip_exact $EX|^final_quant_sliding_window_exact $EX" \
   NUM_LAYERS=2 ROPE_DIMS=8 XSA_LAST_N=2
 run pr1311 "^swa:start|^raw_model |^post_ema |^post_swa |^best_model:|$SIZE|^final_int6_roundtrip_exact $EX|^final_int6_sliding_window_exact $EX|^final_int8_zlib_roundtrip_exact $EX" \
   NUM_LAYERS=4 ROPE_DIMS=8 VE_LAYERS=2,3 XSA_LAST_N=4 LR_WARMUP_STEPS=3 EMA_START_STEP=3 SWA_EVERY=1 SWA_START_SCALE=0.6
