@@ -175,6 +175,26 @@ else
   e1=$(DATA_PATH="$TMP/val" TOKENIZER_PATH="$TOK" "$PG" eval "$A" 2>&1 | sed -n 's/^final_int8_zlib_roundtrip_exact //p')
   e2=$(DATA_PATH="$TMP/val" TOKENIZER_PATH="$TOK" "$PG" eval --artifact "$TMP/deq.safetensors" 2>&1 | sed -n 's/^final_raw_roundtrip_exact //p')
   if [ -n "$e1" ] && [ "$e1" = "$e2" ]; then echo "ok eval_artifact"; else echo "FAIL eval_artifact: '$e1' vs '$e2'"; fi
+  # the dequantised safetensors loaded by the PyTorch reference model give the same loss
+  if ! "$PY" -c 'import torch' 2>/dev/null; then
+    echo "SKIP export_reference_loads_same_loss (skipped: python3-torch absent)"
+  else
+    "$PY" - "$TMP/deq.safetensors" "$TMP/refcfg.json" <<'PY'
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]; meta = json.loads(f.read(n))["__metadata__"]
+json.dump(json.loads(meta["pgolf_config"]), open(sys.argv[2], "w"))
+PY
+    "$PY" tests/reference/ref.py eval --config "$TMP/refcfg.json" --weights "$TMP/deq.safetensors" \
+      --val "$TMP/val/fineweb_val_000000.bin" --tokenizer "$TOK" --out "$TMP/refeval.json" >/dev/null 2>"$TMP/refeval.err"
+    rl=$("$PY" -c 'import json,sys; print("%.8f" % json.load(open(sys.argv[1]))["val_loss"])' "$TMP/refeval.json" 2>/dev/null)
+    pl=$(printf '%s\n' "$e1" | sed -n 's/^val_loss:\([0-9.]*\) .*/\1/p')
+    if [ -n "$rl" ] && [ -n "$pl" ] && awk -v a="$rl" -v b="$pl" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 2e-6 * b) }'; then
+      echo "ok export_reference_loads_same_loss"
+    else
+      echo "FAIL export_reference_loads_same_loss: reference val_loss '$rl' vs pgolf '$pl' $(tail -1 "$TMP/refeval.err")"
+    fi
+  fi
   expect_error eval_shape_mismatch "model expects" env DATA_PATH="$TMP/val" TOKENIZER_PATH="$TOK" MODEL_DIM=64 "$PG" eval "$A"
   expect_error eval_missing_tensor "missing tensor blocks.2" env DATA_PATH="$TMP/val" TOKENIZER_PATH="$TOK" NUM_LAYERS=3 "$PG" eval "$A"
 fi
