@@ -960,47 +960,94 @@ TEST(refmodel_feature_combinations_refused) {
                {"PARALLEL_START_LAYER", "1"}, {"PGOLF_PARALLEL_MODE", "lanes1289"});
 }
 
-/* The model keys of configs/pr187.env itself (read from the file, so a preset edit is covered) at
- * reduced size: 4 layers of d 32, 4/2 heads, vocab 64, T 16, bigram 64x8, pre-enrichment 48 (the
- * reference's 3d/2), XSA on the last 2; loss and every gradient against the reference. pgolf-only
- * keys are translated to the reference's names. */
-TEST(refmodel_pr187_preset_small) {
-    FILE *f = fopen("configs/pr187.env", "r");
-    T_ASSERT(f, "configs/pr187.env: cannot open");
-    static char keys[64][64], vals[64][128];
-    kv pairs[96];
+/* The model keys of a preset file itself (read from the file, so a preset edit is covered) at
+ * reduced size, loss and every gradient against the reference: the keys that shape the forward go
+ * to both sides, training/export/eval keys to pgolf alone, then the reduced-size overrides `extra`
+ * (pgolf-only and reference-only spellings as pg:/ref: pairs). */
+static void check_preset_small(t_state *t__, const char *preset, const kv *extra, int n_extra, const char *names,
+                               int state) {
+    FILE *f = fopen(preset, "r");
+    T_ASSERT(f, "%s: cannot open", preset);
+    static char keys[96][64], vals[96][512];
+    kv pairs[128];
     int n = 0;
-    char line[512];
-    while (fgets(line, sizeof(line), f) && n < 64) {
+    char line[1024];
+    static const char *model_keys = ",NUM_LAYERS,MODEL_DIM,NUM_HEADS,NUM_KV_HEADS,MLP_MULT,VOCAB_SIZE,TIE_EMBEDDINGS,"
+                                    "ROPE_BASE,LOGIT_SOFTCAP,QK_GAIN_INIT,USE_SMEARGATE,PGOLF_SMEAR_MODE,"
+                                    "BIGRAM_HASH_BUCKETS,BIGRAM_HASH_DIM,BIGRAM_VOCAB_SIZE,BIGRAM_DIM,XSA_LAST_N,ROPE_DIMS,"
+                                    "LN_SCALE,PGOLF_ROPE_NTK,PGOLF_MLP_ACTIVATION,PGOLF_LEAKY_RELU_SLOPE,PGOLF_INIT_STYLE,"
+                                    "PGOLF_OPT_PARTITION,ENCODER_RECURRENCE,VE_ENABLED,VE_DIM,VE_LAYERS,"
+                                    "PARALLEL_START_LAYER,RECUR_LAYERS,PGOLF_QAT_MODE,TRAIN_SEQ_LEN,TIED_EMBED_INIT_STD,"
+                                    "CONTROL_TENSOR_NAME_PATTERNS,";
+    while (fgets(line, sizeof(line), f) && n < 96) {
         char *eq = strchr(line, '=');
         if (line[0] == '#' || !eq) continue;
         *eq = 0;
         char *v = eq + 1;
         v[strcspn(v, "\r\n")] = 0;
-        /* the model's keys go to both sides (pgolf-named ones the reference spells differently are set
-         * below), the training/export/eval keys to pgolf alone */
-        static const char *model_keys = ",NUM_LAYERS,MODEL_DIM,NUM_HEADS,NUM_KV_HEADS,MLP_MULT,VOCAB_SIZE,TIE_EMBEDDINGS,"
-                                        "ROPE_BASE,LOGIT_SOFTCAP,QK_GAIN_INIT,USE_SMEARGATE,PGOLF_SMEAR_MODE,"
-                                        "BIGRAM_HASH_BUCKETS,BIGRAM_HASH_DIM,XSA_LAST_N,ROPE_DIMS,LN_SCALE,"
-                                        "PGOLF_MLP_ACTIVATION,PGOLF_INIT_STYLE,PGOLF_OPT_PARTITION,ENCODER_RECURRENCE,"
-                                        "PGOLF_QAT_MODE,TRAIN_SEQ_LEN,TIED_EMBED_INIT_STD,";
-        if (!strcmp(line, "PGOLF_PRE_ENRICH")) continue; /* reduced below */
+        int overridden = 0; /* reduced below */
+        for (int k = 0; k < n_extra; k++) {
+            const char *ek = extra[k].k;
+            if (!strncmp(ek, "pg:", 3) || !strncmp(ek, "ref:", 4)) ek = strchr(ek, ':') + 1;
+            if (!strcmp(ek, line)) overridden = 1;
+        }
+        if (overridden || !strcmp(line, "DATA_PATH") || !strcmp(line, "TOKENIZER_PATH")) continue;
         char probe[80];
         snprintf(probe, sizeof(probe), ",%.60s,", line);
         const int pg_only = !strstr(model_keys, probe);
         snprintf(keys[n], sizeof(keys[n]), "%s%.56s", pg_only ? "pg:" : "", line);
-        snprintf(vals[n], sizeof(vals[n]), "%.120s", v);
+        snprintf(vals[n], sizeof(vals[n]), "%.500s", v);
         pairs[n] = (kv){keys[n], vals[n]};
         n++;
     }
     fclose(f);
-    T_ASSERT(n >= 20, "configs/pr187.env: only %d settings read", n);
+    T_ASSERT(n >= 15, "%s: only %d settings read", preset, n);
+    for (int i = 0; i < n_extra; i++) pairs[n++] = extra[i];
+    check_grads(t__, preset, pairs, n, 2, 1, names, state);
+}
+
+TEST(refmodel_pr187_preset_small) { /* 4 layers of d 32, 4/2 heads, vocab 64, T 16, bigram 64x8, pre-enrichment 48 */
     const kv extra[] = {{"ref:OVERTONE_INIT", "1"}, {"ref:MUON_WD_PLACEMENT", "after"}, {"ref:BIGRAM_HASH_PROJ_INIT", "default"},
                         {"pg:PGOLF_PRE_ENRICH", "48"}, {"ref:PRE_ENRICH", "1"}, {"NUM_LAYERS", "4"}, {"MODEL_DIM", "32"},
                         {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"},
-                        {"EVAL_SEQ_LEN", "16"}, {"BIGRAM_HASH_BUCKETS", "64"}, {"BIGRAM_HASH_DIM", "8"},
-                        {"XSA_LAST_N", "2"}, {"EVAL_STRIDE", "0"}};
-    for (size_t i = 0; i < sizeof(extra) / sizeof(extra[0]); i++) pairs[n++] = extra[i];
-    check_grads(t__, "configs/pr187.env small", pairs, n, 2, 1,
-                "pre_enrich.0.weight,pre_enrich.2.weight,smeargate.gate,bigram_hash.table.weight,bigram_hash.proj.weight", 0);
+                        {"pg:EVAL_SEQ_LEN", "16"}, {"BIGRAM_HASH_BUCKETS", "64"}, {"BIGRAM_HASH_DIM", "8"},
+                        {"XSA_LAST_N", "2"}, {"pg:EVAL_STRIDE", "0"}};
+    check_preset_small(t__, "configs/pr187.env", extra, (int)(sizeof(extra) / sizeof(extra[0])),
+                       "pre_enrich.0.weight,pre_enrich.2.weight,smeargate.gate,bigram_hash.table.weight,bigram_hash.proj.weight", 0);
+}
+
+TEST(refmodel_pr65_preset_small) { /* 2 layers of d 32, vocab 64, T 16, BigramHash 64x8, always-on QAT */
+    const kv extra[] = {{"NUM_LAYERS", "2"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"},
+                        {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"}, {"BIGRAM_HASH_BUCKETS", "64"},
+                        {"BIGRAM_HASH_DIM", "8"}, {"pg:EVAL_STRIDE", "0"}};
+    check_preset_small(t__, "configs/pr65.env", extra, (int)(sizeof(extra) / sizeof(extra[0])),
+                       "smeargate.gate,bigram_hash.table.weight,bigram_hash.proj.weight", 0);
+}
+
+static void pr315_family_small(t_state *t__, const char *preset) { /* 3 layers, XSA last 2, RoPE 4 of 8, bigram 64x8 */
+    const kv extra[] = {{"NUM_LAYERS", "3"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"},
+                        {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"}, {"pg:EVAL_SEQ_LEN", "16"}, {"XSA_LAST_N", "2"},
+                        {"ROPE_DIMS", "4"}, {"BIGRAM_VOCAB_SIZE", "64"}, {"BIGRAM_DIM", "8"}, {"pg:EVAL_STRIDE", "0"}};
+    check_preset_small(t__, preset, extra, (int)(sizeof(extra) / sizeof(extra[0])),
+                       "smear.gate,bigram.embed.weight,bigram.proj.weight,bigram.scale", 0);
+}
+TEST(refmodel_pr315_preset_small) { pr315_family_small(t__, "configs/pr315.env"); }
+TEST(refmodel_pr453_preset_small) { pr315_family_small(t__, "configs/pr453.env"); }
+
+TEST(refmodel_pr1311_preset_small) { /* 4 layers, XSA on all, VE in 2, 3 (width 8), bigram 64x8 */
+    const kv extra[] = {{"NUM_LAYERS", "4"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"},
+                        {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"}, {"pg:EVAL_SEQ_LEN", "16"}, {"XSA_LAST_N", "4"},
+                        {"ROPE_DIMS", "4"}, {"BIGRAM_VOCAB_SIZE", "64"}, {"BIGRAM_DIM", "8"}, {"VE_DIM", "8"},
+                        {"VE_LAYERS", "2,3"}, {"pg:EVAL_STRIDE", "0"}};
+    check_preset_small(t__, "configs/pr1311.env", extra, (int)(sizeof(extra) / sizeof(extra[0])),
+                       "ve_shared.embed.weight,ve_shared.proj.weight,ve_layer_scales.0,bigram.proj.weight", 0);
+}
+
+TEST(refmodel_pr1392_preset_small) { /* 4 layers, parallel from 3, layer 1 recurring (on), VE in 2, 3 */
+    const kv extra[] = {{"NUM_LAYERS", "4"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"},
+                        {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"}, {"pg:EVAL_SEQ_LEN", "16"}, {"XSA_LAST_N", "4"},
+                        {"ROPE_DIMS", "4"}, {"VE_DIM", "8"}, {"VE_LAYERS", "2,3"}, {"PARALLEL_START_LAYER", "3"},
+                        {"RECUR_LAYERS", "1"}, {"pg:EVAL_STRIDE", "0"}};
+    check_preset_small(t__, "configs/pr1392.env", extra, (int)(sizeof(extra) / sizeof(extra[0])),
+                       "ve_shared.embed.weight,recur_scales.0,blocks.3.attn.c_q.weight", ST_RECUR);
 }
