@@ -295,6 +295,9 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
     if (strcmp(c->backend, "cpu") && strcmp(c->backend, "cuda") && strcmp(c->backend, "auto"))
         return pg_err(err, errlen, "PGOLF_BACKEND=%s: expected cpu, cuda or auto", c->backend);
     if (!c->data_path[0]) return pg_err(err, errlen, "DATA_PATH is empty");
+    if (c->max_wallclock_seconds > 0 && c->gptq_reserve_seconds >= c->max_wallclock_seconds)
+        return pg_err(err, errlen, "GPTQ_RESERVE_SECONDS=%g leaves no training time under MAX_WALLCLOCK_SECONDS=%g",
+                      c->gptq_reserve_seconds, c->max_wallclock_seconds);
     if (c->muon_wd != 0 && c->muon_weight_decay != 0 && c->muon_wd != c->muon_weight_decay)
         return pg_err(err, errlen, "MUON_WD=%g and MUON_WEIGHT_DECAY=%g disagree (they name the same decay)", c->muon_wd,
                       c->muon_weight_decay);

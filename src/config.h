@@ -32,6 +32,9 @@
     X(INT, TRAIN_SEQ_LEN, train_seq_len, "1024", 2, 1048576, "training sequence length")           \
     X(FLOAT, MAX_WALLCLOCK_SECONDS, max_wallclock_seconds, "600.0", -1e18, 1e18,                  \
       "training time cap in seconds (<= 0: no cap, step-based warmdown)")                           \
+    X(FLOAT, GPTQ_RESERVE_SECONDS, gptq_reserve_seconds, "0.0", 0, 1e9,                            \
+      "seconds of MAX_WALLCLOCK_SECONDS kept for the export (GPTQ): training and its warmdown stop that " \
+      "much earlier (later records: 4-13)")                                                       \
     /* model shape */                                                                              \
     X(FLOAT, QK_GAIN_INIT, qk_gain_init, "1.5", -1e6, 1e6, "initial per-head query gain")          \
     X(INT, VOCAB_SIZE, vocab_size, "1024", 2, 65536, "vocabulary size (must equal the tokenizer's)") \

@@ -131,7 +131,7 @@ double optim_lr_mul(const pg_config *c, long step, double elapsed_ms) {
             if (step >= start && step < c->iterations)
                 wd = fmax((double)(c->iterations - step) / (double)c->warmdown_iters, 0.0);
         } else {
-            double cap_ms = 1000.0 * c->max_wallclock_seconds;
+            double cap_ms = 1000.0 * (c->max_wallclock_seconds - c->gptq_reserve_seconds);
             double step_ms = elapsed_ms / (double)(step > 1 ? step : 1);
             double warm_ms = (double)c->warmdown_iters * step_ms;
             double rem = fmax(cap_ms - elapsed_ms, 0.0);

@@ -35,7 +35,7 @@ double optim_base_lr(const pg_config *c, param_group g);
 /* The lr multiplier of update `step` (0-based), computed before its forward with `elapsed_ms` of
  * training so far (spec §2.7, PR #1311 §2.5): the linear warmdown over the last WARMDOWN_ITERS
  * steps (step-based when MAX_WALLCLOCK_SECONDS <= 0, else over the time those steps take at the
- * running mean step time), floored at MIN_LR, times min(step/LR_WARMUP_STEPS, 1) when
+ * running mean step time, up to the cap less GPTQ_RESERVE_SECONDS), floored at MIN_LR, times min(step/LR_WARMUP_STEPS, 1) when
  * LR_WARMUP_STEPS > 0. */
 double optim_lr_mul(const pg_config *c, long step, double elapsed_ms);
 

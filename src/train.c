@@ -161,8 +161,9 @@ static void progress_show(const pg_config *c, const pg_ops *ops, long step, doub
     const double step_s = train_ms / 1000.0 / (double)(step > 0 ? step : 1);
     double eta = (double)(c->iterations - step) * step_s;
     const char *to = "last step";
-    if (c->max_wallclock_seconds > 0 && c->max_wallclock_seconds - train_ms / 1000.0 < eta) {
-        eta = fmax(c->max_wallclock_seconds - train_ms / 1000.0, 0.0);
+    const double cap_s = c->max_wallclock_seconds - c->gptq_reserve_seconds;
+    if (c->max_wallclock_seconds > 0 && cap_s - train_ms / 1000.0 < eta) {
+        eta = fmax(cap_s - train_ms / 1000.0, 0.0);
         to = "cap";
     }
     char el[32], et[32];
@@ -317,7 +318,9 @@ int cmd_train(int argc, char **argv) {
     if (!cfg.resume[0]) wavg_begin(&avg, &cfg, model.w);
 
     /* main training loop */
-    const double cap_ms = cfg.max_wallclock_seconds > 0 ? 1000.0 * cfg.max_wallclock_seconds : -1;
+    const double cap_ms = cfg.max_wallclock_seconds > 0 ? 1000.0 * (cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds) : -1;
+    if (cfg.max_wallclock_seconds > 0 && cfg.gptq_reserve_seconds > 0)
+        log_line(1, "gptq:reserving %.0fs, effective=%.0fms", cfg.gptq_reserve_seconds, cap_ms);
     double training_ms = prog.training_ms;
     avg.swa_count = prog.swa_count;
     long stop_after = prog.stop_after;

@@ -128,6 +128,10 @@ TEST(optim_lr_schedule) {
     T_CLOSE(lr_at(wc, 2, 90, 9000), 0.5, 0, 1e-12, "wc step 90");
     T_CLOSE(lr_at(wc, 2, 50, 5000), 1.0, 0, 0, "wc step 50");
     T_CLOSE(lr_at(wc, 2, 99, 10500), 0.0, 0, 0, "wc step 99");
+    /* GPTQ_RESERVE_SECONDS: the warmdown ends at the cap less the reserve (10 s - 1 s: 9 s) */
+    const char *const rs[][2] = {{"MAX_WALLCLOCK_SECONDS", "10"}, {"WARMDOWN_ITERS", "20"}, {"GPTQ_RESERVE_SECONDS", "1"}};
+    T_CLOSE(lr_at(rs, 3, 80, 8000), 0.5, 0, 1e-12, "rs step 80");
+    T_CLOSE(lr_at(rs, 3, 90, 9000), 0.0, 0, 0, "rs step 90");
     /* PR #1311: min(step/50, 1) times the warmdown; step 0 has lr 0 */
     const char *const wu[][2] = {{"MAX_WALLCLOCK_SECONDS", "10"}, {"WARMDOWN_ITERS", "20"}, {"LR_WARMUP_STEPS", "50"}};
     T_CLOSE(lr_at(wu, 3, 0, 0), 0.0, 0, 0, "wu step 0");

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 TOK="$PGOLF_SHARED/data/tokenizers/fineweb_1024_bpe.model"
 PY=/usr/bin/python3
 if [ ! -x "$PY" ] || ! [ -e "$TOK" ]; then
-  for n in quiet_when_piped terminal_line plot plot_error; do echo "SKIP train_progress/$n (skipped: ../shared/data absent)"; done
+  for n in quiet_when_piped gptq_reserve gptq_reserve_too_long terminal_line plot plot_error; do echo "SKIP train_progress/$n (skipped: ../shared/data absent)"; done
   exit 0
 fi
 mkdir -p "$TMP/d"
@@ -31,6 +31,16 @@ if grep -q "step:6/6 train_loss" "$TMP/piped.out" && ! grep -q "\[pgolf\] step" 
 else
   echo "FAIL train_progress/quiet_when_piped: progress output in a pipe or the log"
 fi
+
+# GPTQ_RESERVE_SECONDS: the wallclock cap of training is shortened by the reserve (later records)
+RUN_ID=reserve PGOLF_OUT_DIR="$TMP/o5" MAX_WALLCLOCK_SECONDS=600 GPTQ_RESERVE_SECONDS=13 "$PG" train > "$TMP/reserve.out" 2>&1
+if grep -q "^gptq:reserving 13s, effective=587000ms$" "$TMP/reserve.out" && grep -q "step:6/6 train_loss" "$TMP/reserve.out"; then
+  echo "ok train_progress/gptq_reserve"
+else
+  echo "FAIL train_progress/gptq_reserve: $(grep -m1 gptq "$TMP/reserve.out")"
+fi
+expect_error train_progress/gptq_reserve_too_long "GPTQ_RESERVE_SECONDS=20 leaves no training time" \
+  env MAX_WALLCLOCK_SECONDS=10 GPTQ_RESERVE_SECONDS=20 "$PG" train
 
 # on a terminal (script(1) gives the run a pty): the live line, erased before each log line
 if command -v script >/dev/null; then
