@@ -254,7 +254,7 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
                                    "NUM_LAYERS/2 = %lld) and without RECUR_LAYERS",
                       c->parallel_mode, (long long)(c->num_layers / 2));
     if (c->encoder_recurrence && (c->recur_layers[0] || c->parallel_start_layer >= 0))
-        return pg_err(err, errlen, "ENCODER_RECURRENCE=1 (PR #187) runs without RECUR_LAYERS and parallel residuals");
+        return pg_err(err, errlen, "ENCODER_RECURRENCE=1 (PR #187) is not combined with RECUR_LAYERS or PARALLEL_START_LAYER");
     {
         int tmp[64];
         int nv = c->ve_enabled ? config_layer_list(c, c->ve_layers, tmp, 16) : 0;
