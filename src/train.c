@@ -81,16 +81,22 @@ static void on_stop_signal(int sig) { g_stop_signal = sig; }
  * the EMA, then the SWA mean are scored by the standard eval, each kept only if its val_bpb is
  * lower than the best so far; the record's log lines. Averages are cast to each parameter's
  * state-dict dtype as they are loaded. */
-static void select_export_weights(const pg_config *cfg, gpt_model *m, const weight_avg *avg, const uint16_t *val,
-                                  size_t usable, int T, int B_val, int rank, int world, const bpb_luts *luts) {
+static void select_export_weights(const pg_config *cfg, gpt_model *m, const weight_avg *avg, long steps,
+                                  const uint16_t *val, size_t usable, int T, int B_val, int rank, int world,
+                                  const bpb_luts *luts) {
     const char *mode = cfg->export_weights;
     const int have_swa = avg->swa && avg->swa_count > 1;
+    /* an EMA that starts after update EMA_START_STEP holds nothing when the run stopped before it */
+    const int have_ema = avg->ema && (cfg->ema_start_step == 0 || steps >= cfg->ema_start_step);
     if (!strcmp(mode, "raw")) return;
+    if (avg->ema && !have_ema && strcmp(mode, "best") && strcmp(mode, "swa"))
+        log_line(1, "ema:not started (training too short: %ld steps, EMA_START_STEP=%lld)", steps,
+                 (long long)cfg->ema_start_step);
     if (!strcmp(mode, "auto") || !strcmp(mode, "ema") || !strcmp(mode, "swa")) {
-        if (avg->ema && strcmp(mode, "swa")) {
+        if (have_ema && strcmp(mode, "swa")) {
             log_line(1, "ema:applying EMA weights");
             gpt_load_averaged(m, avg->ema, 1);
-        } else if (have_swa) {
+        } else if (have_swa && strcmp(mode, "ema")) {
             log_line(1, "swa:applying averaged %d checkpoints", avg->swa_count);
             gpt_load_averaged(m, avg->swa, avg->swa_count);
         } else if (!strcmp(mode, "swa"))
@@ -108,7 +114,7 @@ static void select_export_weights(const pg_config *cfg, gpt_model *m, const weig
     log_line(1, "raw_model val_loss:%.4f val_bpb:%.4f t:%.0fms", er.val_loss, er.val_bpb, 1000.0 * (pg_now() - t));
     double best = er.val_bpb;
     const char *src = "raw";
-    if (avg->ema) {
+    if (have_ema) {
         gpt_load_averaged(m, avg->ema, 1);
         t = pg_now();
         eval_val(m, val, usable, T, B_val, rank, world, luts, &er, NULL);
@@ -414,7 +420,7 @@ int cmd_train(int argc, char **argv) {
         model.recur_on = 1;
         log_line(1, "depth_recurrence:enabled for the final model");
     }
-    select_export_weights(&cfg, &model, &avg, val, usable, T, B_val, rank, world, &luts);
+    select_export_weights(&cfg, &model, &avg, step, val, usable, T, B_val, rank, world, &luts);
     wavg_free(&avg);
 
     /* serialization + roundtrip validation */

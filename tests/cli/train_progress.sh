@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 TOK="$PGOLF_SHARED/data/tokenizers/fineweb_1024_bpe.model"
 PY=/usr/bin/python3
 if [ ! -x "$PY" ] || ! [ -e "$TOK" ]; then
-  for n in quiet_when_piped gptq_reserve gptq_reserve_too_long terminal_line plot plot_error; do echo "SKIP train_progress/$n (skipped: ../shared/data absent)"; done
+  for n in quiet_when_piped ema_not_started gptq_reserve gptq_reserve_too_long terminal_line plot plot_error; do echo "SKIP train_progress/$n (skipped: ../shared/data absent)"; done
   exit 0
 fi
 mkdir -p "$TMP/d"
@@ -16,8 +16,11 @@ import random, struct, sys
 rng = random.Random(3)
 for name, n in (("fineweb_val_000000.bin", 2049), ("fineweb_train_000000.bin", 20000)):
     hdr = [0] * 256; hdr[0], hdr[1], hdr[2] = 20240520, 1, n
+    toks = []  # a learnable stream: runs of a few repeated ids
+    while len(toks) < n:
+        t = rng.randrange(1024); toks += [t] * rng.randrange(1, 4)
     with open(sys.argv[1] + "/" + name, "wb") as f:
-        f.write(struct.pack("<256i", *hdr)); f.write(struct.pack("<%dH" % n, *[rng.randrange(1024) for _ in range(n)]))
+        f.write(struct.pack("<256i", *hdr)); f.write(struct.pack("<%dH" % n, *toks[:n]))
 PY
 export DATA_PATH="$TMP/d" TOKENIZER_PATH="$TOK" VOCAB_SIZE=1024 NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=4 \
   NUM_KV_HEADS=2 TRAIN_SEQ_LEN=64 TRAIN_BATCH_TOKENS=1024 VAL_BATCH_SIZE=2048 ITERATIONS=6 WARMUP_STEPS=0 \
@@ -30,6 +33,17 @@ if grep -q "step:6/6 train_loss" "$TMP/piped.out" && ! grep -q "\[pgolf\] step" 
   echo "ok train_progress/quiet_when_piped"
 else
   echo "FAIL train_progress/quiet_when_piped: progress output in a pipe or the log"
+fi
+
+# an EMA that would start after the last step holds nothing: the raw weights are exported
+RUN_ID=noema PGOLF_OUT_DIR="$TMP/o6" EMA_ENABLED=1 EMA_START_STEP=100 "$PG" train > "$TMP/noema.out" 2>&1
+v=$(sed -n 's/^step:6\/6 val_loss:\([0-9.]*\) .*/\1/p' "$TMP/noema.out")
+r=$(sed -n 's/^final_int8_zlib_roundtrip_exact val_loss:\([0-9.]*\) .*/\1/p' "$TMP/noema.out")
+if grep -q "^ema:not started" "$TMP/noema.out" && ! grep -q "^ema:applying" "$TMP/noema.out" && [ -n "$v" ] && [ -n "$r" ] \
+   && awk -v v="$v" -v r="$r" 'BEGIN { d = r - v; if (d < 0) d = -d; exit !(d < 0.05 && v < 6.85) }'; then
+  echo "ok train_progress/ema_not_started"
+else
+  echo "FAIL train_progress/ema_not_started: val $v, roundtrip $r: $(grep -m1 '^ema' "$TMP/noema.out")"
 fi
 
 # GPTQ_RESERVE_SECONDS: the wallclock cap of training is shortened by the reserve (later records)
