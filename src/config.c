@@ -203,6 +203,10 @@ int config_smear_mode(const pg_config *c) {
     return m;
 }
 
+double config_train_cap_seconds(const pg_config *c) {
+    return c->max_wallclock_seconds > 0 ? c->max_wallclock_seconds - c->gptq_reserve_seconds : 0.0;
+}
+
 int config_validate(const pg_config *c, char *err, size_t errlen) {
     if (c->model_dim % c->num_heads)
         return pg_err(err, errlen, "MODEL_DIM=%lld must be divisible by NUM_HEADS=%lld", (long long)c->model_dim,

@@ -233,6 +233,8 @@ int config_from_json(pg_config *c, const char *json, char *err, size_t errlen);
 /* Print `KEY=value  # help` lines (--help) or the resolved values. */
 void config_print_help(void);
 void config_dump(const pg_config *c, void (*emit)(const char *line, void *ctx), void *ctx);
+/* The training time cap in seconds: MAX_WALLCLOCK_SECONDS less GPTQ_RESERVE_SECONDS (<= 0: no cap). */
+double config_train_cap_seconds(const pg_config *c);
 /* MLP hidden width int(MLP_MULT * MODEL_DIM) as Python computes it. */
 int config_mlp_hidden(const pg_config *c);
 /* SmearGate variant of PGOLF_SMEAR_MODE/USE_SMEARGATE: 0 off, 1 pre (PR #65), 2 post (PR #315); -1 invalid. */

@@ -68,11 +68,8 @@ static void load_weights(const char *path, statedict *sd, pg_config *cfg, loaded
         if (export_load_artifact(path, sd, &li->sz, err, sizeof(err)) != 0) pg_die("%s", err);
         return;
     }
-    statedict raw;
-    if (safetensors_read(path, &raw, err, sizeof(err)) != 0) pg_die("%s", err);
     /* PR #1311 / #1392 state dicts hold weight banks: read them as the per-layer matrices */
-    if (sd_unbank(&raw, sd, err, sizeof(err)) != 0) pg_die("%s: %s", path, err);
-    sd_free(&raw);
+    if (safetensors_read_records(path, sd, err, sizeof(err)) != 0) pg_die("%s", err);
     char *cj = st_config_meta(path);
     if (artifact_config_from_json(cj, cfg, err, sizeof(err)) != 0) pg_die("%s: %s", path, err);
     free(cj);
@@ -217,12 +214,7 @@ int cmd_export(int argc, char **argv) {
             sd_free(&sd);
             sd = b;
         }
-        if (!strcmp(cfg.export_names, "pr187")) /* PR #187's module name of the SmearGate */
-            for (int i = 0; i < sd.n; i++)
-                if (!strcmp(sd.t[i].name, "smeargate.gate")) {
-                    free(sd.t[i].name);
-                    sd.t[i].name = xstrdup("smear_gate.gate");
-                }
+        if (!strcmp(cfg.export_names, "pr187")) sd_pr187_names(&sd);
         if (safetensors_write(out, &sd, meta, 2, err, sizeof(err)) != 0) pg_die("%s", err);
         free(cj);
         printf("export: %s (%s, %s) -> %s: %d tensors, dequantised%s\n", in, li.scheme, li.codec, out, sd.n,

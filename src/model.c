@@ -418,6 +418,7 @@ static void set_shape(gpt_model *m, const pg_config *cfg) {
     m->nb = (int)(m->bigram == 1 ? cfg->bigram_hash_buckets : cfg->bigram_vocab_size);
     m->qat_mode = !strcmp(cfg->qat_mode, "quantile") ? 1 : !strcmp(cfg->qat_mode, "rowmax") ? 2 : 0;
     m->late_thr = config_late_qat_threshold(cfg);
+    m->late_after = cfg->lr_warmup_steps > 0 ? (long)cfg->lr_warmup_steps : -1;
     m->late_active = cfg->late_qat_active;
     m->late_low = (int)cfg->late_qat_clamp_low;
     m->ve_n = cfg->ve_enabled ? config_layer_list(cfg, cfg->ve_layers, m->ve_layer, 16) : 0;
@@ -661,7 +662,7 @@ int gpt_step_begin(gpt_model *m, long step, double mult) {
         m->recur_on = 1;
         sw |= GPT_SWITCHED_RECUR;
     }
-    if (m->late_thr > 0 && !m->late_qat && mult < m->late_thr) {
+    if (m->late_thr > 0 && !m->late_qat && mult < m->late_thr && step > m->late_after) {
         m->late_qat = 1;
         sw |= GPT_SWITCHED_LATE_QAT;
     }

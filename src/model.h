@@ -71,6 +71,7 @@ typedef struct {
     /* STE fake quantisation in training forwards (forwards with a backward); docs/seeds.md */
     int qat_mode;    /* always on: 0 off, 1 quantile (PR #65), 2 rowmax (PR #187) */
     double late_thr; /* late QAT: lr-scale threshold (0: none) */
+    long late_after; /* late QAT only at updates after this one (PR #1311: LR_WARMUP_STEPS; -1: any) */
     int late_active; /* late QAT fake-quantises once switched on (PGOLF_LATE_QAT_ACTIVE) */
     int late_low;    /* lowest code of the late grid */
     int late_qat;    /* late QAT has switched on (the records' class flag) */
@@ -154,7 +155,8 @@ void gpt_sync_weights(gpt_model *m);
 
 /* The records' switches at the top of a training step, before its forward: `step` is the 0-based
  * update index, `mult` its lr multiplier. Late QAT switches on (for good) once mult < the late-QAT
- * threshold (it then fake-quantises only with PGOLF_LATE_QAT_ACTIVE=1); depth recurrence runs
+ * threshold, after the lr warmup when there is one (PR #1311's step > LR_WARMUP_STEPS; it then
+ * fake-quantises only with PGOLF_LATE_QAT_ACTIVE=1); depth recurrence runs
  * from update RECUR_START_STEP on (without a restart: same weights, optimizer, data). Returns the GPT_SWITCHED_*
  * bits of what switched on in this call, for the log lines. */
 #define GPT_SWITCHED_LATE_QAT 1

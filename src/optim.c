@@ -126,12 +126,13 @@ double optim_lr_mul(const pg_config *c, long step, double elapsed_ms) {
     const double wu = c->lr_warmup_steps > 0 ? fmin((double)step / (double)c->lr_warmup_steps, 1.0) : 1.0;
     double wd = 1.0;
     if (c->warmdown_iters > 0) {
-        if (c->max_wallclock_seconds <= 0) {
+        const double cap_s = config_train_cap_seconds(c);
+        if (cap_s <= 0) {
             long start = c->iterations - c->warmdown_iters > 0 ? c->iterations - c->warmdown_iters : 0;
             if (step >= start && step < c->iterations)
                 wd = fmax((double)(c->iterations - step) / (double)c->warmdown_iters, 0.0);
         } else {
-            double cap_ms = 1000.0 * (c->max_wallclock_seconds - c->gptq_reserve_seconds);
+            double cap_ms = 1000.0 * cap_s;
             double step_ms = elapsed_ms / (double)(step > 1 ? step : 1);
             double warm_ms = (double)c->warmdown_iters * step_ms;
             double rem = fmax(cap_ms - elapsed_ms, 0.0);

@@ -340,6 +340,24 @@ int sd_bank(const statedict *in, int n, statedict *out, char *err, size_t errlen
     return 0;
 }
 
+void sd_pr187_names(statedict *sd) {
+    for (int i = 0; i < sd->n; i++)
+        if (!strcmp(sd->t[i].name, "smeargate.gate")) {
+            free(sd->t[i].name);
+            sd->t[i].name = xstrdup("smear_gate.gate");
+        }
+}
+
+int safetensors_read_records(const char *path, statedict *sd, char *err, size_t errlen) {
+    statedict raw;
+    char sub[PG_ERRLEN];
+    sd_init(sd);
+    if (safetensors_read(path, &raw, err, errlen) != 0) return -1;
+    int rc = sd_unbank(&raw, sd, sub, sizeof(sub));
+    sd_free(&raw);
+    return rc != 0 ? pg_err(err, errlen, "%s: %s", path, sub) : 0;
+}
+
 int sd_unbank(const statedict *in, statedict *out, char *err, size_t errlen) {
     /* (also the one rename between the records: smear_gate.gate -> smeargate.gate) */
     sd_init(out);

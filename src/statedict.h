@@ -71,5 +71,10 @@ int safetensors_parse(const uint8_t *buf, size_t len, const char *what, statedic
  * mis-shaped matrix. */
 int sd_bank(const statedict *in, int n_layers, statedict *out, char *err, size_t errlen);
 int sd_unbank(const statedict *in, statedict *out, char *err, size_t errlen);
+/* PR #187's name for the SmearGate: smeargate.gate renamed smear_gate.gate (the inverse of
+ * sd_unbank's rename). */
+void sd_pr187_names(statedict *sd);
+/* A safetensors state dict in pgolf's names: safetensors_read, then sd_unbank (errors name path). */
+int safetensors_read_records(const char *path, statedict *sd, char *err, size_t errlen);
 
 #endif

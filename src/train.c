@@ -167,8 +167,8 @@ static void progress_show(const pg_config *c, const pg_ops *ops, long step, doub
     const double step_s = train_ms / 1000.0 / (double)(step > 0 ? step : 1);
     double eta = (double)(c->iterations - step) * step_s;
     const char *to = "last step";
-    const double cap_s = c->max_wallclock_seconds - c->gptq_reserve_seconds;
-    if (c->max_wallclock_seconds > 0 && cap_s - train_ms / 1000.0 < eta) {
+    const double cap_s = config_train_cap_seconds(c);
+    if (cap_s > 0 && cap_s - train_ms / 1000.0 < eta) {
         eta = fmax(cap_s - train_ms / 1000.0, 0.0);
         to = "cap";
     }
@@ -239,10 +239,7 @@ int cmd_train(int argc, char **argv) {
     gpt_build(&model, &cfg, ops, B_train > B_val ? B_train : B_val, T);
     if (cfg.init_from[0]) {
         statedict sd;
-        statedict raw;
-        if (safetensors_read(cfg.init_from, &raw, err, sizeof(err)) != 0) pg_die("INIT_FROM: %s", err);
-        if (sd_unbank(&raw, &sd, err, sizeof(err)) != 0) pg_die("INIT_FROM: %s: %s", cfg.init_from, err);
-        sd_free(&raw);
+        if (safetensors_read_records(cfg.init_from, &sd, err, sizeof(err)) != 0) pg_die("INIT_FROM: %s", err);
         if (gpt_from_statedict(&model, &sd, cfg.init_from, err, sizeof(err)) != 0) pg_die("INIT_FROM: %s", err);
         sd_free(&sd);
     } else
@@ -324,7 +321,7 @@ int cmd_train(int argc, char **argv) {
     if (!cfg.resume[0]) wavg_begin(&avg, &cfg, model.w);
 
     /* main training loop */
-    const double cap_ms = cfg.max_wallclock_seconds > 0 ? 1000.0 * (cfg.max_wallclock_seconds - cfg.gptq_reserve_seconds) : -1;
+    const double cap_ms = 1000.0 * config_train_cap_seconds(&cfg); /* <= 0: no cap */
     if (cfg.max_wallclock_seconds > 0 && cfg.gptq_reserve_seconds > 0)
         log_line(1, "gptq:reserving %.0fs, effective=%.0fms", cfg.gptq_reserve_seconds, cap_ms);
     double training_ms = prog.training_ms;
@@ -357,8 +354,7 @@ int cmd_train(int argc, char **argv) {
         }
         double elapsed_ms = training_ms + 1000.0 * (pg_now() - t0);
         double mult = optim_lr_mul(&cfg, step, elapsed_ms);
-        /* the records' mid-run switches; PR #1311 arms late QAT only after its lr warmup */
-        int switched = gpt_step_begin(&model, step, cfg.lr_warmup_steps > 0 && step <= cfg.lr_warmup_steps ? 1.0 : mult);
+        int switched = gpt_step_begin(&model, step, mult); /* the records' mid-run switches */
         if (switched & GPT_SWITCHED_LATE_QAT) {
             log_line(1, "late_qat:enabled step:%ld scale:%.4f", step, mult);
             if (!model.late_active) log_line(1, "late_qat:inert as in the records (PGOLF_LATE_QAT_ACTIVE=0)");

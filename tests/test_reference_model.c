@@ -320,6 +320,27 @@ static double fwd_bwd(gpt_model *m, const int32_t *x, const int32_t *y, int B) {
  * equals the plain model's gradient there (the weight gradient passes straight through the
  * rounding): bit for bit. An eval forward (no backward) does not quantise. Late QAT does nothing
  * before its threshold, nothing when inert (PGOLF_LATE_QAT_ACTIVE=0), and quantises after. */
+/* PR #1311 arms late QAT only after its lr warmup (step > LR_WARMUP_STEPS); without a warmup the
+ * threshold alone decides (PR #315) */
+TEST(refmodel_late_qat_after_lr_warmup) {
+    const kv base[] = {{"NUM_LAYERS", "2"},       {"MODEL_DIM", "16"},           {"NUM_HEADS", "2"},
+                       {"NUM_KV_HEADS", "1"},     {"TRAIN_SEQ_LEN", "8"},        {"TRAIN_BATCH_TOKENS", "64"},
+                       {"LATE_QAT_THRESHOLD", "0.15"}, {"LR_WARMUP_STEPS", "5"}};
+    for (int warm = 1; warm >= 0; warm--) {
+        gpt_model m;
+        pg_config c;
+        build_cfg_model(t__, &m, &c, base, warm ? 8 : 7, 1);
+        if (warm) {
+            T_ASSERT(gpt_step_begin(&m, 0, 0.0) == 0, "late QAT at step 0 of the lr warmup");
+            T_ASSERT(gpt_step_begin(&m, 5, 0.1) == 0, "late QAT at the last warmup step");
+            T_ASSERT(gpt_step_begin(&m, 6, 0.1) == GPT_SWITCHED_LATE_QAT, "late QAT did not switch on after the warmup");
+        } else
+            T_ASSERT(gpt_step_begin(&m, 0, 0.1) == GPT_SWITCHED_LATE_QAT, "late QAT did not switch on without a warmup");
+        gpt_free(&m);
+        config_free(&c);
+    }
+}
+
 TEST(refmodel_qat_ste) {
     static const kv base[] = {{"NUM_LAYERS", "2"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"},
                               {"MLP_MULT", "3"}, {"VOCAB_SIZE", "48"}, {"TRAIN_SEQ_LEN", "12"},
