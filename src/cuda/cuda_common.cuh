@@ -51,7 +51,10 @@ static inline unsigned pg_cu_blocks(size_t n, unsigned threads) {
 }
 
 /* ---- ops_cuda.cu / matmul.cu: memory, conversions, baseline ops, optimizers ---- */
-/* (declared where they are defined; the table in ops_cuda.cu names them) */
+/* (the others are static in ops_cuda.cu; the table there names them) */
+void cu_matmul_fwd(pg_act *y, const pg_act *x, const pg_wc *W, int N, int IN, int OUT);
+void cu_matmul_bwd(pg_act *dx, float *dW, const pg_act *dy, const pg_act *x, const pg_wc *W, int N, int IN, int OUT,
+                   int accumulate_dx);
 
 /* ---- ops_records.cu: the record techniques (src/ops.h) ---- */
 void cu_smear_fwd(pg_act *y, const pg_act *x, const float *gate, int N, int T, int C, int reverse);
