@@ -1,9 +1,14 @@
 /* test_cuda.c: every CUDA op against the CPU op (the reference backend) on fresh random inputs,
  * and a whole training step and several optimizer steps of a small model on both backends.
- * Errors are relative L2 norms ||cuda - cpu|| / ||cpu||. Tolerances (bf16 activations, fp32
- * accumulation): elementwise/norm ops 1e-2, matmuls 1e-2, attention 2e-2, model loss 1e-2
- * relative, model gradients 5e-2, parameters after 3 steps 2e-2. Without a GPU every test says
- * `skipped: no GPU`. */
+ * Inputs are bf16-representable so both backends see identical values. Errors are relative L2
+ * norms ||cuda - cpu|| / ||cpu||. Tolerances: bf16 outputs of elementwise, norm, embedding and
+ * matmul ops 1e-2 (one bf16 rounding is <= 2^-9 relative; fp32 accumulation); attention 2e-2;
+ * rstd 1e-3; fp32 parameter-gradient sums (dscale, dmix, dgain) 1e-2 (they sum bf16-rounded inputs);
+ * embedding backward, Adam, Muon's momentum, EMA, add/scale of fp32: 1e-6 (the same fp32 operations
+ * in the same order: expected bit-identical); sum_squares 1e-9 relative (double accumulation);
+ * Muon's update 1e-3 (fp32 Newton-Schulz on both; only GEMM summation order differs); model loss
+ * 1e-2 relative, model gradients 5e-2, parameters after 3 steps 2e-2. Without a GPU every test
+ * says `skipped: no GPU`; a test whose op is still NULL in the CUDA table says so and skips. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +27,13 @@ static const pg_ops *G_ = &pg_cuda_ops;
 
 #define NEED_GPU()                                                                                 \
     do {                                                                                           \
-        char why__[256];                                                                           \
+        char why__[512];                                                                           \
         if (!pg_cuda_available(why__, sizeof(why__))) T_SKIP("no GPU");                            \
+    } while (0)
+/* ops written in another file of the backend may still be NULL in the table */
+#define NEED_OP(op)                                                                                \
+    do {                                                                                           \
+        if (!G_->op) T_SKIP("CUDA op " #op " not implemented yet");                                \
     } while (0)
 
 static unsigned g_seed = 12345;
@@ -109,11 +119,10 @@ static void *wc_pair(pair *w, const float *host, size_t n) {
         T_ASSERT(e__ <= (tol), "%s: relative L2 error %.3g > %.3g", what, e__, (double)(tol));    \
     } while (0)
 
-TEST(cuda_norm_ops) {
-    NEED_GPU();
-    const int N = 300, C = 512;
+static void norm_case(t_state *t__, int N, int C) {
     pair x = mk_rnd((size_t)N * C, 1, 2.0f), x0 = mk_rnd((size_t)N * C, 1, 1.0f);
     float *mixh = rnd(2 * C, 1.0f);
+    bf16ify(mixh, 2 * C);
     pair mix = mk(2 * C, 0, mixh);
     pair y = mk((size_t)N * C, 1, NULL), xm = mk((size_t)N * C, 1, NULL), r = mk(N, 0, NULL);
     C_->rmsnorm_fwd(y.c, r.c, x.c, N, C);
@@ -124,24 +133,125 @@ TEST(cuda_norm_ops) {
     C_->rmsnorm_bwd(dx.c, dy.c, y.c, r.c, N, C, 1);
     G_->rmsnorm_bwd(dx.g, dy.g, y.g, r.g, N, C, 1);
     EXPECT(dx, 1e-2, "rmsnorm_bwd accumulate");
+    C_->rmsnorm_bwd(dx.c, dy.c, y.c, r.c, N, C, 0);
+    G_->rmsnorm_bwd(dx.g, dy.g, y.g, r.g, N, C, 0);
+    EXPECT(dx, 1e-2, "rmsnorm_bwd overwrite");
     C_->mix_norm_fwd(xm.c, y.c, r.c, x.c, x0.c, mix.c, N, C);
     G_->mix_norm_fwd(xm.g, y.g, r.g, x.g, x0.g, mix.g, N, C);
     EXPECT(xm, 1e-2, "mix_norm_fwd xm");
     EXPECT(y, 1e-2, "mix_norm_fwd y");
+    EXPECT(r, 1e-2, "mix_norm_fwd rstd"); /* the GPU normalises the bf16-rounded xm */
     pair dmix = mk(2 * C, 0, NULL), dx0 = mk_rnd((size_t)N * C, 1, 1.0f);
     C_->mix_bwd(dx.c, dx0.c, dmix.c, dy.c, x.c, x0.c, mix.c, N, C);
     G_->mix_bwd(dx.g, dx0.g, dmix.g, dy.g, x.g, x0.g, mix.g, N, C);
     EXPECT(dx, 1e-2, "mix_bwd dx");
     EXPECT(dx0, 1e-2, "mix_bwd dx0");
     EXPECT(dmix, 1e-2, "mix_bwd dmix");
+    /* as model.c calls it: dx aliases dxm */
+    float *dyh = rnd((size_t)N * C, 1.0f);
+    bf16ify(dyh, (size_t)N * C);
+    memcpy(dx.c, dyh, (size_t)N * C * 4);
+    G_->act_from_f32(dx.g, dyh, (size_t)N * C);
+    C_->mix_bwd(dx.c, dx0.c, dmix.c, dx.c, x.c, x0.c, mix.c, N, C);
+    G_->mix_bwd(dx.g, dx0.g, dmix.g, dx.g, x.g, x0.g, mix.g, N, C);
+    EXPECT(dx, 1e-2, "mix_bwd dx (aliasing dxm)");
+    EXPECT(dx0, 1e-2, "mix_bwd dx0 (dx aliasing dxm)");
+    EXPECT(dmix, 1e-2, "mix_bwd dmix (dx aliasing dxm)");
+    free(dyh);
     free(mixh);
     pair ps[] = {x, x0, mix, y, xm, r, dy, dx, dmix, dx0};
     for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) drop(ps[i]);
 }
-
-TEST(cuda_matmul_ops) {
+/* C % 8 == 0: the 16-byte paths; C = 100: the scalar paths */
+TEST(cuda_norm_ops) {
     NEED_GPU();
-    const int N = 333, IN = 512, OUT = 384;
+    norm_case(t__, 300, 512);
+}
+TEST(cuda_norm_ops_odd_width) {
+    NEED_GPU();
+    norm_case(t__, 77, 100);
+}
+
+TEST(cuda_memory_and_conversions) {
+    NEED_GPU();
+    /* peak bytes: an allocation above every earlier peak raises it to at least its size */
+    size_t p0 = G_->peak_bytes(), big = p0 + ((size_t)1 << 20);
+    void *b = G_->alloc(big);
+    size_t p1 = G_->peak_bytes();
+    T_ASSERT(p1 >= big && p1 > p0, "peak_bytes %zu after allocating %zu (before: %zu)", p1, big, p0);
+    G_->free(b);
+    T_ASSERT(G_->peak_bytes() == p1, "peak_bytes changed by a free: %zu -> %zu", p1, G_->peak_bytes());
+    /* fp32 round trip, zero */
+    const size_t n = 100003;
+    float *h = rnd(n, 3.0f), *back = xmalloc(n * 4);
+    float *d = G_->alloc(n * 4);
+    G_->to_device(d, h, n * 4);
+    G_->to_host(back, d, n * 4);
+    T_ASSERT(!memcmp(h, back, n * 4), "to_device/to_host round trip differs");
+    G_->zero(d, n * 4);
+    G_->to_host(back, d, n * 4);
+    for (size_t i = 0; i < n; i++) T_ASSERT(back[i] == 0.0f, "zero left %g at %zu", back[i], i);
+    /* fp32 -> bf16, round to nearest even, ties included */
+    h[0] = 1.0f + 1.0f / 256.0f;        /* halfway between 1 and 1+2^-7: to 1 (even) */
+    h[1] = 1.0f + 3.0f / 256.0f;        /* halfway between 1+2^-7 and 1+2^-6: to 1+2^-6 (even) */
+    h[2] = -(1.0f + 1.0f / 256.0f);
+    h[3] = 3.0e38f;
+    G_->to_device(d, h, n * 4);
+    pg_wc *wc = G_->alloc(n * G_->wc_bytes);
+    G_->weights_to_compute(wc, d, n);
+    G_->act_to_f32(back, (const pg_act *)wc, n);
+    for (size_t i = 0; i < n; i++)
+        T_ASSERT(back[i] == pg_round_bf16(h[i]), "weights_to_compute(%.9g) = %.9g, want %.9g", h[i], back[i],
+                 pg_round_bf16(h[i]));
+    T_ASSERT(back[0] == 1.0f && back[1] == 1.0f + 1.0f / 64.0f, "ties not to even: %.9g %.9g", back[0], back[1]);
+    pg_act *a = G_->alloc(n * G_->act_bytes);
+    G_->act_from_f32(a, h, n);
+    G_->act_to_f32(back, a, n);
+    for (size_t i = 0; i < n; i++)
+        T_ASSERT(back[i] == pg_round_bf16(h[i]), "act_from_f32/act_to_f32(%.9g) = %.9g", h[i], back[i]);
+    G_->free(a);
+    G_->free(wc);
+    G_->free(d);
+    free(h);
+    free(back);
+}
+
+static void embed_case(t_state *t__, int V, int C, int N) {
+    float *th = rnd((size_t)V * C, 1.0f);
+    bf16ify(th, (size_t)V * C);
+    pair tab;
+    wc_pair(&tab, th, (size_t)V * C);
+    int32_t *ih = xmalloc((size_t)N * 4);
+    for (int n = 0; n < N; n++) ih[n] = (int32_t)(((long)n * 7 + (n % 3) * 11) % (V - 5)); /* repeats; top rows unused */
+    ih[N / 2] = V - 1; /* the last row, once */
+    int32_t *ic = C_->alloc((size_t)N * 4), *ig = G_->alloc((size_t)N * 4);
+    memcpy(ic, ih, (size_t)N * 4);
+    G_->to_device(ig, ih, (size_t)N * 4);
+    pair y = mk((size_t)N * C, 1, NULL);
+    C_->embed_fwd(y.c, ic, tab.c, N, C);
+    G_->embed_fwd(y.g, ig, tab.g, N, C);
+    EXPECT(y, 1e-6, "embed_fwd");
+    pair dy = mk_rnd((size_t)N * C, 1, 1.0f), dt = mk_rnd((size_t)V * C, 0, 0.1f);
+    C_->embed_bwd(dt.c, dy.c, ic, N, C);
+    G_->embed_bwd(dt.g, dy.g, ig, N, C);
+    EXPECT(dt, 1e-6, "embed_bwd");
+    C_->free(ic);
+    G_->free(ig);
+    free(ih);
+    free(th);
+    drop(tab);
+    drop(y);
+    drop(dy);
+    drop(dt);
+}
+TEST(cuda_embedding) {
+    NEED_GPU();
+    embed_case(t__, 300, 512, 700);
+    if (t__->failed) return;
+    embed_case(t__, 61, 100, 1000);
+}
+
+static void matmul_case(t_state *t__, int N, int IN, int OUT, int acc) {
     float *wh = rnd((size_t)OUT * IN, 0.05f);
     bf16ify(wh, (size_t)OUT * IN);
     pair W;
@@ -153,14 +263,27 @@ TEST(cuda_matmul_ops) {
     pair dy = mk_rnd((size_t)N * OUT, 1, 1.0f), dx = mk_rnd((size_t)N * IN, 1, 1.0f);
     float *dwh = rnd((size_t)OUT * IN, 1.0f);
     pair dW = mk((size_t)OUT * IN, 0, dwh);
-    C_->matmul_bwd(dx.c, dW.c, dy.c, x.c, W.c, N, IN, OUT, 1);
-    G_->matmul_bwd(dx.g, dW.g, dy.g, x.g, W.g, N, IN, OUT, 1);
-    EXPECT(dx, 1e-2, "matmul_bwd dx (accumulate)");
-    EXPECT(dW, 1e-2, "matmul_bwd dW");
+    C_->matmul_bwd(dx.c, dW.c, dy.c, x.c, W.c, N, IN, OUT, acc);
+    G_->matmul_bwd(dx.g, dW.g, dy.g, x.g, W.g, N, IN, OUT, acc);
+    EXPECT(dx, 1e-2, acc ? "matmul_bwd dx (accumulate)" : "matmul_bwd dx");
+    EXPECT(dW, 1e-2, "matmul_bwd dW (accumulates)");
+    /* one of the two skipped */
+    C_->matmul_bwd(NULL, dW.c, dy.c, x.c, W.c, N, IN, OUT, acc);
+    G_->matmul_bwd(NULL, dW.g, dy.g, x.g, W.g, N, IN, OUT, acc);
+    EXPECT(dW, 1e-2, "matmul_bwd dW only");
+    C_->matmul_bwd(dx.c, NULL, dy.c, x.c, W.c, N, IN, OUT, 1);
+    G_->matmul_bwd(dx.g, NULL, dy.g, x.g, W.g, N, IN, OUT, 1);
+    EXPECT(dx, 1e-2, "matmul_bwd dx only");
     free(wh);
     free(dwh);
     pair ps[] = {W, x, y, dy, dx, dW};
     for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) drop(ps[i]);
+}
+TEST(cuda_matmul_ops) {
+    NEED_GPU();
+    matmul_case(t__, 333, 512, 384, 1);
+    if (t__->failed) return;
+    matmul_case(t__, 77, 136, 1024, 0); /* an odd token count, the head's shape class */
 }
 
 static void qk_case(t_state *t__, int rope_dims) {
@@ -207,6 +330,8 @@ TEST(cuda_qk_prep_partial_rope) {
 }
 
 static void attn_case(t_state *t__, int B, int T, int H, int Hk) {
+    NEED_OP(attn_fwd);
+    NEED_OP(attn_bwd);
     const int D = 64;
     const size_t nq = (size_t)B * T * H * D, nk = (size_t)B * T * Hk * D;
     pair q = mk_rnd(nq, 1, 1.0f), k = mk_rnd(nk, 1, 1.0f), v = mk_rnd(nk, 1, 1.0f);
@@ -257,80 +382,130 @@ TEST(cuda_elementwise_and_ce) {
     G_->resid_bwd(da.g, ds.g, x.g, a.g, s.g, N, C, 1);
     EXPECT(da, 1e-2, "resid_bwd da");
     EXPECT(ds, 1e-2, "resid_bwd dscale");
+    C_->resid_bwd(da.c, ds.c, x.c, a.c, s.c, N, C, 0);
+    G_->resid_bwd(da.g, ds.g, x.g, a.g, s.g, N, C, 0);
+    EXPECT(da, 1e-2, "resid_bwd da (overwrite)");
+    EXPECT(ds, 1e-2, "resid_bwd dscale (accumulated twice)");
+    /* as model.c uses it for value embeddings: C = 1 (one scale), y aliasing x */
+    pair s1 = mk(1, 0, sh), ds1 = mk(1, 0, NULL);
+    C_->resid_fwd(x.c, x.c, a.c, s1.c, N * C, 1);
+    G_->resid_fwd(x.g, x.g, a.g, s1.g, N * C, 1);
+    EXPECT(x, 1e-2, "resid_fwd C=1 in place");
+    C_->resid_bwd(da.c, ds1.c, y.c, a.c, s1.c, N * C, 1, 1);
+    G_->resid_bwd(da.g, ds1.g, y.g, a.g, s1.g, N * C, 1, 1);
+    EXPECT(da, 1e-2, "resid_bwd C=1 da");
+    EXPECT(ds1, 1e-2, "resid_bwd C=1 dscale");
     C_->relu2_fwd(y.c, x.c, (size_t)N * C);
     G_->relu2_fwd(y.g, x.g, (size_t)N * C);
     EXPECT(y, 1e-2, "relu2_fwd");
     C_->relu2_bwd(y.c, a.c, x.c, (size_t)N * C);
     G_->relu2_bwd(y.g, a.g, x.g, (size_t)N * C);
     EXPECT(y, 1e-2, "relu2_bwd");
+    C_->relu2_bwd(y.c, y.c, x.c, (size_t)N * C - 3); /* dh aliasing du; a length that is not a multiple of 8 */
+    G_->relu2_bwd(y.g, y.g, x.g, (size_t)N * C - 3);
+    EXPECT(y, 1e-2, "relu2_bwd in place");
     C_->add_inplace(y.c, a.c, (size_t)N * C);
     G_->add_inplace(y.g, a.g, (size_t)N * C);
     EXPECT(y, 1e-2, "add_inplace");
-    /* softcap + CE: compare losses, then gradients */
-    pair z = mk_rnd((size_t)N * V, 1, 40.0f), loss = mk(N, 0, NULL);
+    C_->act_scale(y.c, (size_t)N * C - 5, 0.37f);
+    G_->act_scale(y.g, (size_t)N * C - 5, 0.37f);
+    EXPECT(y, 1e-2, "act_scale");
+    /* softcap + CE: compare losses, then gradients; without a gradient z holds the softcapped logits */
     int32_t *tg = xmalloc(N * 4);
     for (int i = 0; i < N; i++) tg[i] = (int32_t)((i * 7919) % V);
     int32_t *tgc = C_->alloc(N * 4), *tgg = G_->alloc(N * 4);
     memcpy(tgc, tg, N * 4);
     G_->to_device(tgg, tg, N * 4);
-    C_->softcap_ce(loss.c, z.c, tgc, N, V, 30.0f, 0.5f);
-    G_->softcap_ce(loss.g, z.g, tgg, N, V, 30.0f, 0.5f);
-    EXPECT(loss, 1e-2, "softcap_ce losses");
-    EXPECT(z, 2e-2, "softcap_ce dz");
+    for (int pass = 0; pass < 2; pass++) {
+        const float gs = pass ? 0.0f : 0.5f;
+        pair z = mk_rnd((size_t)N * V, 1, 40.0f), loss = mk(N, 0, NULL);
+        C_->softcap_ce(loss.c, z.c, tgc, N, V, 30.0f, gs);
+        G_->softcap_ce(loss.g, z.g, tgg, N, V, 30.0f, gs);
+        EXPECT(loss, 1e-3, "softcap_ce losses");
+        EXPECT(z, 2e-2, pass ? "softcap_ce softcapped logits (no gradient)" : "softcap_ce dz");
+        drop(z);
+        drop(loss);
+    }
     C_->free(tgc);
     G_->free(tgg);
     free(tg);
     free(sh);
-    pair ps[] = {x, a, y, s, ds, da, z, loss};
+    pair ps[] = {x, a, y, s, ds, da, s1, ds1};
     for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) drop(ps[i]);
 }
 
-TEST(cuda_optimizer_ops) {
+TEST(cuda_fp32_ops) {
     NEED_GPU();
-    const size_t n = 5000;
-    pair p = mk_rnd(n, 0, 1.0f), g = mk_rnd(n, 0, 0.1f), m = mk_rnd(n, 0, 0.01f);
-    float *vh = rnd(n, 0.01f);
-    for (size_t i = 0; i < n; i++) vh[i] = fabsf(vh[i]);
-    pair v = mk(n, 0, vh);
-    C_->adam_step(p.c, g.c, m.c, v.c, n, 0.01f, 0.9f, 0.95f, 1e-8f, 0.19f, 0.0975f, 0.04f);
-    G_->adam_step(p.g, g.g, m.g, v.g, n, 0.01f, 0.9f, 0.95f, 1e-8f, 0.19f, 0.0975f, 0.04f);
-    EXPECT(p, 1e-6, "adam p");
-    EXPECT(m, 1e-6, "adam m");
-    EXPECT(v, 1e-6, "adam v");
-    double sc = C_->sum_squares(p.c, n), sg = G_->sum_squares(p.g, n);
-    T_CLOSE(sg, sc, 1e-5, 0, "sum_squares");
-    /* Muon on a tall and a wide matrix: NS in bf16 (GPU) vs fp32 (CPU) */
-    int shapes[2][2] = {{384, 128}, {128, 256}};
-    for (int s = 0; s < 2; s++) {
-        int r = shapes[s][0], c = shapes[s][1];
-        size_t nn = (size_t)r * c;
-        pair W = mk_rnd(nn, 0, 0.05f), G = mk_rnd(nn, 0, 0.01f), buf = mk_rnd(nn, 0, 0.01f);
-        size_t wc = C_->muon_work_floats(r, c), wg = G_->muon_work_floats(r, c);
-        float *workc = C_->alloc(wc * 4), *workg = G_->alloc(wg * 4);
-        /* compare the update lr*X rather than W itself (W dominates otherwise) */
-        float *w0 = xmalloc(nn * 4);
-        memcpy(w0, W.c, nn * 4);
-        C_->muon_step(W.c, G.c, buf.c, r, c, 0.02f, 0.95f, 5, 0.0f, 0, workc);
-        G_->muon_step(W.g, G.g, buf.g, r, c, 0.02f, 0.95f, 5, 0.0f, 0, workg);
-        float *wg_h = xmalloc(nn * 4);
-        G_->to_host(wg_h, W.g, nn * 4);
-        for (size_t i = 0; i < nn; i++) wg_h[i] -= w0[i], ((float *)W.c)[i] -= w0[i];
-        double e = rel_l2(wg_h, W.c, nn);
-        T_ASSERT(e <= 3e-2, "muon update %dx%d: relative L2 error %.3g", r, c, e);
-        EXPECT(buf, 1e-6, "muon momentum buffer");
-        free(w0);
-        free(wg_h);
-        C_->free(workc);
-        G_->free(workg);
-        drop(W);
-        drop(G);
-        drop(buf);
+    const size_t n = 100003;
+    for (int wdon = 0; wdon < 2; wdon++) {
+        pair p = mk_rnd(n, 0, 1.0f), g = mk_rnd(n, 0, 0.1f), m = mk_rnd(n, 0, 0.01f);
+        float *vh = rnd(n, 0.01f);
+        for (size_t i = 0; i < n; i++) vh[i] = fabsf(vh[i]);
+        pair v = mk(n, 0, vh);
+        const float wd = wdon ? 0.04f : 0.0f;
+        C_->adam_step(p.c, g.c, m.c, v.c, n, 0.01f, 0.9f, 0.95f, 1e-8f, 0.19f, 0.0975f, wd);
+        G_->adam_step(p.g, g.g, m.g, v.g, n, 0.01f, 0.9f, 0.95f, 1e-8f, 0.19f, 0.0975f, wd);
+        EXPECT(p, 1e-6, "adam p");
+        EXPECT(m, 1e-6, "adam m");
+        EXPECT(v, 1e-6, "adam v");
+        free(vh);
+        drop(p), drop(g), drop(m), drop(v);
     }
-    free(vh);
-    drop(p);
-    drop(g);
-    drop(m);
-    drop(v);
+    pair e = mk_rnd(n, 0, 1.0f), w = mk_rnd(n, 0, 1.0f);
+    float *wh = rnd(n, 1.0f);
+    G_->to_device(w.g, wh, n * 4); /* not bf16-rounded: fp32 values */
+    memcpy(w.c, wh, n * 4);
+    C_->ema_update(e.c, w.c, n, 0.997f);
+    G_->ema_update(e.g, w.g, n, 0.997f);
+    float *eh = xmalloc(n * 4);
+    G_->to_host(eh, e.g, n * 4);
+    T_ASSERT(!memcmp(eh, e.c, n * 4), "ema_update differs from the CPU op (want bit-identical)");
+    C_->add_f32(e.c, w.c, n);
+    G_->add_f32(e.g, w.g, n);
+    EXPECT(e, 1e-6, "add_f32");
+    C_->scale_inplace(e.c, n, 0.3f);
+    G_->scale_inplace(e.g, n, 0.3f);
+    EXPECT(e, 1e-6, "scale_inplace");
+    double sc = C_->sum_squares(w.c, n), sg = G_->sum_squares(w.g, n);
+    T_CLOSE(sg, sc, 1e-9, 0, "sum_squares");
+    T_CLOSE(G_->sum_squares(w.g, 1), (double)wh[0] * wh[0], 1e-12, 0, "sum_squares of one");
+    free(wh);
+    free(eh);
+    drop(e);
+    drop(w);
+}
+
+TEST(cuda_muon) {
+    NEED_GPU();
+    /* tall (transposed inside), wide, square; with MuonEq-R and weight decay */
+    const int shapes[3][2] = {{384, 128}, {128, 256}, {192, 192}};
+    for (int s = 0; s < 3; s++)
+        for (int variant = 0; variant < 2; variant++) {
+            const int r = shapes[s][0], c = shapes[s][1], eq_r = variant, steps = variant ? 4 : 5;
+            const float wd = variant ? 0.085f : 0.0f;
+            size_t nn = (size_t)r * c;
+            pair W = mk_rnd(nn, 0, 0.05f), G = mk_rnd(nn, 0, 0.01f), buf = mk_rnd(nn, 0, 0.01f);
+            size_t wc = C_->muon_work_floats(r, c), wg = G_->muon_work_floats(r, c);
+            float *workc = C_->alloc(wc * 4), *workg = G_->alloc(wg * 4);
+            /* compare the update W' - W rather than W itself (W dominates otherwise) */
+            float *w0 = xmalloc(nn * 4);
+            memcpy(w0, W.c, nn * 4);
+            C_->muon_step(W.c, G.c, buf.c, r, c, 0.02f, 0.95f, steps, wd, eq_r, workc);
+            G_->muon_step(W.g, G.g, buf.g, r, c, 0.02f, 0.95f, steps, wd, eq_r, workg);
+            float *wg_h = xmalloc(nn * 4);
+            G_->to_host(wg_h, W.g, nn * 4);
+            for (size_t i = 0; i < nn; i++) wg_h[i] -= w0[i], ((float *)W.c)[i] -= w0[i];
+            double e = rel_l2(wg_h, W.c, nn);
+            T_ASSERT(e <= 1e-3, "muon update %dx%d eq_r=%d wd=%g: relative L2 error %.3g", r, c, eq_r, wd, e);
+            EXPECT(buf, 1e-6, "muon momentum buffer");
+            free(w0);
+            free(wg_h);
+            C_->free(workc);
+            G_->free(workg);
+            drop(W);
+            drop(G);
+            drop(buf);
+        }
 }
 
 /* whole model: same weights and batch on both backends */
@@ -344,6 +519,8 @@ static void small_config(pg_config *c) {
 
 TEST(cuda_model_step_matches_cpu) {
     NEED_GPU();
+    NEED_OP(attn_fwd);
+    NEED_OP(attn_bwd);
     pg_config c;
     small_config(&c);
     const int B = 4, T = 128;

@@ -755,7 +755,7 @@ static void cu_qk_prep_fwd(pg_act *q, pg_act *k, float *rstd_q, float *rstd_k, c
                            const pg_act *k_raw, const float *gain, const float *cos, const float *sin, int N, int T,
                            int H, int Hk, int D, int rope_dims) {
     if (N <= 0) return;
-    PG_CHECK(D <= 2048 && rope_dims <= D && rope_dims % 2 == 0);
+    PG_CHECK(D <= 1024 && rope_dims <= D && rope_dims % 2 == 0); /* shared memory: 32 KB at most */
     const size_t smem = (size_t)QK_WARPS * D * sizeof(float);
     const long rq = (long)N * H, rk = (long)N * Hk;
     qk_fwd_kernel<<<qk_blocks(rq), QK_WARPS * 32, smem, pg_cu_stream>>>(A_(q), rstd_q, CA_(q_raw), gain, cos, sin, rq,
@@ -771,7 +771,7 @@ static void cu_qk_prep_bwd(pg_act *dq_raw, pg_act *dk_raw, float *dgain, const p
                            const float *gain, const float *cos, const float *sin, int N, int T, int H, int Hk, int D,
                            int rope_dims) {
     if (N <= 0) return;
-    PG_CHECK(D <= 2048 && rope_dims <= D && rope_dims % 2 == 0);
+    PG_CHECK(D <= 1024 && rope_dims <= D && rope_dims % 2 == 0); /* shared memory: 32 KB at most */
     const size_t smem = (size_t)QK_WARPS * 2 * D * sizeof(float);
     const long rq = (long)N * H, rk = (long)N * Hk;
     float *rowdot = gain && dgain ? scratch((size_t)rq) : NULL;
