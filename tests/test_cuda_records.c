@@ -3,7 +3,8 @@
  * on both sides). Errors are relative L2 norms ||cuda - cpu|| / ||cpu||. Tolerances: bf16 outputs
  * of elementwise ops 1e-2 (a bf16 rounding is ~2e-3); fp32 parameter gradients (sums over tokens
  * of identical products, fp32 on the GPU, double on the CPU) 1e-4; attention o 2e-2, lse 1e-3,
- * dq/dk/dv 2e-2 (P and dS pass through bf16 on the tensor cores). fake_quant_rows is compared
+ * dq/dk/dv 2e-2 (P and dS pass through bf16 on the tensor cores; dq and dk with a norm floor of
+ * 1e-3 per element, as they vanish at T = 1). fake_quant_rows is compared
  * code-exactly (every bf16 value equal). Outputs that ops.h says are overwritten are pre-filled
  * with garbage on the GPU; accumulated ones start from random values on both sides. Without a GPU
  * every test says `skipped: no GPU`. */
@@ -93,6 +94,22 @@ static double r_err(rpair p) {
     free(h);
     return e;
 }
+/* ||cuda - cpu|| / max(||cpu||, floor * sqrt(n)): for outputs that can be ~0 (T = 1: dq = dk = 0
+ * exactly in exact arithmetic, both sides then hold rounding noise) */
+static double r_err_floor(rpair p, double floor) {
+    float *h = r_get(p);
+    const float *c = p.c;
+    double num = 0, den = 0;
+    for (size_t i = 0; i < p.n; i++) {
+        if (!isfinite(h[i])) num = INFINITY;
+        double d = (double)h[i] - c[i];
+        num += d * d;
+        den += (double)c[i] * c[i];
+    }
+    free(h);
+    double fl = floor * floor * (double)p.n;
+    return sqrt(num / (den > fl ? den : fl > 1e-30 ? fl : 1e-30));
+}
 /* copy the CPU values (rounded to bf16 for activations) onto the GPU side */
 static void r_sync_from_cpu(rpair p) {
     float *c = p.c;
@@ -146,8 +163,10 @@ static void attn_case(t_state *t__, int B, int T, int H, int Hk, int D, float qs
     RC->attn_bwd(dq.c, dk.c, dv.c, dout.c, q.c, k.c, v.c, o.c, lse.c, B, T, H, Hk, D);
     RG->attn_bwd(dq.g, dk.g, dv.g, dout.g, q.g, k.g, v.g, o.g, lse.g, B, T, H, Hk, D);
     RG->sync();
-    R_EXPECT(dq, 2e-2, "attn_bwd dq (B=%d T=%d H=%d Hk=%d D=%d)", B, T, H, Hk, D);
-    R_EXPECT(dk, 2e-2, "attn_bwd dk (B=%d T=%d H=%d Hk=%d D=%d)", B, T, H, Hk, D);
+    /* dq and dk vanish at T = 1 (softmax over one key): there the norm floor 1e-3 per element decides */
+    double edq = r_err_floor(dq, 1e-3), edk = r_err_floor(dk, 1e-3);
+    T_ASSERT(edq <= 2e-2, "attn_bwd dq (B=%d T=%d H=%d Hk=%d D=%d): relative L2 error %.3g", B, T, H, Hk, D, edq);
+    T_ASSERT(edk <= 2e-2, "attn_bwd dk (B=%d T=%d H=%d Hk=%d D=%d): relative L2 error %.3g", B, T, H, Hk, D, edk);
     R_EXPECT(dv, 2e-2, "attn_bwd dv (B=%d T=%d H=%d Hk=%d D=%d)", B, T, H, Hk, D);
     /* deterministic: a second backward gives the same bits */
     float *dq1 = r_get(dq), *dk1 = r_get(dk);

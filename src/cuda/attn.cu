@@ -40,10 +40,14 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 }
 
 __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+#ifdef PG_CUDA_EMU /* tests/cuda_emu: the host emulator (a warp-collective model of the instruction) */
+    emu_mma16816(c, a, b0, b1);
+#else
     asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 /* A fragment of rows r..r+15, cols c..c+15 of a row-major smem matrix with leading dimension ld */
@@ -59,10 +63,14 @@ __device__ __forceinline__ void lda(uint32_t a[4], const bf16 *M, int ld, int r,
 __device__ __forceinline__ void ldb_trans(uint32_t b[4], const bf16 *M, int ld, int k0, int n0, int lane) {
 #ifndef PG_ATTN_MANUAL_TRANS
     const bf16 *p = M + (k0 + (lane & 15)) * ld + n0 + (lane >> 4) * 8;
+#ifdef PG_CUDA_EMU
+    emu_ldmatrix_x4_trans(b, p);
+#else
     uint32_t addr = (uint32_t)__cvta_generic_to_shared(p);
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(b[0]), "=r"(b[1]), "=r"(b[2]), "=r"(b[3])
                  : "r"(addr));
+#endif
 #else
     const unsigned short *S = reinterpret_cast<const unsigned short *>(M);
     const int g = lane >> 2, t = lane & 3;
@@ -75,11 +83,12 @@ __device__ __forceinline__ void ldb_trans(uint32_t b[4], const bf16 *M, int ld, 
 }
 
 /* rows row0..row0+R-1 of a (T, stride) bf16 matrix (only the first D columns) into smem [R][DP+8],
- * zero beyond T and beyond D */
+ * zero beyond T and beyond D; vec (D == DP, every tensor 16-byte aligned): 16-byte loads */
 template <int DP>
-__device__ __forceinline__ void load_rows(bf16 *dst, const bf16 *src, long stride, int row0, int R, int T, int D) {
+__device__ __forceinline__ void load_rows(bf16 *dst, const bf16 *src, long stride, int row0, int R, int T, int D,
+                                          bool vec) {
     constexpr int LD = DP + 8;
-    if (D == DP) {
+    if (vec) {
         for (int i = threadIdx.x; i < R * (DP / 8); i += blockDim.x) {
             const int r = i / (DP / 8), c = (i % (DP / 8)) * 8;
             uint4 val = make_uint4(0u, 0u, 0u, 0u);
@@ -105,7 +114,7 @@ template <int DP>
 __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_k(bf16 *__restrict__ o, float *__restrict__ lse,
                                                           const bf16 *__restrict__ q, const bf16 *__restrict__ k,
                                                           const bf16 *__restrict__ v, int T, int H, int Hk, int D,
-                                                          float sl2) {
+                                                          float sl2, bool vec) {
     constexpr int LD = DP + 8, NT = ATT_BC / 8, KD = DP / 16, ND = DP / 8;
     extern __shared__ __align__(16) unsigned char att_smem[];
     bf16 *Qs = reinterpret_cast<bf16 *>(att_smem), *Ks = Qs + ATT_BR * LD, *Vs = Ks + ATT_BC * LD;
@@ -117,7 +126,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_k(bf16 *__restrict__ o, 
     const bf16 *qb_ = q + (long)b * T * qs + (long)h * D;
     const bf16 *kb_ = k + (long)b * T * ks + (long)hk * D;
     const bf16 *vb_ = v + (long)b * T * ks + (long)hk * D;
-    load_rows<DP>(Qs, qb_, qs, q0, ATT_BR, T, D);
+    load_rows<DP>(Qs, qb_, qs, q0, ATT_BR, T, D, vec);
     __syncthreads();
     uint32_t qf[KD][4];
 #pragma unroll
@@ -131,8 +140,8 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_k(bf16 *__restrict__ o, 
     for (int kt = 0; kt <= last; kt++) {
         const int k0 = kt * ATT_BC;
         __syncthreads(); /* every warp is done with the previous K/V tile */
-        load_rows<DP>(Ks, kb_, ks, k0, ATT_BC, T, D);
-        load_rows<DP>(Vs, vb_, ks, k0, ATT_BC, T, D);
+        load_rows<DP>(Ks, kb_, ks, k0, ATT_BC, T, D, vec);
+        load_rows<DP>(Vs, vb_, ks, k0, ATT_BC, T, D, vec);
         __syncthreads();
         float s[NT][4];
 #pragma unroll
@@ -246,7 +255,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
     attn_bwd_dkdv_k(bf16 *__restrict__ dk, bf16 *__restrict__ dv, const bf16 *__restrict__ q,
                     const bf16 *__restrict__ k, const bf16 *__restrict__ v, const bf16 *__restrict__ dout,
                     const float *__restrict__ lse, const float *__restrict__ Di, int T, int H, int Hk, int D, float sl2,
-                    float scale) {
+                    float scale, bool vec) {
     constexpr int LD = DP + 8, NQ = BQ / 8, KD = DP / 16, ND = DP / 8;
     extern __shared__ __align__(16) unsigned char att_smem[];
     bf16 *Ks = reinterpret_cast<bf16 *>(att_smem), *Vs = Ks + ATT_BC * LD, *Qs = Vs + ATT_BC * LD, *dOs = Qs + BQ * LD;
@@ -255,8 +264,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
     const int k0 = kb * ATT_BC;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, wr = warp * 16;
     const long qs = (long)H * D, ks = (long)Hk * D;
-    load_rows<DP>(Ks, k + (long)b * T * ks + (long)hk * D, ks, k0, ATT_BC, T, D);
-    load_rows<DP>(Vs, v + (long)b * T * ks + (long)hk * D, ks, k0, ATT_BC, T, D);
+    load_rows<DP>(Ks, k + (long)b * T * ks + (long)hk * D, ks, k0, ATT_BC, T, D, vec);
+    load_rows<DP>(Vs, v + (long)b * T * ks + (long)hk * D, ks, k0, ATT_BC, T, D, vec);
     float dka[ND][4], dva[ND][4];
 #pragma unroll
     for (int i = 0; i < ND; i++)
@@ -271,8 +280,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
         for (int qt = qt0; qt < nqt; qt++) {
             const int qq0 = qt * BQ;
             __syncthreads(); /* every warp is done with the previous Q/dO tile (and K/V are loaded) */
-            load_rows<DP>(Qs, qb_, qs, qq0, BQ, T, D);
-            load_rows<DP>(dOs, db_, qs, qq0, BQ, T, D);
+            load_rows<DP>(Qs, qb_, qs, qq0, BQ, T, D, vec);
+            load_rows<DP>(dOs, db_, qs, qq0, BQ, T, D, vec);
             for (int i = threadIdx.x; i < BQ; i += blockDim.x) {
                 const int r = qq0 + i;
                 Ls[i] = r < T ? Lrow[r] * LOG2E_F : 0.0f;
@@ -372,7 +381,7 @@ template <int DP>
 __global__ void __launch_bounds__(ATT_THREADS)
     attn_bwd_dq_k(bf16 *__restrict__ dq, const bf16 *__restrict__ q, const bf16 *__restrict__ k,
                   const bf16 *__restrict__ v, const bf16 *__restrict__ dout, const float *__restrict__ lse,
-                  const float *__restrict__ Di, int T, int H, int Hk, int D, float sl2, float scale) {
+                  const float *__restrict__ Di, int T, int H, int Hk, int D, float sl2, float scale, bool vec) {
     constexpr int LD = DP + 8, NT = ATT_BC / 8, KD = DP / 16, ND = DP / 8;
     extern __shared__ __align__(16) unsigned char att_smem[];
     bf16 *Qs = reinterpret_cast<bf16 *>(att_smem), *dOs = Qs + ATT_BR * LD, *Ks = dOs + ATT_BR * LD,
@@ -383,8 +392,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, wr = warp * 16;
     const long qs = (long)H * D, ks = (long)Hk * D;
     const bf16 *kb_ = k + (long)b * T * ks + (long)hk * D, *vb_ = v + (long)b * T * ks + (long)hk * D;
-    load_rows<DP>(Qs, q + (long)b * T * qs + (long)h * D, qs, q0, ATT_BR, T, D);
-    load_rows<DP>(dOs, dout + (long)b * T * qs + (long)h * D, qs, q0, ATT_BR, T, D);
+    load_rows<DP>(Qs, q + (long)b * T * qs + (long)h * D, qs, q0, ATT_BR, T, D, vec);
+    load_rows<DP>(dOs, dout + (long)b * T * qs + (long)h * D, qs, q0, ATT_BR, T, D, vec);
     const int r0 = q0 + wr + g, r1 = r0 + 8;
     const float *Lrow = lse + ((long)b * H + h) * T, *Drow = Di + ((long)b * H + h) * T;
     const float L0 = r0 < T ? Lrow[r0] * LOG2E_F : 0.0f, L1 = r1 < T ? Lrow[r1] * LOG2E_F : 0.0f;
@@ -396,8 +405,8 @@ __global__ void __launch_bounds__(ATT_THREADS)
     for (int kt = 0; kt <= last; kt++) {
         const int k0 = kt * ATT_BC;
         __syncthreads();
-        load_rows<DP>(Ks, kb_, ks, k0, ATT_BC, T, D);
-        load_rows<DP>(Vs, vb_, ks, k0, ATT_BC, T, D);
+        load_rows<DP>(Ks, kb_, ks, k0, ATT_BC, T, D, vec);
+        load_rows<DP>(Vs, vb_, ks, k0, ATT_BC, T, D, vec);
         __syncthreads();
         float s[NT][4], dp[NT][4];
 #pragma unroll
@@ -459,6 +468,10 @@ static void attn_check(int B, int H, int Hk, int D) {
     if (B > 65535 || H > 65535) pg_die("attention: B=%d or H=%d too large for the CUDA grid", B, H);
 }
 
+/* 16-byte row loads: D fills the tile and every tensor is 16-byte aligned (rows then are: D*2 bytes
+ * is a multiple of 128) */
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
 /* raises a kernel's dynamic shared-memory limit once (above 48 KB) */
 template <typename K>
 static void smem_limit(K *kernel, size_t bytes, int *done) {
@@ -476,7 +489,8 @@ static void attn_fwd_launch(bf16 *o, float *lse, const bf16 *q, const bf16 *k, c
     smem_limit(attn_fwd_k<DP>, smem, &done);
     const float sl2 = (1.0f / sqrtf((float)D)) * LOG2E_F;
     dim3 grid((unsigned)((T + ATT_BR - 1) / ATT_BR), (unsigned)H, (unsigned)B);
-    attn_fwd_k<DP><<<grid, ATT_THREADS, smem, pg_cu_stream>>>(o, lse, q, k, v, T, H, Hk, D, sl2);
+    const bool vec = D == DP && aligned16(q) && aligned16(k) && aligned16(v);
+    attn_fwd_k<DP><<<grid, ATT_THREADS, smem, pg_cu_stream>>>(o, lse, q, k, v, T, H, Hk, D, sl2, vec);
     CU_LAUNCHED();
 }
 
@@ -511,12 +525,14 @@ static void attn_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, cons
     const size_t smem_q = (size_t)(2 * ATT_BR + 2 * ATT_BC) * (DP + 8) * sizeof(bf16);
     smem_limit(attn_bwd_dkdv_k<DP, BQ>, smem_kv, &done_kv);
     smem_limit(attn_bwd_dq_k<DP>, smem_q, &done_q);
+    const bool vec = D == DP && aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dout);
     dim3 gkv((unsigned)((T + ATT_BC - 1) / ATT_BC), (unsigned)Hk, (unsigned)B);
     attn_bwd_dkdv_k<DP, BQ><<<gkv, ATT_THREADS, smem_kv, pg_cu_stream>>>(dk, dv, q, k, v, dout, lse, Di, T, H, Hk, D,
-                                                                          sl2, scale);
+                                                                          sl2, scale, vec);
     CU_LAUNCHED();
     dim3 gq((unsigned)((T + ATT_BR - 1) / ATT_BR), (unsigned)H, (unsigned)B);
-    attn_bwd_dq_k<DP><<<gq, ATT_THREADS, smem_q, pg_cu_stream>>>(dq, q, k, v, dout, lse, Di, T, H, Hk, D, sl2, scale);
+    attn_bwd_dq_k<DP><<<gq, ATT_THREADS, smem_q, pg_cu_stream>>>(dq, q, k, v, dout, lse, Di, T, H, Hk, D, sl2, scale,
+                                                                 vec);
     CU_LAUNCHED();
 }
 
