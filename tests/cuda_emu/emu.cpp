@@ -2,6 +2,7 @@
  * with the functions of attn.cu and ops_records.cu, so tests/test_cuda_records.c runs unchanged
  * (tests/cuda_emu/run.sh). Both extern shared arrays of the kernels (att_smem, xsa_du) are defined
  * here; blocks run one after another. */
+#include <setjmp.h>
 #include <ucontext.h>
 #include <vector>
 #if defined(__SANITIZE_ADDRESS__)
@@ -21,14 +22,18 @@ float xsa_du[1 << 16];
 static size_t g_smem_bytes;
 
 enum { RUN, BAR, WARP, DONE };
+/* a fiber starts through makecontext/swapcontext; later switches use _setjmp/_longjmp, which do
+ * not save the signal mask (swapcontext's system call made switching the bottleneck) */
 struct Fiber {
     ucontext_t ctx;
+    jmp_buf jb;
     std::vector<char> stack;
-    int state;
+    int state, started;
     unsigned tid;
 };
 static std::vector<Fiber> F;
 static ucontext_t g_sched;
+static jmp_buf g_sched_jb;
 static int g_cur;
 static const std::function<void()> *g_body;
 static int g_wgen[32];
@@ -41,11 +46,22 @@ static void die(const char *m) {
 static void trampoline() {
     (*g_body)();
     F[g_cur].state = DONE;
-    swapcontext(&F[g_cur].ctx, &g_sched);
+    _longjmp(g_sched_jb, 1);
 }
 static void yield_as(int st) {
     F[g_cur].state = st;
-    swapcontext(&F[g_cur].ctx, &g_sched);
+    if (!_setjmp(F[g_cur].jb)) _longjmp(g_sched_jb, 1);
+}
+static void resume(int i) {
+    g_cur = i;
+    threadIdx = dim3(i, 0, 0);
+    if (_setjmp(g_sched_jb)) return;
+    if (!F[i].started) {
+        F[i].started = 1;
+        swapcontext(&g_sched, &F[i].ctx);
+    } else {
+        _longjmp(F[i].jb, 1);
+    }
 }
 void __syncthreads(void) { yield_as(BAR); }
 
@@ -127,6 +143,7 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> 
                 for (int i = 0; i < nt; i++) {
                     F[i].stack.resize(1 << 17);
                     F[i].state = RUN;
+                    F[i].started = 0;
                     F[i].tid = i;
                     getcontext(&F[i].ctx);
                     F[i].ctx.uc_stack.ss_sp = F[i].stack.data();
@@ -136,11 +153,7 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> 
                 }
                 for (;;) {
                     for (int i = 0; i < nt; i++)
-                        while (F[i].state == RUN) {
-                            g_cur = i;
-                            threadIdx = dim3(i, 0, 0);
-                            swapcontext(&g_sched, &F[i].ctx);
-                        }
+                        while (F[i].state == RUN) resume(i);
                     int live = 0, bar = 0;
                     for (int i = 0; i < nt; i++) live += F[i].state != DONE, bar += F[i].state == BAR;
                     if (!live) break;
