@@ -11,6 +11,16 @@ BLAS_LIB := /usr/lib/x86_64-linux-gnu/openblas-openmp
 CFLAGS  += -std=c11 $(OPT) $(ARCH) -g -fopenmp -Wall -Wextra $(WERROR) -D_GNU_SOURCE -Isrc -I$(BLAS_INC) -MMD -MP
 LDLIBS  += -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lz -lzstd -llzma -lbrotlienc -lbrotlidec -lm -fopenmp
 
+# ---- MPI (optional): data parallelism across processes under mpirun (src/dist.c) ----
+MPICC_FOUND := $(shell command -v mpicc 2>/dev/null)
+MPI ?= $(if $(MPICC_FOUND),1,0)
+ifeq ($(MPI),1)
+MPI_CFLAGS ?= $(shell mpicc --showme:compile 2>/dev/null || pkg-config --cflags mpich 2>/dev/null)
+MPI_LIBS   ?= $(shell mpicc --showme:link 2>/dev/null || pkg-config --libs mpich 2>/dev/null)
+CFLAGS  += -DPGOLF_MPI=1 $(MPI_CFLAGS)
+LDLIBS  += $(MPI_LIBS)
+endif
+
 # ---- CUDA (optional) ----
 NVCC_FOUND := $(shell command -v nvcc 2>/dev/null || ( [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc ))
 CUDA ?= $(if $(NVCC_FOUND),1,0)
@@ -22,7 +32,9 @@ comma := ,
 
 BUILD   := build
 SRC_C   := $(wildcard src/*.c src/cpu/*.c)
-SRC_CU  := $(if $(filter 1,$(CUDA)),$(wildcard src/cuda/*.cu),)
+# NCCL (src/cuda/nccl.cu) needs the CUDA backend and MPI (the unique id goes through MPI)
+NCCL    := $(if $(and $(filter 1,$(CUDA)),$(filter 1,$(MPI)),$(wildcard src/cuda/ops_cuda.cu)),1,0)
+SRC_CU  := $(if $(filter 1,$(CUDA)),$(filter-out $(if $(filter 1,$(NCCL)),,src/cuda/nccl.cu),$(wildcard src/cuda/*.cu)),)
 OBJ_C   := $(patsubst %.c,$(BUILD)/%.o,$(SRC_C))
 OBJ_CU  := $(patsubst %.cu,$(BUILD)/%.o,$(SRC_CU))
 LIB_OBJ := $(filter-out $(BUILD)/src/main.o,$(OBJ_C)) $(OBJ_CU)
@@ -32,6 +44,11 @@ TEST_OBJ:= $(patsubst %.c,$(BUILD)/%.o,$(TEST_C))
 ifeq ($(CUDA),1)
 CFLAGS  += $(if $(wildcard src/cuda/ops_cuda.cu),-DPGOLF_CUDA=1,) -I$(CUDA_HOME)/include
 LDLIBS  += -L$(CUDA_HOME)/lib64 -L$(CUDA_HOME)/lib64/stubs -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lcublasLt -lcublas -lstdc++
+ifeq ($(NCCL),1)
+CFLAGS  += -DPGOLF_NCCL=1
+NVCCFLAGS += -DPGOLF_NCCL=1 $(MPI_CFLAGS)
+LDLIBS  += -lnccl
+endif
 endif
 
 .PHONY: all test demo clean deps bench bench-tokenize

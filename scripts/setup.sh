@@ -7,11 +7,12 @@
 #           (spm_train, for the embedded default tokenizer), curl + jq (the npm registry and its
 #           JSON), xz-utils
 #   plot:   gnuplot-nox (pgolf plot: PNG through pngcairo, SVG)
+#   mpi:    libopenmpi-dev + openmpi-bin (mpirun: data parallelism, src/dist.c, tests/cli/mpi.sh)
 #   fuzz:   clang-14 + libclang-rt-14-dev (libFuzzer, ASan, UBSan: make fuzz, tests/cli/fuzz_replay.sh)
 set -euo pipefail
 PKGS="libopenblas-openmp-dev zlib1g-dev libzstd-dev liblzma-dev libbrotli-dev
       python3 python3-torch python3-numpy python3-sentencepiece sentencepiece python3-zstandard python3-brotli
-      curl ca-certificates xz-utils zstd gzip jq clang-14 libclang-rt-14-dev gnuplot-nox"
+      curl ca-certificates xz-utils zstd gzip jq clang-14 libclang-rt-14-dev gnuplot-nox libopenmpi-dev openmpi-bin"
 missing=()
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -353,6 +353,10 @@ int artifact_config_from_json(const char *json, pg_config *cfg, char *err, size_
         config_free(cfg);
         return pg_err(err, errlen, "stored configuration: %s", sub);
     }
+    /* the process layout is this run's, not the stored one's (a model trained on 8 ranks is scored on any number) */
+    cfg->rank = 0;
+    cfg->world_size = 1;
+    cfg->local_rank = 0;
     if (config_load_env(cfg, err, errlen) != 0) {
         config_free(cfg);
         return -1;

@@ -14,12 +14,14 @@
 #define CKPT_BASE_ARRAYS 4
 
 /* keys that may differ between the run that wrote a checkpoint and the run resuming it: where
- * files live, how often to log/validate/checkpoint, and how long to go on */
+ * files live, how often to log/validate/checkpoint, how long to go on, and the process layout
+ * (every rank reads rank 0's checkpoint; the global batch, and so the data stream, is the same on
+ * any number of ranks) */
 static const char *const RESUME_MAY_CHANGE[] = {
     "DATA_PATH",       "TOKENIZER_PATH",   "RUN_ID",        "RESUME",           "CHECKPOINT_EVERY",
     "CHECKPOINT_PATH", "PGOLF_OUT_DIR",    "PGOLF_LOG_DIR", "VAL_LOSS_EVERY",   "TRAIN_LOG_EVERY",
     "ITERATIONS",      "MAX_WALLCLOCK_SECONDS", "WARMUP_STEPS", "INIT_FROM",   "PGOLF_NON_RECORD",
-    "PGOLF_BACKEND",   "LOCAL_RANK",
+    "PGOLF_BACKEND",   "LOCAL_RANK",       "RANK",          "WORLD_SIZE",
 };
 
 static int may_change(const char *key) {

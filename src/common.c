@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,14 +12,26 @@
 #include <time.h>
 #include <unistd.h>
 
+char pg_die_prefix[32];
+void (*pg_die_exit)(int code);
+
 void pg_die(const char *fmt, ...) {
     va_list ap;
     fflush(stdout);
+    if (pg_die_exit && strncmp(pg_die_prefix, "[rank 0/", 8)) {
+        /* a rank other than 0 reports after rank 0 had time to: an error that every rank meets (a
+         * bad setting, a diverged loss) is then reported once, by rank 0, whose abort ends the rest */
+        signal(SIGTERM, SIG_DFL); /* the launcher ends this rank with SIGTERM once rank 0 aborts */
+        struct timespec ts = {3, 0};
+        nanosleep(&ts, NULL);
+    }
     fputs("pgolf: error: ", stderr);
+    fputs(pg_die_prefix, stderr);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+    if (pg_die_exit) pg_die_exit(1);
     exit(1);
 }
 

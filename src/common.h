@@ -14,6 +14,11 @@
 
 /* Print "pgolf: error: <msg>" to stderr and exit(1). */
 void pg_die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+/* Set by dist.c while several processes run: a prefix for pg_die's line ("[rank 1/2] ") and the
+ * exit it takes instead of exit(1) (MPI_Abort, which ends every rank). Ranks other than 0 wait 3 s
+ * before reporting, so that an error met by every rank is reported once (by rank 0). */
+extern char pg_die_prefix[32];
+extern void (*pg_die_exit)(int code);
 /* Format into err (if non-NULL) and return -1, so readers can write `return pg_err(err, n, ...)`. */
 int pg_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

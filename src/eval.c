@@ -2,11 +2,18 @@
 #include "eval.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
+#include "dist.h"
 #include "spm.h"
+
+/* the three sums every rank adds into the others' (dist_sum_f64 over &loss_sum, 3) */
+_Static_assert(offsetof(eval_result, token_count) == offsetof(eval_result, loss_sum) + sizeof(double) &&
+                   offsetof(eval_result, byte_count) == offsetof(eval_result, loss_sum) + 2 * sizeof(double),
+               "eval_result sums must be contiguous");
 
 int bpb_luts_load(bpb_luts *L, const char *tokenizer_path, int vocab_size, char *err, size_t errlen) {
     memset(L, 0, sizeof(*L));
@@ -70,6 +77,7 @@ void eval_val(gpt_model *m, const uint16_t *val, size_t usable, int seq_len, int
     free(x);
     free(y);
     free(nll);
+    if (world > 1) dist_sum_f64(&r->loss_sum, 3); /* loss_sum, token_count, byte_count of every rank */
     eval_finish(r);
 }
 
@@ -166,5 +174,6 @@ void eval_sliding(gpt_model *m, const uint16_t *val, size_t usable, int stride, 
     free(y);
     free(nll);
     free(lrow);
+    if (world > 1) dist_sum_f64(&r->loss_sum, 3);
     eval_finish(r);
 }

@@ -14,6 +14,7 @@
 #include "cmds.h"
 #include "common.h"
 #include "data.h"
+#include "dist.h"
 #include "eval.h"
 #include "export_run.h"
 #include "json.h"
@@ -110,9 +111,10 @@ int cmd_eval(int argc, char **argv) {
     pg_config cfg;
     statedict sd;
     loaded_info li;
+    dist_init(); /* under mpirun the evaluation is split across the ranks (dist.h) */
     load_weights(path, &sd, &cfg, &li);
-    if (cfg.world_size > 1) pg_die("WORLD_SIZE=%lld: multi-process evaluation is not available in this build", (long long)cfg.world_size);
-    const int T = (int)cfg.train_seq_len, world = 1, accum = 8;
+    const int rank = (int)cfg.rank, world = (int)cfg.world_size, accum = 8 / world, T = (int)cfg.train_seq_len;
+    if (rank != 0 && !freopen("/dev/null", "w", stdout)) pg_die("cannot silence rank %d's output", rank); /* rank 0 reports */
     const int B_val = (int)(cfg.val_batch_size / (world * accum) / T);
     bpb_luts luts;
     if (bpb_luts_load(&luts, cfg.tokenizer_path, (int)cfg.vocab_size, err, sizeof(err)) != 0) pg_die("%s", err);
@@ -136,7 +138,7 @@ int cmd_eval(int argc, char **argv) {
     printf("model_params:%zu\n", gpt_param_count(&model));
     eval_result er;
     double t0 = pg_now();
-    eval_val(&model, val, usable, T, B_val, 0, world, &luts, &er, NULL);
+    eval_val(&model, val, usable, T, B_val, rank, world, &luts, &er, NULL);
     printf("final_%s_roundtrip val_loss:%.4f val_bpb:%.4f eval_time:%.0fms\n", li.label_short, er.val_loss, er.val_bpb,
            1000.0 * (pg_now() - t0));
     printf("final_%s_roundtrip_exact val_loss:%.8f val_bpb:%.8f\n", li.label_short, er.val_loss, er.val_bpb);
@@ -144,7 +146,7 @@ int cmd_eval(int argc, char **argv) {
         const sw_style st = (sw_style)sw_style_parse(cfg.sw_style);
         const int s = (int)cfg.eval_stride;
         double ts = pg_now();
-        eval_sliding(&model, val, usable, s, (int)cfg.sw_eval_batch, st, cfg.eval_temperature, 0, world, &luts, &er);
+        eval_sliding(&model, val, usable, s, (int)cfg.sw_eval_batch, st, cfg.eval_temperature, rank, world, &luts, &er);
         double ms = 1000.0 * (pg_now() - ts);
         if (st == SW_PR65) {
             printf("final_sliding_window_eval stride:%d val_loss:%.4f val_bpb:%.4f eval_time:%.0fms\n", s, er.val_loss, er.val_bpb, ms);
@@ -159,6 +161,7 @@ int cmd_eval(int argc, char **argv) {
     bpb_luts_free(&luts);
     free(val);
     config_free(&cfg);
+    dist_finalize();
     return 0;
 }
 

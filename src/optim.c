@@ -4,9 +4,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <string.h>
 
 #include "common.h"
+#include "dist.h"
 
 void optim_init(optimizer *o, gpt_model *m) {
     const pg_ops *ops = m->ops;
@@ -97,6 +97,41 @@ static int muon_rank(const pg_config *c, const char *name) {
     return 0;
 }
 
+/* The Muon matrices in step order (muon_rank, then the table). With several processes the k-th is
+ * orthogonalised by rank k % WORLD_SIZE alone, which keeps its momentum buffer (Parallel Muon, as
+ * the records shard Newton-Schulz); the other ranks receive the updated matrix. */
+static int muon_order(const optimizer *o, const pg_config *c, int *idx) {
+    const gpt_model *m = o->m;
+    int k = 0;
+    for (int rank = 0; rank < 4; rank++)
+        for (int i = 0; i < m->n_params; i++)
+            if (m->params[i].group == GROUP_MUON && muon_rank(c, m->params[i].name) == rank) idx[k++] = i;
+    return k;
+}
+
+/* broadcast one arena's Muon slices from their owners */
+static void muon_share(optimizer *o, const pg_config *c, float *arena) {
+    const int world = dist_world();
+    if (world <= 1) return;
+    gpt_model *m = o->m;
+    int *idx = xmalloc((size_t)m->n_params * sizeof(int)), *root = xmalloc((size_t)m->n_params * sizeof(int));
+    float **p = xmalloc((size_t)m->n_params * sizeof(float *));
+    size_t *n = xmalloc((size_t)m->n_params * sizeof(size_t));
+    const int k = muon_order(o, c, idx);
+    for (int j = 0; j < k; j++) {
+        p[j] = arena + m->params[idx[j]].offset;
+        n[j] = m->params[idx[j]].numel;
+        root[j] = j % world;
+    }
+    dist_bcast_many(m->ops, p, n, root, k);
+    free(idx);
+    free(root);
+    free(p);
+    free(n);
+}
+
+void optim_share_state(optimizer *o, const pg_config *c) { muon_share(o, c, o->muon_buf); }
+
 void optim_step(optimizer *o, const pg_config *c, double lr_mult) {
     gpt_model *m = o->m;
     /* torch order: token Adam, [head Adam], Muon, scalar Adam */
@@ -108,15 +143,19 @@ void optim_step(optimizer *o, const pg_config *c, double lr_mult) {
     /* decoupled weight decay W *= 1 - lr*wd before the update (PR #65, #315, #1311, #1392) or after it
      * (PGOLF_MUON_WD_AFTER, PR #187) */
     const int wd_after = c->muon_wd_after && muon_wd != 0;
-    for (int rank = 0; rank < 4; rank++)
-        for (int i = 0; i < m->n_params; i++) {
-            const param_info *p = &m->params[i];
-            if (p->group != GROUP_MUON || muon_rank(c, p->name) != rank) continue;
-            m->ops->muon_step(m->w + p->offset, m->g + p->offset, o->muon_buf + p->offset, (int)p->shape[0],
-                              (int)p->shape[1], (float)lr, (float)mu, (int)c->muon_backend_steps,
-                              wd_after ? 0.0f : (float)muon_wd, (int)c->muon_eq_r, o->muon_work);
-            if (wd_after) m->ops->scale_inplace(m->w + p->offset, p->numel, (float)(1.0 - lr * muon_wd));
-        }
+    const int world = dist_world(), me = dist_rank();
+    int *idx = xmalloc((size_t)m->n_params * sizeof(int));
+    const int k = muon_order(o, c, idx);
+    for (int j = 0; j < k; j++) {
+        if (j % world != me) continue;
+        const param_info *p = &m->params[idx[j]];
+        m->ops->muon_step(m->w + p->offset, m->g + p->offset, o->muon_buf + p->offset, (int)p->shape[0],
+                          (int)p->shape[1], (float)lr, (float)mu, (int)c->muon_backend_steps,
+                          wd_after ? 0.0f : (float)muon_wd, (int)c->muon_eq_r, o->muon_work);
+        if (wd_after) m->ops->scale_inplace(m->w + p->offset, p->numel, (float)(1.0 - lr * muon_wd));
+    }
+    free(idx);
+    muon_share(o, c, m->w);
     adam_group(o, c, GROUP_SCALAR, optim_base_lr(c, GROUP_SCALAR) * lr_mult, c->adam_wd);
     o->step++;
     gpt_sync_weights(m);

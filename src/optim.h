@@ -28,8 +28,12 @@ void optim_keep_adam_after_priming(optimizer *o);
 double optim_muon_momentum(const pg_config *c, long step);
 /* Global gradient norm clipping (no-op when max_norm <= 0); returns the norm before clipping. */
 double optim_clip_grad_norm(optimizer *o, double max_norm);
-/* One step of every group with lr = base_lr * lr_mult. */
+/* One step of every group with lr = base_lr * lr_mult. With several processes (dist.h) every rank
+ * must hold the same (all-reduced) gradients; the Muon work is split across ranks. */
 void optim_step(optimizer *o, const pg_config *c, double lr_mult);
+/* Several processes: gather every Muon momentum buffer from the rank that keeps it, so that rank 0
+ * holds the whole optimizer state (before a checkpoint). */
+void optim_share_state(optimizer *o, const pg_config *c);
 /* base learning rate of a group */
 double optim_base_lr(const pg_config *c, param_group g);
 /* The lr multiplier of update `step` (0-based), computed before its forward with `elapsed_ms` of

@@ -17,6 +17,7 @@
 #include "common.h"
 #include "config.h"
 #include "data.h"
+#include "dist.h"
 #include "eval.h"
 #include "export_run.h"
 #include "model.h"
@@ -72,7 +73,8 @@ static void log_cfg(const char *line, void *ctx) {
     log_line(0, "%s", line);
 }
 
-/* SIGINT/SIGTERM: finish the current step, write a checkpoint, exit */
+/* SIGINT/SIGTERM/SIGUSR1: finish the current step, write a checkpoint, exit. (mpirun passes SIGUSR1
+ * on to every rank; on SIGTERM it ends the job itself after a short grace period.) */
 static volatile sig_atomic_t g_stop_signal;
 static void on_stop_signal(int sig) { g_stop_signal = sig; }
 
@@ -150,6 +152,16 @@ static void select_export_weights(const pg_config *cfg, gpt_model *m, const weig
     free(keep);
 }
 
+/* several processes: every rank takes rank 0's weights (dist.h) */
+static void weights_from_rank0(gpt_model *m) {
+    if (dist_world() <= 1) return;
+    float *p[1] = {m->w};
+    size_t n[1] = {m->n_floats};
+    int root[1] = {0};
+    dist_bcast_many(m->ops, p, n, root, 1);
+    gpt_sync_weights(m);
+}
+
 static size_t peak_rss_mib(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -159,7 +171,8 @@ static size_t peak_rss_mib(void) {
 /* step, tokens/s, elapsed, ETA (to the wallclock cap, or to the last step at the mean step time),
  * peak memory; at most 5 times a second, only when stdout is a terminal. (MFU: on the GPU backend.) */
 static void progress_show(const pg_config *c, const pg_ops *ops, long step, double train_ms, double tokens_per_step) {
-    if (g_tty < 0) g_tty = isatty(STDOUT_FILENO);
+    /* not under MPI: its launchers hand each rank a pseudo-terminal even when the output goes to a file */
+    if (g_tty < 0) g_tty = isatty(STDOUT_FILENO) && dist_world() == 1 && !getenv("OMPI_COMM_WORLD_SIZE");
     if (!g_tty || !g_master) return;
     double now = pg_now();
     if (now - g_progress_t < 0.2 && step < c->iterations) return;
@@ -202,11 +215,10 @@ int cmd_train(int argc, char **argv) {
         if (preset) pg_die("train: more than one preset given ('%s', '%s')", preset, argv[i]);
         preset = argv[i];
     }
+    dist_init(); /* under mpirun: RANK, WORLD_SIZE, LOCAL_RANK from MPI (dist.h) */
     pg_config cfg;
     config_resolve(&cfg, preset);
     char err[PG_ERRLEN];
-    if (cfg.world_size > 1)
-        pg_die("WORLD_SIZE=%lld: multi-process training is not available in this build", (long long)cfg.world_size);
     const int rank = (int)cfg.rank, world = (int)cfg.world_size;
     const int grad_accum = 8 / world;
     g_master = rank == 0;
@@ -230,9 +242,13 @@ int cmd_train(int argc, char **argv) {
     if (loader_open(&loader, train_pat, (int)cfg.vocab_size, rank, world, err, sizeof(err)) != 0) pg_die("%s", err);
     const int n_train = loader.stream.n_files;
 
-    /* output locations must be writable before hours of training */
-    if (pg_mkdirs(cfg.out_dir, err, sizeof(err)) != 0) pg_die("PGOLF_OUT_DIR: %s", err);
-    if (export_check_writable(cfg.out_dir, err, sizeof(err)) != 0) pg_die("%s", err);
+    /* output locations must be writable before hours of training (rank 0 writes them) */
+    if (g_master) {
+        if (pg_mkdirs(cfg.out_dir, err, sizeof(err)) != 0) pg_die("PGOLF_OUT_DIR: %s", err);
+        if (export_check_writable(cfg.out_dir, err, sizeof(err)) != 0) pg_die("%s", err);
+    }
+    /* every rank has opened its data; now all must agree on the configuration (and take rank 0's RUN_ID) */
+    dist_check_config(&cfg);
 
     /* model + optimizer */
     gpt_model model;
@@ -244,6 +260,7 @@ int cmd_train(int argc, char **argv) {
         sd_free(&sd);
     } else
         gpt_init(&model, &cfg, (uint64_t)cfg.seed);
+    weights_from_rank0(&model); /* every rank starts from rank 0's weights */
     optimizer opt;
     optim_init(&opt, &model);
     /* EMA / SWA of the weights (spec PR315 §4.6), fp32 in backend memory */
@@ -290,7 +307,8 @@ int cmd_train(int argc, char **argv) {
 
     const size_t local_tokens = (size_t)B_train * T;
     int32_t *xb = xmalloc(local_tokens * sizeof(int32_t)), *yb = xmalloc(local_tokens * sizeof(int32_t));
-    const float grad_scale = 1.0f / (float)grad_accum;
+    /* each rank's micro-batches carry 1/(grad_accum*world) of the step; the ranks' gradients are summed */
+    const float grad_scale = 1.0f / (float)(grad_accum * world);
 
     /* priming steps, then restore the initial state (train_gpt.py's compile warmup) */
     if (cfg.resume[0])
@@ -304,6 +322,7 @@ int cmd_train(int argc, char **argv) {
                 if (loader_next(&loader, cfg.train_batch_tokens, grad_accum, xb, yb, err, sizeof(err)) != 0) pg_die("%s", err);
                 gpt_forward_backward(&model, xb, yb, B_train, grad_scale, NULL);
             }
+            dist_allreduce_sum(ops, model.g, model.n_floats);
             optim_step(&opt, &cfg, 1.0);
             if (cfg.warmup_steps <= 20 || (ws + 1) % 10 == 0 || ws + 1 == cfg.warmup_steps)
                 log_line(1, "warmup_step:%ld/%lld", ws + 1, (long long)cfg.warmup_steps);
@@ -330,6 +349,7 @@ int cmd_train(int argc, char **argv) {
     long step = prog.step;
     signal(SIGINT, on_stop_signal);
     signal(SIGTERM, on_stop_signal);
+    signal(SIGUSR1, on_stop_signal);
     ops->sync();
     double t0 = pg_now();
     eval_result er;
@@ -353,6 +373,7 @@ int cmd_train(int argc, char **argv) {
             break;
         }
         double elapsed_ms = training_ms + 1000.0 * (pg_now() - t0);
+        dist_max_f64(&elapsed_ms, 1); /* one clock for every rank: the slowest's */
         double mult = optim_lr_mul(&cfg, step, elapsed_ms);
         int switched = gpt_step_begin(&model, step, mult); /* the records' mid-run switches */
         if (switched & GPT_SWITCHED_LATE_QAT) {
@@ -366,7 +387,9 @@ int cmd_train(int argc, char **argv) {
             if (loader_next(&loader, cfg.train_batch_tokens, grad_accum, xb, yb, err, sizeof(err)) != 0) pg_die("%s", err);
             train_loss += gpt_forward_backward(&model, xb, yb, B_train, grad_scale, NULL);
         }
-        train_loss /= grad_accum;
+        dist_allreduce_sum(ops, model.g, model.n_floats);
+        dist_sum_f64(&train_loss, 1);
+        train_loss /= grad_accum * world; /* the mean over the whole batch (train_gpt.py logs rank 0's share) */
         if (!isfinite(train_loss)) {
             if (step > 0 && cfg.checkpoint_every > 0)
                 pg_die("train_loss is %f at step %ld: training diverged (lower the learning rates?); the last good "
@@ -378,15 +401,19 @@ int cmd_train(int argc, char **argv) {
         step++;
         if (wavg_after_step(&avg, &cfg, model.w, step, mult)) log_line(1, "swa:start step:%ld", step);
         ops->sync();
-        double approx_ms = training_ms + 1000.0 * (pg_now() - t0);
+        /* the slowest rank's clock and any rank's stop signal decide for all, so all stop together */
+        double clk[2] = {training_ms + 1000.0 * (pg_now() - t0), (double)g_stop_signal};
+        dist_max_f64(clk, 2);
+        double approx_ms = clk[0];
         if (cfg.train_log_every > 0 && (step <= 10 || step % cfg.train_log_every == 0 || stop_after >= 0))
             log_line(1, "step:%ld/%lld train_loss:%.4f train_time:%.0fms step_avg:%.2fms", step, (long long)cfg.iterations,
                      train_loss, approx_ms, approx_ms / (double)step);
         progress_show(&cfg, ops, step, approx_ms, (double)cfg.train_batch_tokens);
         int reached = cap_ms > 0 && approx_ms >= cap_ms;
         if (stop_after < 0 && reached) stop_after = step;
-        int sig = g_stop_signal;
+        int sig = (int)clk[1];
         if (sig || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0)) {
+            optim_share_state(&opt, &cfg); /* rank 0 gathers the Muon buffers the other ranks keep */
             ops->sync();
             ckpt_progress cp = {.step = step,
                                 .training_ms = training_ms + 1000.0 * (pg_now() - t0),
@@ -395,12 +422,14 @@ int cmd_train(int argc, char **argv) {
                                 .stream_pos = loader.stream.pos};
             double ts = pg_now();
             cp.swa_count = avg.swa_count;
-            if (ckpt_save(ckpt_path, &cfg, &model, &opt, avg.ema, avg.swa, &cp, err, sizeof(err)) != 0) pg_die("%s", err);
+            if (g_master && ckpt_save(ckpt_path, &cfg, &model, &opt, avg.ema, avg.swa, &cp, err, sizeof(err)) != 0)
+                pg_die("%s", err);
             t0 += pg_now() - ts; /* writing checkpoints is not training time */
             if (sig) {
                 log_line(1, "interrupted:signal %d at step:%ld checkpoint:%s (resume with RESUME=%s)", sig, step,
                          ckpt_path, ckpt_path);
                 if (g_logfile) fclose(g_logfile);
+                dist_finalize();
                 exit(128 + sig);
             }
             log_line(0, "checkpoint:%s step:%ld", ckpt_path, step);
@@ -421,7 +450,9 @@ int cmd_train(int argc, char **argv) {
 
     /* serialization + roundtrip validation */
     export_run ex = {.cfg = &cfg, .model = &model, .log = log_line};
-    int rc = export_and_roundtrip(&ex);
+    int rc = g_master ? export_and_roundtrip(&ex) : 0; /* rank 0 packs, writes and reloads */
+    dist_bcast_host(&rc, sizeof(rc), 0);
+    if (rc == 0) weights_from_rank0(&model); /* every rank scores the reloaded weights */
     if (rc == 0) {
         eval_val(&model, val, usable, T, B_val, rank, world, &luts, &er, NULL);
         log_line(1, "final_%s_roundtrip val_loss:%.4f val_bpb:%.4f eval_time:%.0fms", ex.label_short, er.val_loss,
@@ -484,6 +515,7 @@ int cmd_train(int argc, char **argv) {
             printf("plot:%s\n", cfg.plot);
     }
     config_free(&cfg);
+    dist_finalize();
     if (rc != 0) return 1;
     if (over)
         pg_die("artifact total %zu bytes is over the %d-byte cap (set PGOLF_NON_RECORD=1 for a non-record run)",
