@@ -203,6 +203,8 @@ int config_smear_mode(const pg_config *c) {
     return m;
 }
 
+int config_grad_accum(const pg_config *c) { return c->world_size < 8 ? (int)(8 / c->world_size) : 1; }
+
 double config_train_cap_seconds(const pg_config *c) {
     return c->max_wallclock_seconds > 0 ? c->max_wallclock_seconds - c->gptq_reserve_seconds : 0.0;
 }
@@ -279,13 +281,13 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
     if (strcmp(c->qat_mode, "off") && c->late_qat_active && config_late_qat_threshold(c) > 0)
         return pg_err(err, errlen, "PGOLF_QAT_MODE=%s (always on) and an active late QAT (PGOLF_LATE_QAT_ACTIVE=1) exclude "
                                    "each other", c->qat_mode);
-    if (8 % c->world_size)
-        return pg_err(err, errlen, "WORLD_SIZE=%lld must divide 8 so grad_accum_steps stays integral",
+    if (8 % c->world_size && c->world_size % 8)
+        return pg_err(err, errlen, "WORLD_SIZE=%lld must divide 8 (grad_accum_steps = 8 / WORLD_SIZE) or be a multiple of 8",
                       (long long)c->world_size);
     if (c->rank >= c->world_size)
         return pg_err(err, errlen, "RANK=%lld must be below WORLD_SIZE=%lld", (long long)c->rank,
                       (long long)c->world_size);
-    int64_t accum = 8 / c->world_size;
+    int64_t accum = config_grad_accum(c);
     int64_t local = c->train_batch_tokens / (c->world_size * accum);
     if (c->train_batch_tokens % (c->world_size * accum) || local % c->train_seq_len || local == 0)
         return pg_err(err, errlen,

@@ -179,7 +179,7 @@
       "sliding-window eval divides the softcapped logits by this (PR #1311: 0.9)")                 \
     /* distributed (torchrun / mpirun) */                                                          \
     X(INT, RANK, rank, "0", 0, 65535, "this process's rank")                                       \
-    X(INT, WORLD_SIZE, world_size, "1", 1, 8, "number of ranks (must divide 8)")                   \
+    X(INT, WORLD_SIZE, world_size, "1", 1, 4096, "number of ranks (a divisor or a multiple of 8)")   \
     X(INT, LOCAL_RANK, local_rank, "0", 0, 65535, "rank on this machine (selects the GPU)")        \
     /* pgolf additions */                                                                          \
     X(STR, PGOLF_BACKEND, backend, "auto", 0, 0, "cpu, cuda, or auto (cuda when a GPU is present)") \
@@ -233,6 +233,8 @@ int config_from_json(pg_config *c, const char *json, char *err, size_t errlen);
 /* Print `KEY=value  # help` lines (--help) or the resolved values. */
 void config_print_help(void);
 void config_dump(const pg_config *c, void (*emit)(const char *line, void *ctx), void *ctx);
+/* Micro-batches per rank and optimizer step: 8 / WORLD_SIZE as train_gpt.py (1 beyond 8 ranks). */
+int config_grad_accum(const pg_config *c);
 /* The training time cap in seconds: MAX_WALLCLOCK_SECONDS less GPTQ_RESERVE_SECONDS (<= 0: no cap). */
 double config_train_cap_seconds(const pg_config *c);
 /* MLP hidden width int(MLP_MULT * MODEL_DIM) as Python computes it. */

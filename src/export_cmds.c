@@ -113,7 +113,7 @@ int cmd_eval(int argc, char **argv) {
     loaded_info li;
     dist_init(); /* under mpirun the evaluation is split across the ranks (dist.h) */
     load_weights(path, &sd, &cfg, &li);
-    const int rank = (int)cfg.rank, world = (int)cfg.world_size, accum = 8 / world, T = (int)cfg.train_seq_len;
+    const int rank = (int)cfg.rank, world = (int)cfg.world_size, accum = config_grad_accum(&cfg), T = (int)cfg.train_seq_len;
     if (rank != 0 && !freopen("/dev/null", "w", stdout)) pg_die("cannot silence rank %d's output", rank); /* rank 0 reports */
     const int B_val = (int)(cfg.val_batch_size / (world * accum) / T);
     bpb_luts luts;

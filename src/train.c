@@ -220,7 +220,7 @@ int cmd_train(int argc, char **argv) {
     config_resolve(&cfg, preset);
     char err[PG_ERRLEN];
     const int rank = (int)cfg.rank, world = (int)cfg.world_size;
-    const int grad_accum = 8 / world;
+    const int grad_accum = config_grad_accum(&cfg);
     g_master = rank == 0;
     const int T = (int)cfg.train_seq_len;
     const int B_train = (int)(cfg.train_batch_tokens / (world * grad_accum) / T);

@@ -2,6 +2,7 @@
  * differences (an independent check of the hand-written backward), and determinism. The PyTorch
  * comparisons are in test_reference.c. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "../src/common.h"
 #include "../src/config.h"
@@ -108,4 +109,27 @@ TEST(model_forward_deterministic) {
     T_CLOSE(a, log(32.0), 0, 0.05, "initial loss vs ln V");
     gpt_free(&m);
     config_free(&c);
+}
+
+/* WORLD_SIZE: train_gpt.py's grad_accum_steps = 8 / WORLD_SIZE for divisors of 8; beyond 8 ranks a
+ * multiple of 8 with one micro-batch each; anything else is refused. The global batch is the same. */
+TEST(config_world_size_grad_accum) {
+    static const struct {
+        const char *ws;
+        int ok, accum;
+    } cases[] = {{"1", 1, 8}, {"2", 1, 4}, {"4", 1, 2}, {"8", 1, 1}, {"16", 1, 1}, {"64", 1, 1},
+                 {"3", 0, 0}, {"6", 0, 0}, {"12", 0, 0}, {"20", 0, 0}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pg_config c;
+        config_defaults(&c);
+        char err[512];
+        T_ASSERT(config_set(&c, "WORLD_SIZE", cases[i].ws, "test", err, sizeof(err)) == 0, "%s", err);
+        /* 524288 tokens split into world*accum micro-batches of whole 1024-token sequences */
+        int ok = config_validate(&c, err, sizeof(err)) == 0;
+        T_ASSERT(ok == cases[i].ok, "WORLD_SIZE=%s: validate %d (%s)", cases[i].ws, ok, ok ? "" : err);
+        if (ok) T_ASSERT(config_grad_accum(&c) == cases[i].accum, "WORLD_SIZE=%s: grad_accum %d", cases[i].ws,
+                         config_grad_accum(&c));
+        else T_ASSERT(strstr(err, "WORLD_SIZE") != NULL, "error names the key: %s", err);
+        config_free(&c);
+    }
 }
