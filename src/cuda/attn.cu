@@ -13,15 +13,20 @@
  * Q in dS^T.Q, K in dS.K) come from ldmatrix .trans; define PG_ATTN_MANUAL_TRANS to use plain
  * 16-bit shared loads instead (slower, for ruling ldmatrix out when debugging).
  *
- * Kernels (128 threads = 4 warps per block, each warp owns 16 rows of the block's 64):
+ * Kernels (128 threads = 4 warps per block, each warp owns 16 rows of the block's 64; smem rows of
+ * DP+8 bf16, so fragment loads are free of bank conflicts; the streamed tiles double-buffered with
+ * cp.async, tile i+1 in flight while tile i is computed; PG_ATTN_NO_CPASYNC makes the copies
+ * synchronous):
  *   forward   grid (ceil(T/64), H, B): 64 query rows; key tiles of 64 up to the diagonal; online
- *             softmax in the exp2 domain; smem Q, K, V tiles of 64 x (DP+8) bf16.
+ *             softmax in the exp2 domain; smem Q + 2 x (K, V) tiles: 45 KB (DP 64), 85 KB (DP 128).
  *   backward  1. Di = rowsum(dO * O) (B,H,T) fp32, a warp per row, into a scratch buffer;
  *             2. dK/dV, grid (ceil(T/64), Hk, B): 64 keys per block, loops over the H/Hk query heads
  *                of the group and over query tiles of BQ rows from the diagonal to T; dK, dV in
- *                registers (fp32), written once (overwrite, no atomics);
+ *                registers (fp32), written once (overwrite, no atomics); smem K, V + 2 x (Q, dO,
+ *                lse, Di): 55 KB (DP 64, BQ 64), 68.5 KB (DP 128, BQ 32);
  *             3. dQ, grid (ceil(T/64), H, B): 64 query rows, loops over key tiles up to the
- *                diagonal, recomputing P and dP; written once. No atomics anywhere: deterministic.
+ *                diagonal, recomputing P and dP; written once; smem Q, dO + 2 x (K, V): 54 KB
+ *                (DP 64), 102 KB (DP 128). No atomics anywhere: deterministic.
  * Head dims: DP = 64 (D <= 64) or 128 (D <= 128) tiles; a D below DP is zero-padded in shared memory
  * (any even D <= 128; the presets use 64). D > 128 stops with an error. */
 #include "cuda_common.cuh"
@@ -82,8 +87,33 @@ __device__ __forceinline__ void ldb_trans(uint32_t b[4], const bf16 *M, int ld, 
 #endif
 }
 
+/* cp.async (sm_80+): 16-byte global -> shared copies in flight while the block computes; a group
+ * per tile (commit), waited for before the __syncthreads that publishes the tile. With
+ * PG_ATTN_NO_CPASYNC (and in the emulator) they are plain synchronous copies. */
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+#if defined(PG_CUDA_EMU) || defined(PG_ATTN_NO_CPASYNC)
+    *reinterpret_cast<uint4 *>(smem) = *reinterpret_cast<const uint4 *>(gmem);
+#else
+    const uint32_t sa = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if !defined(PG_CUDA_EMU) && !defined(PG_ATTN_NO_CPASYNC)
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+/* wait until at most N committed groups of this thread are still in flight */
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if !defined(PG_CUDA_EMU) && !defined(PG_ATTN_NO_CPASYNC)
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
 /* rows row0..row0+R-1 of a (T, stride) bf16 matrix (only the first D columns) into smem [R][DP+8],
- * zero beyond T and beyond D; vec (D == DP, every tensor 16-byte aligned): 16-byte loads */
+ * zero beyond T and beyond D; vec (D == DP, every tensor 16-byte aligned): 16-byte cp.async copies
+ * (complete after cp_async_wait + __syncthreads), else synchronous 4-byte loads */
 template <int DP>
 __device__ __forceinline__ void load_rows(bf16 *dst, const bf16 *src, long stride, int row0, int R, int T, int D,
                                           bool vec) {
@@ -91,9 +121,8 @@ __device__ __forceinline__ void load_rows(bf16 *dst, const bf16 *src, long strid
     if (vec) {
         for (int i = threadIdx.x; i < R * (DP / 8); i += blockDim.x) {
             const int r = i / (DP / 8), c = (i % (DP / 8)) * 8;
-            uint4 val = make_uint4(0u, 0u, 0u, 0u);
-            if (row0 + r < T) val = *reinterpret_cast<const uint4 *>(src + (long)(row0 + r) * stride + c);
-            *reinterpret_cast<uint4 *>(dst + r * LD + c) = val;
+            if (row0 + r < T) cp_async16(dst + r * LD + c, src + (long)(row0 + r) * stride + c);
+            else *reinterpret_cast<uint4 *>(dst + r * LD + c) = make_uint4(0u, 0u, 0u, 0u);
         }
     } else {
         for (int i = threadIdx.x; i < R * (DP / 2); i += blockDim.x) {
@@ -117,7 +146,8 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_k(bf16 *__restrict__ o, 
                                                           float sl2, bool vec) {
     constexpr int LD = DP + 8, NT = ATT_BC / 8, KD = DP / 16, ND = DP / 8;
     extern __shared__ __align__(16) unsigned char att_smem[];
-    bf16 *Qs = reinterpret_cast<bf16 *>(att_smem), *Ks = Qs + ATT_BR * LD, *Vs = Ks + ATT_BC * LD;
+    /* Q; K and V double-buffered: tile kt+1 is copied while tile kt is computed */
+    bf16 *Qs = reinterpret_cast<bf16 *>(att_smem), *Ks = Qs + ATT_BR * LD, *Vs = Ks + 2 * ATT_BC * LD;
     const int qb = (int)gridDim.x - 1 - (int)blockIdx.x; /* longest rows first */
     const int h = blockIdx.y, b = blockIdx.z, hk = h / (H / Hk);
     const int q0 = qb * ATT_BR;
@@ -127,10 +157,10 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_k(bf16 *__restrict__ o, 
     const bf16 *kb_ = k + (long)b * T * ks + (long)hk * D;
     const bf16 *vb_ = v + (long)b * T * ks + (long)hk * D;
     load_rows<DP>(Qs, qb_, qs, q0, ATT_BR, T, D, vec);
-    __syncthreads();
+    load_rows<DP>(Ks, kb_, ks, 0, ATT_BC, T, D, vec);
+    load_rows<DP>(Vs, vb_, ks, 0, ATT_BC, T, D, vec);
+    cp_async_commit();
     uint32_t qf[KD][4];
-#pragma unroll
-    for (int kk = 0; kk < KD; kk++) lda(qf[kk], Qs, LD, wr, kk * 16, g, t);
     float oacc[ND][4];
 #pragma unroll
     for (int i = 0; i < ND; i++) oacc[i][0] = oacc[i][1] = oacc[i][2] = oacc[i][3] = 0.0f;
@@ -139,10 +169,19 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_k(bf16 *__restrict__ o, 
     const int last = (q0 + ATT_BR - 1 < T - 1 ? q0 + ATT_BR - 1 : T - 1) / ATT_BC; /* == qb (BR == BC) */
     for (int kt = 0; kt <= last; kt++) {
         const int k0 = kt * ATT_BC;
-        __syncthreads(); /* every warp is done with the previous K/V tile */
-        load_rows<DP>(Ks, kb_, ks, k0, ATT_BC, T, D, vec);
-        load_rows<DP>(Vs, vb_, ks, k0, ATT_BC, T, D, vec);
+        const bf16 *Kt = Ks + (kt & 1) * ATT_BC * LD, *Vt = Vs + (kt & 1) * ATT_BC * LD;
+        if (kt < last) { /* the next tile into the other buffers (free since the last iteration's barrier) */
+            load_rows<DP>(Ks + ((kt + 1) & 1) * ATT_BC * LD, kb_, ks, k0 + ATT_BC, ATT_BC, T, D, vec);
+            load_rows<DP>(Vs + ((kt + 1) & 1) * ATT_BC * LD, vb_, ks, k0 + ATT_BC, ATT_BC, T, D, vec);
+            cp_async_commit();
+            cp_async_wait<1>(); /* this tile's group (and Q's) has landed */
+        } else {
+            cp_async_wait<0>();
+        }
         __syncthreads();
+        if (kt == 0)
+#pragma unroll
+            for (int kk = 0; kk < KD; kk++) lda(qf[kk], Qs, LD, wr, kk * 16, g, t);
         float s[NT][4];
 #pragma unroll
         for (int n = 0; n < NT; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
@@ -150,7 +189,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_k(bf16 *__restrict__ o, 
         for (int kk = 0; kk < KD; kk++)
 #pragma unroll
             for (int n = 0; n < NT; n++) {
-                const bf16 *kp = Ks + (n * 8 + g) * LD + kk * 16 + 2 * t;
+                const bf16 *kp = Kt + (n * 8 + g) * LD + kk * 16 + 2 * t;
                 mma16816(s[n], qf[kk], ld32(kp), ld32(kp + 8));
             }
         const bool edge = k0 + ATT_BC - 1 > q0 || k0 + ATT_BC > T; /* the diagonal or ragged tile */
@@ -197,11 +236,12 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_k(bf16 *__restrict__ o, 
 #pragma unroll
             for (int dn = 0; dn < DP / 16; dn++) {
                 uint32_t bb[4];
-                ldb_trans(bb, Vs, LD, j * 16, dn * 16, lane);
+                ldb_trans(bb, Vt, LD, j * 16, dn * 16, lane);
                 mma16816(oacc[2 * dn], pa, bb[0], bb[1]);
                 mma16816(oacc[2 * dn + 1], pa, bb[2], bb[3]);
             }
         }
+        __syncthreads(); /* every warp is done with this tile's buffers before they are refilled */
     }
     l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
@@ -258,8 +298,10 @@ __global__ void __launch_bounds__(ATT_THREADS)
                     float scale, bool vec) {
     constexpr int LD = DP + 8, NQ = BQ / 8, KD = DP / 16, ND = DP / 8;
     extern __shared__ __align__(16) unsigned char att_smem[];
-    bf16 *Ks = reinterpret_cast<bf16 *>(att_smem), *Vs = Ks + ATT_BC * LD, *Qs = Vs + ATT_BC * LD, *dOs = Qs + BQ * LD;
-    float *Ls = reinterpret_cast<float *>(dOs + BQ * LD), *Ds = Ls + BQ;
+    /* K, V of the block; Q, dO, lse, Di of the query tiles double-buffered */
+    bf16 *Ks = reinterpret_cast<bf16 *>(att_smem), *Vs = Ks + ATT_BC * LD, *Qs = Vs + ATT_BC * LD,
+         *dOs = Qs + 2 * BQ * LD;
+    float *Ls = reinterpret_cast<float *>(dOs + 2 * BQ * LD), *Ds = Ls + 2 * BQ;
     const int kb = blockIdx.x, hk = blockIdx.y, b = blockIdx.z, grp = H / Hk;
     const int k0 = kb * ATT_BC;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, wr = warp * 16;
@@ -272,92 +314,104 @@ __global__ void __launch_bounds__(ATT_THREADS)
 #pragma unroll
         for (int e = 0; e < 4; e++) dka[i][e] = dva[i][e] = 0.0f;
     const int j0 = k0 + wr + g, j1 = j0 + 8; /* this thread's key rows */
-    const int nqt = (T + BQ - 1) / BQ, qt0 = k0 / BQ;
-    for (int hh = 0; hh < grp; hh++) {
-        const int h = hk * grp + hh;
-        const bf16 *qb_ = q + (long)b * T * qs + (long)h * D, *db_ = dout + (long)b * T * qs + (long)h * D;
+    /* iteration it: query head hk*grp + it/nq, query tile qt0 + it%nq (queries before the block's
+     * first key see none of its keys), staged in buffer it&1 */
+    const int nqt = (T + BQ - 1) / BQ, qt0 = k0 / BQ, nq = nqt - qt0, n_it = grp * nq;
+    auto stage = [&](int it) {
+        const int buf = it & 1, h = hk * grp + it / nq, qq0 = (qt0 + it % nq) * BQ;
+        load_rows<DP>(Qs + buf * BQ * LD, q + (long)b * T * qs + (long)h * D, qs, qq0, BQ, T, D, vec);
+        load_rows<DP>(dOs + buf * BQ * LD, dout + (long)b * T * qs + (long)h * D, qs, qq0, BQ, T, D, vec);
         const float *Lrow = lse + ((long)b * H + h) * T, *Drow = Di + ((long)b * H + h) * T;
-        for (int qt = qt0; qt < nqt; qt++) {
-            const int qq0 = qt * BQ;
-            __syncthreads(); /* every warp is done with the previous Q/dO tile (and K/V are loaded) */
-            load_rows<DP>(Qs, qb_, qs, qq0, BQ, T, D, vec);
-            load_rows<DP>(dOs, db_, qs, qq0, BQ, T, D, vec);
-            for (int i = threadIdx.x; i < BQ; i += blockDim.x) {
-                const int r = qq0 + i;
-                Ls[i] = r < T ? Lrow[r] * LOG2E_F : 0.0f;
-                Ds[i] = r < T ? Drow[r] : 0.0f;
-            }
-            __syncthreads();
-            /* S^T = K Q^T (16 keys x BQ queries per warp) */
-            float st[NQ][4];
+        for (int i = threadIdx.x; i < BQ; i += blockDim.x) {
+            const int r = qq0 + i;
+            Ls[buf * BQ + i] = r < T ? Lrow[r] * LOG2E_F : 0.0f;
+            Ds[buf * BQ + i] = r < T ? Drow[r] : 0.0f;
+        }
+    };
+    stage(0);
+    cp_async_commit(); /* with K and V */
+    for (int it = 0; it < n_it; it++) {
+        const int buf = it & 1, qq0 = (qt0 + it % nq) * BQ;
+        if (it + 1 < n_it) { /* the other buffers are free since the last iteration's closing barrier */
+            stage(it + 1);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const bf16 *Qt = Qs + buf * BQ * LD, *dOt = dOs + buf * BQ * LD;
+        const float *Lt = Ls + buf * BQ, *Dt = Ds + buf * BQ;
+        /* S^T = K Q^T (16 keys x BQ queries per warp) */
+        float st[NQ][4];
 #pragma unroll
-            for (int n = 0; n < NQ; n++) st[n][0] = st[n][1] = st[n][2] = st[n][3] = 0.0f;
+        for (int n = 0; n < NQ; n++) st[n][0] = st[n][1] = st[n][2] = st[n][3] = 0.0f;
 #pragma unroll
-            for (int kk = 0; kk < KD; kk++) {
-                uint32_t a[4];
-                lda(a, Ks, LD, wr, kk * 16, g, t);
+        for (int kk = 0; kk < KD; kk++) {
+            uint32_t a[4];
+            lda(a, Ks, LD, wr, kk * 16, g, t);
 #pragma unroll
-                for (int n = 0; n < NQ; n++) {
-                    const bf16 *qp = Qs + (n * 8 + g) * LD + kk * 16 + 2 * t;
-                    mma16816(st[n], a, ld32(qp), ld32(qp + 8));
-                }
-            }
-            /* P^T = exp(scale*S^T - lse[query]), zero where query < key or query >= T */
-#pragma unroll
-            for (int n = 0; n < NQ; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int ci = n * 8 + 2 * t + (e & 1), i = qq0 + ci, j = e < 2 ? j0 : j1;
-                    st[n][e] = (i >= j && i < T) ? exp2f(st[n][e] * sl2 - Ls[ci]) : 0.0f;
-                }
-            /* dV += P^T dO */
-#pragma unroll
-            for (int jj = 0; jj < BQ / 16; jj++) {
-                uint32_t a[4] = {pack_bf16(st[2 * jj][0], st[2 * jj][1]), pack_bf16(st[2 * jj][2], st[2 * jj][3]),
-                                 pack_bf16(st[2 * jj + 1][0], st[2 * jj + 1][1]),
-                                 pack_bf16(st[2 * jj + 1][2], st[2 * jj + 1][3])};
-#pragma unroll
-                for (int dn = 0; dn < DP / 16; dn++) {
-                    uint32_t bb[4];
-                    ldb_trans(bb, dOs, LD, jj * 16, dn * 16, lane);
-                    mma16816(dva[2 * dn], a, bb[0], bb[1]);
-                    mma16816(dva[2 * dn + 1], a, bb[2], bb[3]);
-                }
-            }
-            /* dP^T = V dO^T */
-            float dp[NQ][4];
-#pragma unroll
-            for (int n = 0; n < NQ; n++) dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < KD; kk++) {
-                uint32_t a[4];
-                lda(a, Vs, LD, wr, kk * 16, g, t);
-#pragma unroll
-                for (int n = 0; n < NQ; n++) {
-                    const bf16 *dp_ = dOs + (n * 8 + g) * LD + kk * 16 + 2 * t;
-                    mma16816(dp[n], a, ld32(dp_), ld32(dp_ + 8));
-                }
-            }
-            /* dS^T = P^T (dP^T - Di[query]) (the scale is applied at the end) */
-#pragma unroll
-            for (int n = 0; n < NQ; n++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) dp[n][e] = st[n][e] * (dp[n][e] - Ds[n * 8 + 2 * t + (e & 1)]);
-            /* dK += dS^T Q */
-#pragma unroll
-            for (int jj = 0; jj < BQ / 16; jj++) {
-                uint32_t a[4] = {pack_bf16(dp[2 * jj][0], dp[2 * jj][1]), pack_bf16(dp[2 * jj][2], dp[2 * jj][3]),
-                                 pack_bf16(dp[2 * jj + 1][0], dp[2 * jj + 1][1]),
-                                 pack_bf16(dp[2 * jj + 1][2], dp[2 * jj + 1][3])};
-#pragma unroll
-                for (int dn = 0; dn < DP / 16; dn++) {
-                    uint32_t bb[4];
-                    ldb_trans(bb, Qs, LD, jj * 16, dn * 16, lane);
-                    mma16816(dka[2 * dn], a, bb[0], bb[1]);
-                    mma16816(dka[2 * dn + 1], a, bb[2], bb[3]);
-                }
+            for (int n = 0; n < NQ; n++) {
+                const bf16 *qp = Qt + (n * 8 + g) * LD + kk * 16 + 2 * t;
+                mma16816(st[n], a, ld32(qp), ld32(qp + 8));
             }
         }
+        /* P^T = exp(scale*S^T - lse[query]), zero where query < key or query >= T */
+#pragma unroll
+        for (int n = 0; n < NQ; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int ci = n * 8 + 2 * t + (e & 1), i = qq0 + ci, j = e < 2 ? j0 : j1;
+                st[n][e] = (i >= j && i < T) ? exp2f(st[n][e] * sl2 - Lt[ci]) : 0.0f;
+            }
+        /* dV += P^T dO */
+#pragma unroll
+        for (int jj = 0; jj < BQ / 16; jj++) {
+            uint32_t a[4] = {pack_bf16(st[2 * jj][0], st[2 * jj][1]), pack_bf16(st[2 * jj][2], st[2 * jj][3]),
+                             pack_bf16(st[2 * jj + 1][0], st[2 * jj + 1][1]),
+                             pack_bf16(st[2 * jj + 1][2], st[2 * jj + 1][3])};
+#pragma unroll
+            for (int dn = 0; dn < DP / 16; dn++) {
+                uint32_t bb[4];
+                ldb_trans(bb, dOt, LD, jj * 16, dn * 16, lane);
+                mma16816(dva[2 * dn], a, bb[0], bb[1]);
+                mma16816(dva[2 * dn + 1], a, bb[2], bb[3]);
+            }
+        }
+        /* dP^T = V dO^T */
+        float dp[NQ][4];
+#pragma unroll
+        for (int n = 0; n < NQ; n++) dp[n][0] = dp[n][1] = dp[n][2] = dp[n][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++) {
+            uint32_t a[4];
+            lda(a, Vs, LD, wr, kk * 16, g, t);
+#pragma unroll
+            for (int n = 0; n < NQ; n++) {
+                const bf16 *dp_ = dOt + (n * 8 + g) * LD + kk * 16 + 2 * t;
+                mma16816(dp[n], a, ld32(dp_), ld32(dp_ + 8));
+            }
+        }
+        /* dS^T = P^T (dP^T - Di[query]) (the scale is applied at the end) */
+#pragma unroll
+        for (int n = 0; n < NQ; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dp[n][e] = st[n][e] * (dp[n][e] - Dt[n * 8 + 2 * t + (e & 1)]);
+        /* dK += dS^T Q */
+#pragma unroll
+        for (int jj = 0; jj < BQ / 16; jj++) {
+            uint32_t a[4] = {pack_bf16(dp[2 * jj][0], dp[2 * jj][1]), pack_bf16(dp[2 * jj][2], dp[2 * jj][3]),
+                             pack_bf16(dp[2 * jj + 1][0], dp[2 * jj + 1][1]),
+                             pack_bf16(dp[2 * jj + 1][2], dp[2 * jj + 1][3])};
+#pragma unroll
+            for (int dn = 0; dn < DP / 16; dn++) {
+                uint32_t bb[4];
+                ldb_trans(bb, Qt, LD, jj * 16, dn * 16, lane);
+                mma16816(dka[2 * dn], a, bb[0], bb[1]);
+                mma16816(dka[2 * dn + 1], a, bb[2], bb[3]);
+            }
+        }
+        __syncthreads(); /* this iteration's buffers are refilled next */
     }
     bf16 *dkb = dk + (long)b * T * ks + (long)hk * D, *dvb = dv + (long)b * T * ks + (long)hk * D;
 #pragma unroll
@@ -384,8 +438,9 @@ __global__ void __launch_bounds__(ATT_THREADS)
                   const float *__restrict__ Di, int T, int H, int Hk, int D, float sl2, float scale, bool vec) {
     constexpr int LD = DP + 8, NT = ATT_BC / 8, KD = DP / 16, ND = DP / 8;
     extern __shared__ __align__(16) unsigned char att_smem[];
+    /* Q, dO; K and V double-buffered */
     bf16 *Qs = reinterpret_cast<bf16 *>(att_smem), *dOs = Qs + ATT_BR * LD, *Ks = dOs + ATT_BR * LD,
-         *Vs = Ks + ATT_BC * LD;
+         *Vs = Ks + 2 * ATT_BC * LD;
     const int qb = (int)gridDim.x - 1 - (int)blockIdx.x;
     const int h = blockIdx.y, b = blockIdx.z, hk = h / (H / Hk);
     const int q0 = qb * ATT_BR;
@@ -394,6 +449,9 @@ __global__ void __launch_bounds__(ATT_THREADS)
     const bf16 *kb_ = k + (long)b * T * ks + (long)hk * D, *vb_ = v + (long)b * T * ks + (long)hk * D;
     load_rows<DP>(Qs, q + (long)b * T * qs + (long)h * D, qs, q0, ATT_BR, T, D, vec);
     load_rows<DP>(dOs, dout + (long)b * T * qs + (long)h * D, qs, q0, ATT_BR, T, D, vec);
+    load_rows<DP>(Ks, kb_, ks, 0, ATT_BC, T, D, vec);
+    load_rows<DP>(Vs, vb_, ks, 0, ATT_BC, T, D, vec);
+    cp_async_commit();
     const int r0 = q0 + wr + g, r1 = r0 + 8;
     const float *Lrow = lse + ((long)b * H + h) * T, *Drow = Di + ((long)b * H + h) * T;
     const float L0 = r0 < T ? Lrow[r0] * LOG2E_F : 0.0f, L1 = r1 < T ? Lrow[r1] * LOG2E_F : 0.0f;
@@ -404,9 +462,15 @@ __global__ void __launch_bounds__(ATT_THREADS)
     const int last = (q0 + ATT_BR - 1 < T - 1 ? q0 + ATT_BR - 1 : T - 1) / ATT_BC;
     for (int kt = 0; kt <= last; kt++) {
         const int k0 = kt * ATT_BC;
-        __syncthreads();
-        load_rows<DP>(Ks, kb_, ks, k0, ATT_BC, T, D, vec);
-        load_rows<DP>(Vs, vb_, ks, k0, ATT_BC, T, D, vec);
+        const bf16 *Kt = Ks + (kt & 1) * ATT_BC * LD, *Vt = Vs + (kt & 1) * ATT_BC * LD;
+        if (kt < last) {
+            load_rows<DP>(Ks + ((kt + 1) & 1) * ATT_BC * LD, kb_, ks, k0 + ATT_BC, ATT_BC, T, D, vec);
+            load_rows<DP>(Vs + ((kt + 1) & 1) * ATT_BC * LD, vb_, ks, k0 + ATT_BC, ATT_BC, T, D, vec);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
         __syncthreads();
         float s[NT][4], dp[NT][4];
 #pragma unroll
@@ -420,7 +484,7 @@ __global__ void __launch_bounds__(ATT_THREADS)
             lda(c, dOs, LD, wr, kk * 16, g, t);
 #pragma unroll
             for (int n = 0; n < NT; n++) {
-                const bf16 *kp = Ks + (n * 8 + g) * LD + kk * 16 + 2 * t, *vp = Vs + (n * 8 + g) * LD + kk * 16 + 2 * t;
+                const bf16 *kp = Kt + (n * 8 + g) * LD + kk * 16 + 2 * t, *vp = Vt + (n * 8 + g) * LD + kk * 16 + 2 * t;
                 mma16816(s[n], a, ld32(kp), ld32(kp + 8));  /* S = Q K^T */
                 mma16816(dp[n], c, ld32(vp), ld32(vp + 8)); /* dP = dO V^T */
             }
@@ -443,11 +507,12 @@ __global__ void __launch_bounds__(ATT_THREADS)
 #pragma unroll
             for (int dn = 0; dn < DP / 16; dn++) {
                 uint32_t bb[4];
-                ldb_trans(bb, Ks, LD, jj * 16, dn * 16, lane);
+                ldb_trans(bb, Kt, LD, jj * 16, dn * 16, lane);
                 mma16816(dqa[2 * dn], a, bb[0], bb[1]);
                 mma16816(dqa[2 * dn + 1], a, bb[2], bb[3]);
             }
         }
+        __syncthreads(); /* this tile's buffers are refilled next */
     }
     bf16 *dqb = dq + (long)b * T * qs + (long)h * D;
 #pragma unroll
@@ -485,7 +550,7 @@ template <int DP>
 static void attn_fwd_launch(bf16 *o, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, int B, int T, int H,
                             int Hk, int D) {
     static int done;
-    const size_t smem = (size_t)(ATT_BR + 2 * ATT_BC) * (DP + 8) * sizeof(bf16);
+    const size_t smem = (size_t)(ATT_BR + 4 * ATT_BC) * (DP + 8) * sizeof(bf16);
     smem_limit(attn_fwd_k<DP>, smem, &done);
     const float sl2 = (1.0f / sqrtf((float)D)) * LOG2E_F;
     dim3 grid((unsigned)((T + ATT_BR - 1) / ATT_BR), (unsigned)H, (unsigned)B);
@@ -521,8 +586,8 @@ static void attn_bwd_launch(bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, cons
                             const bf16 *v, const float *lse, const float *Di, int B, int T, int H, int Hk, int D) {
     static int done_kv, done_q;
     const float scale = 1.0f / sqrtf((float)D), sl2 = scale * LOG2E_F;
-    const size_t smem_kv = (size_t)(2 * ATT_BC + 2 * BQ) * (DP + 8) * sizeof(bf16) + 2 * BQ * sizeof(float);
-    const size_t smem_q = (size_t)(2 * ATT_BR + 2 * ATT_BC) * (DP + 8) * sizeof(bf16);
+    const size_t smem_kv = (size_t)(2 * ATT_BC + 4 * BQ) * (DP + 8) * sizeof(bf16) + 4 * BQ * sizeof(float);
+    const size_t smem_q = (size_t)(2 * ATT_BR + 4 * ATT_BC) * (DP + 8) * sizeof(bf16);
     smem_limit(attn_bwd_dkdv_k<DP, BQ>, smem_kv, &done_kv);
     smem_limit(attn_bwd_dq_k<DP>, smem_q, &done_q);
     const bool vec = D == DP && aligned16(q) && aligned16(k) && aligned16(v) && aligned16(dout);

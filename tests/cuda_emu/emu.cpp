@@ -39,6 +39,13 @@ static const std::function<void()> *g_body;
 static int g_wgen[32];
 static uint32_t g_wslot[32][2][32][12];
 
+static uint32_t g_rng = 12345u;
+static uint32_t emu_rand() { /* xorshift32: a fixed schedule for a given run */
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 17;
+    g_rng ^= g_rng << 5;
+    return g_rng;
+}
 static void die(const char *m) {
     fprintf(stderr, "EMU ERROR: %s (block %u,%u,%u thread %d)\n", m, blockIdx.x, blockIdx.y, blockIdx.z, g_cur);
     abort();
@@ -152,12 +159,18 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> 
                     makecontext(&F[i].ctx, trampoline, 0);
                 }
                 for (;;) {
-                    for (int i = 0; i < nt; i++)
+                    const int first = (int)(emu_rand() % (unsigned)nt);
+                    for (int j = 0; j < nt; j++) {
+                        const int i = (first + j) % nt;
                         while (F[i].state == RUN) resume(i);
+                    }
                     int live = 0, bar = 0;
                     for (int i = 0; i < nt; i++) live += F[i].state != DONE, bar += F[i].state == BAR;
                     if (!live) break;
-                    int released = 0;
+                    /* warps whose lanes all wait at a collective; each is released with probability
+                     * 1/3 (at least one per round), so warps drift apart between barriers and a
+                     * missing __syncthreads shows as a wrong result */
+                    int ready[32], nready = 0, released = 0;
                     for (int w = 0; w < nt / 32; w++) {
                         int wl = 0, ww = 0, wd = 0;
                         for (int l = 0; l < 32; l++) {
@@ -166,10 +179,15 @@ void emu_launch(dim3 grid, dim3 block, size_t smem, const std::function<void()> 
                         }
                         if (ww && ww == wl) {
                             if (wd) { g_cur = w * 32; die("warp collective with exited lanes"); }
-                            for (int l = 0; l < 32; l++) F[w * 32 + l].state = RUN;
-                            g_wgen[w]++;
-                            released = 1;
+                            ready[nready++] = w;
                         }
+                    }
+                    for (int r = 0; r < nready; r++) {
+                        int w = ready[r];
+                        if (emu_rand() % 3 && !(r == nready - 1 && !released)) continue;
+                        for (int l = 0; l < 32; l++) F[w * 32 + l].state = RUN;
+                        g_wgen[w]++;
+                        released = 1;
                     }
                     if (!released && bar == live) {
                         for (int i = 0; i < nt; i++)
