@@ -315,6 +315,12 @@ TEST(cuda_records_activations) {
     RC->gelu_fwd(u.c, h.c, n);
     RG->gelu_fwd(u.g, h.g, n);
     R_EXPECT(u, TOL_ACT, "gelu_fwd");
+    /* tensors off 16-byte alignment (one element in): the element-by-element path; u[0] keeps gelu */
+    RC->leaky_relu2_fwd((pg_act *)((float *)u.c + 1), (pg_act *)((float *)h.c + 1), n - 1, 0.5f);
+    RG->leaky_relu2_fwd((pg_act *)((char *)u.g + RG->act_bytes), (pg_act *)((char *)h.g + RG->act_bytes), n - 1, 0.5f);
+    R_EXPECT(u, TOL_ACT, "leaky_relu2_fwd unaligned");
+    RC->gelu_fwd(u.c, h.c, n);
+    RG->gelu_fwd(u.g, h.g, n);
     r_garbage(dh);
     RC->gelu_bwd(dh.c, du.c, h.c, n);
     RG->gelu_bwd(dh.g, du.g, h.g, n);

@@ -291,7 +291,7 @@ __global__ void attn_bwd_dot_k(float *__restrict__ Di, const bf16 *__restrict__ 
 
 /* dK, dV for 64 keys of one kv head: sums over the group's query heads and every query tile */
 template <int DP, int BQ>
-__global__ void __launch_bounds__(ATT_THREADS)
+__global__ void __launch_bounds__(ATT_THREADS, DP == 64 ? 3 : 2) /* 3 blocks per SM at DP 64 (168 registers) */
     attn_bwd_dkdv_k(bf16 *__restrict__ dk, bf16 *__restrict__ dv, const bf16 *__restrict__ q,
                     const bf16 *__restrict__ k, const bf16 *__restrict__ v, const bf16 *__restrict__ dout,
                     const float *__restrict__ lse, const float *__restrict__ Di, int T, int H, int Hk, int D, float sl2,

@@ -283,54 +283,78 @@ void cu_xsa_bwd(pg_act *do_, pg_act *dv, const pg_act *dy, const pg_act *o, cons
 }
 
 /* ---------------------------------------------------------------- elementwise activations */
-__global__ void leaky_relu2_fwd_k(bf16 *u, const bf16 *h, size_t n, float slope) {
-    GRID_STRIDE(i, n) {
-        const float x = ldf(h, (long)i), r = x > 0.0f ? x : slope * x;
-        stf(u, (long)i, r * r);
+/* out[i] = f(a[i], b[i]) over n elements; 8 elements per 16-byte access when every pointer is
+ * 16-byte aligned (vec), the n % 8 tail and unaligned tensors element by element. out may alias a
+ * or b (each element is read before it is written, by the same thread). */
+template <class F>
+__global__ void ew_k(bf16 *out, const bf16 *a, const bf16 *b, size_t n, int vec, F f) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x, tid = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    size_t done = 0;
+    if (vec) {
+        const size_t n8 = n / 8;
+        for (size_t i = tid; i < n8; i += stride) {
+            const uint4 va = reinterpret_cast<const uint4 *>(a)[i];
+            const uint4 vb = b ? reinterpret_cast<const uint4 *>(b)[i] : va;
+            const __nv_bfloat162 *pa = reinterpret_cast<const __nv_bfloat162 *>(&va);
+            const __nv_bfloat162 *pb = reinterpret_cast<const __nv_bfloat162 *>(&vb);
+            uint4 vo;
+            __nv_bfloat162 *po = reinterpret_cast<__nv_bfloat162 *>(&vo);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const float2 x = __bfloat1622float2(pa[j]), y = __bfloat1622float2(pb[j]);
+                po[j] = __floats2bfloat162_rn(f(x.x, y.x), f(x.y, y.y));
+            }
+            reinterpret_cast<uint4 *>(out)[i] = vo;
+        }
+        done = n8 * 8;
     }
+    for (size_t i = done + tid; i < n; i += stride) stf(out, (long)i, f(ldf(a, (long)i), b ? ldf(b, (long)i) : 0.0f));
 }
-__global__ void leaky_relu2_bwd_k(bf16 *dh, const bf16 *du, const bf16 *h, size_t n, float slope) {
-    GRID_STRIDE(i, n) {
-        const float x = ldf(h, (long)i), r = x > 0.0f ? x : slope * x;
-        stf(dh, (long)i, ldf(du, (long)i) * 2.0f * r * (x > 0.0f ? 1.0f : slope));
-    }
-}
-void cu_leaky_relu2_fwd(pg_act *u, const pg_act *h, size_t n, float slope) {
+
+static int aligned16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+
+template <class F>
+static void ew(pg_act *out, const pg_act *a, const pg_act *b, size_t n, F f) {
     if (!n) return;
-    leaky_relu2_fwd_k<<<pg_cu_blocks(n, RT), RT, 0, pg_cu_stream>>>((bf16 *)u, (const bf16 *)h, n, slope);
-    CU_LAUNCHED();
-}
-void cu_leaky_relu2_bwd(pg_act *dh, const pg_act *du, const pg_act *h, size_t n, float slope) {
-    if (!n) return;
-    leaky_relu2_bwd_k<<<pg_cu_blocks(n, RT), RT, 0, pg_cu_stream>>>((bf16 *)dh, (const bf16 *)du, (const bf16 *)h, n,
-                                                                    slope);
+    const int vec = aligned16(out) && aligned16(a) && (!b || aligned16(b));
+    ew_k<F><<<pg_cu_blocks(vec ? (n + 7) / 8 : n, RT), RT, 0, pg_cu_stream>>>((bf16 *)out, (const bf16 *)a,
+                                                                             (const bf16 *)b, n, vec, f);
     CU_LAUNCHED();
 }
 
-__global__ void gelu_fwd_k(bf16 *u, const bf16 *h, size_t n) {
-    GRID_STRIDE(i, n) {
-        const float x = ldf(h, (long)i);
-        stf(u, (long)i, 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)));
+/* u = leaky_relu(h)^2 */
+struct LeakyFwd {
+    float slope;
+    __device__ float operator()(float x, float) const {
+        const float r = x > 0.0f ? x : slope * x;
+        return r * r;
     }
-}
-__global__ void gelu_bwd_k(bf16 *dh, const bf16 *du, const bf16 *h, size_t n) {
-    GRID_STRIDE(i, n) {
-        const float x = ldf(h, (long)i);
+};
+/* dh = du * 2*r * (h > 0 ? 1 : slope), a = du, b = h */
+struct LeakyBwd {
+    float slope;
+    __device__ float operator()(float du, float x) const {
+        const float r = x > 0.0f ? x : slope * x;
+        return du * 2.0f * r * (x > 0.0f ? 1.0f : slope);
+    }
+};
+struct GeluFwd {
+    __device__ float operator()(float x, float) const { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+};
+struct GeluBwd {
+    __device__ float operator()(float du, float x) const {
         const float cdf = 0.5f * (1.0f + erff(x * 0.70710678118654752f));
         const float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
-        stf(dh, (long)i, ldf(du, (long)i) * (cdf + x * pdf));
+        return du * (cdf + x * pdf);
     }
+};
+
+void cu_leaky_relu2_fwd(pg_act *u, const pg_act *h, size_t n, float slope) { ew(u, h, NULL, n, LeakyFwd{slope}); }
+void cu_leaky_relu2_bwd(pg_act *dh, const pg_act *du, const pg_act *h, size_t n, float slope) {
+    ew(dh, du, h, n, LeakyBwd{slope});
 }
-void cu_gelu_fwd(pg_act *u, const pg_act *h, size_t n) {
-    if (!n) return;
-    gelu_fwd_k<<<pg_cu_blocks(n, RT), RT, 0, pg_cu_stream>>>((bf16 *)u, (const bf16 *)h, n);
-    CU_LAUNCHED();
-}
-void cu_gelu_bwd(pg_act *dh, const pg_act *du, const pg_act *h, size_t n) {
-    if (!n) return;
-    gelu_bwd_k<<<pg_cu_blocks(n, RT), RT, 0, pg_cu_stream>>>((bf16 *)dh, (const bf16 *)du, (const bf16 *)h, n);
-    CU_LAUNCHED();
-}
+void cu_gelu_fwd(pg_act *u, const pg_act *h, size_t n) { ew(u, h, NULL, n, GeluFwd{}); }
+void cu_gelu_bwd(pg_act *dh, const pg_act *du, const pg_act *h, size_t n) { ew(dh, du, h, n, GeluBwd{}); }
 
 /* ---------------------------------------------------------------- lerp (damped recurrence) */
 __global__ void lerp_fwd_k(bf16 *out, const bf16 *x, const bf16 *y, const float *__restrict__ r, int N, int C) {

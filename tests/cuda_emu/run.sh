@@ -6,8 +6,9 @@
 # kernels' index math, tiling, masking, barriers and reductions without a GPU; it cannot check the
 # hardware's fragment layouts (emu.cpp encodes those of the PTX ISA), timing or real races.
 # Needs `make BUILD=...` first (the CPU ops come from $BUILD), g++ and python3; about 25 s for
-# everything on one core. tests/cli/cuda_emu.sh runs it as part of tests/run.sh. CUDA_EMU_FLAGS adds compiler flags (-DPG_ATTN_MANUAL_TRANS: plain shared
-# loads instead of ldmatrix; -fsanitize=address for bounds).
+# everything on one core; tests/cli/cuda_emu.sh runs it as part of tests/run.sh. CUDA_EMU_FLAGS adds
+# compiler flags (-DPG_ATTN_MANUAL_TRANS: plain shared loads instead of ldmatrix; -fsanitize=address
+# for bounds, with the shared memory beyond each launch's size poisoned).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD="${BUILD:-build}"
