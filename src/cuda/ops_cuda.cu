@@ -399,8 +399,8 @@ static void cu_embed_bwd(float *dtable, const pg_act *dy, const int32_t *idx, in
     if (smem > 48 * 1024) pg_die("CUDA embed_bwd: %d channels exceed the kernel's shared memory", C);
     if (!g_dev_int) g_dev_int = (int *)dev_alloc(sizeof(int));
     CU_CHECK(cudaMemsetAsync(g_dev_int, 0xff, sizeof(int), pg_cu_stream)); /* -1 */
-    max_idx_kernel<<<pg_cu_blocks((size_t)N, T256) < 1024 ? pg_cu_blocks((size_t)N, T256) : 1024, T256, 0,
-                     pg_cu_stream>>>(idx, N, g_dev_int);
+    const unsigned gm = pg_cu_blocks((size_t)N, T256), grid_max = gm < 1024 ? gm : 1024;
+    max_idx_kernel<<<grid_max, T256, 0, pg_cu_stream>>>(idx, N, g_dev_int);
     CU_LAUNCHED();
     embed_bwd_kernel<<<EMB_GRID, EMB_THREADS, smem, pg_cu_stream>>>(dtable, CA_(dy), idx, N, C, g_dev_int);
     CU_LAUNCHED();
@@ -1019,16 +1019,28 @@ __global__ void __launch_bounds__(T256) muon_apply_kernel(float *W, const float 
  *   A2 = A A                gemm(N, N, r, r, r) (A symmetric: its layout does not matter);
  *   (Bm X)^T = Xc Bm^T      gemm(N, N, m=c, n=r, k=r, Xn (ld c), Bm (ld r; row-major Bm read
  *                           column-major is Bm^T)) with beta = a onto X (ld c), Xn a copy of X. */
+/* The GEMMs' compute type: true fp32 (the CPU op's arithmetic, what tests/test_cuda.c's 1e-3
+ * tolerance assumes). CUBLAS_COMPUTE_32F_FAST_TF32 would be several times faster and still more
+ * precise than the records' bf16 Newton-Schulz (a measured choice for a GPU session). */
+#ifndef PG_MUON_COMPUTE
+#define PG_MUON_COMPUTE CUBLAS_COMPUTE_32F
+#endif
+static void sgemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc) {
+    const float one = 1.0f;
+    CUBLAS_CHECK(cublasGemmEx(pg_cu_blas, ta, tb, m, n, k, &one, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, &beta, C,
+                              CUDA_R_32F, ldc, PG_MUON_COMPUTE, CUBLAS_GEMM_DEFAULT));
+}
 static void ns5_gpu(float *X, float *Xn, float *A, float *A2, float *Bm, int r, int c, int steps) {
-    const float a = 3.4445f, b = -4.7750f, cc = 2.0315f, one = 1.0f, zero = 0.0f;
+    const float a = 3.4445f, b = -4.7750f, cc = 2.0315f;
     const size_t rr = (size_t)r * r, rc = (size_t)r * c;
     for (int it = 0; it < steps; it++) {
-        CUBLAS_CHECK(cublasSgemm(pg_cu_blas, CUBLAS_OP_T, CUBLAS_OP_N, r, r, c, &one, X, c, X, c, &zero, A, r));
-        CUBLAS_CHECK(cublasSgemm(pg_cu_blas, CUBLAS_OP_N, CUBLAS_OP_N, r, r, r, &one, A, r, A, r, &zero, A2, r));
+        sgemm(CUBLAS_OP_T, CUBLAS_OP_N, r, r, c, X, c, X, c, 0.0f, A, r);
+        sgemm(CUBLAS_OP_N, CUBLAS_OP_N, r, r, r, A, r, A, r, 0.0f, A2, r);
         ns_comb_kernel<<<pg_cu_blocks(rr, T256), T256, 0, pg_cu_stream>>>(Bm, A, A2, rr, b, cc);
         CU_LAUNCHED();
         CU_CHECK(cudaMemcpyAsync(Xn, X, rc * sizeof(float), cudaMemcpyDeviceToDevice, pg_cu_stream));
-        CUBLAS_CHECK(cublasSgemm(pg_cu_blas, CUBLAS_OP_N, CUBLAS_OP_N, c, r, r, &one, Xn, c, Bm, r, &a, X, c));
+        sgemm(CUBLAS_OP_N, CUBLAS_OP_N, c, r, r, Xn, c, Bm, r, a, X, c);
     }
 }
 
