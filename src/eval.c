@@ -140,7 +140,7 @@ void eval_sliding(gpt_model *m, const uint16_t *val, size_t usable, int stride, 
     const int bs = batch < m->B ? batch : m->B;
     int32_t *x = xmalloc((size_t)bs * S * sizeof(int32_t)), *y = xmalloc((size_t)bs * S * sizeof(int32_t));
     float *nll = xmalloc((size_t)bs * S * sizeof(float));
-    float *lrow = temp != 1.0 ? xmalloc((size_t)m->V * sizeof(float)) : NULL;
+    float *lrow = temp != 1.0 ? xmalloc((size_t)S * m->V * sizeof(float)) : NULL;
     for (long b0 = w0; b0 < w1; b0 += bs) {
         int nb = (int)(b1_min(b0 + bs, w1) - b0);
         for (int b = 0; b < nb; b++) {
@@ -157,13 +157,14 @@ void eval_sliding(gpt_model *m, const uint16_t *val, size_t usable, int stride, 
             size_t ws, j0, j1;
             int wlen;
             sw_window(st, usable, S, stride, b0 + b, &ws, &wlen, &j0, &j1);
+            if (lrow && j1 > j0) /* the window's scored rows of softcapped logits, in one copy (one sync on a GPU) */
+                m->ops->act_to_f32(lrow, (const pg_act *)((const char *)m->logits +
+                                                          ((size_t)b * S + (j0 - ws)) * (size_t)m->V * m->ops->act_bytes),
+                                   (j1 - j0) * (size_t)m->V);
             for (size_t j = j0; j < j1; j++) {
                 size_t i = (size_t)b * S + (j - ws);
-                if (lrow) { /* EVAL_TEMPERATURE: CE of the softcapped logits divided by temp (PR #1311) */
-                    m->ops->act_to_f32(lrow, (const pg_act *)((const char *)m->logits + i * (size_t)m->V * m->ops->act_bytes),
-                                       (size_t)m->V);
-                    nll[i] = nll_tempered(lrow, m->V, y[i], temp);
-                }
+                if (lrow) /* EVAL_TEMPERATURE: CE of the softcapped logits divided by temp (PR #1311) */
+                    nll[i] = nll_tempered(lrow + (j - j0) * (size_t)m->V, m->V, y[i], temp);
                 r->loss_sum += nll[i];
                 r->byte_count += bpb_token_bytes(L, y[i], x[i]);
                 r->token_count += 1;
