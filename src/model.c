@@ -640,6 +640,10 @@ void gpt_free(gpt_model *m) {
 
 size_t gpt_param_count(const gpt_model *m) { return m->n_count; }
 
+double gpt_train_flops_per_token(const gpt_model *m) {
+    return 6.0 * (double)m->n_count + 6.0 * (double)m->L * (double)m->T * (double)m->d;
+}
+
 void gpt_sync_weights(gpt_model *m) {
     m->ops->weights_to_compute(m->wc, m->w, m->n_floats);
     m->wq_mode = 0;

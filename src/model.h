@@ -145,6 +145,10 @@ typedef struct {
 void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T);
 void gpt_free(gpt_model *m);
 size_t gpt_param_count(const gpt_model *m);
+/* Training FLOPs per token for MFU: 6 * model_params (every weight's multiply-adds, forward and
+ * backward) + 6 * L * T * d (causal attention scores and values, half the square). bench/bench_cuda.sh
+ * uses the same count. */
+double gpt_train_flops_per_token(const gpt_model *m);
 /* The parameter count of a configuration without allocating the model (what `pgolf train` prints as
  * model_params). */
 size_t gpt_param_count_cfg(const pg_config *cfg);

@@ -161,6 +161,8 @@ extern const pg_ops pg_cpu_ops;
 extern const pg_ops pg_cuda_ops;
 /* 1 if a CUDA device is usable (initialises the context) */
 int pg_cuda_available(char *why, size_t n);
+/* the device's dense bf16 peak in FLOP/s (0: unknown), for MFU */
+double pg_cuda_peak_flops(void);
 #endif
 
 #endif

@@ -168,9 +168,11 @@ static size_t peak_rss_mib(void) {
     return (size_t)ru.ru_maxrss / 1024;
 }
 
-/* step, tokens/s, elapsed, ETA (to the wallclock cap, or to the last step at the mean step time),
- * peak memory; at most 5 times a second, only when stdout is a terminal. (MFU: on the GPU backend.) */
-static void progress_show(const pg_config *c, const pg_ops *ops, long step, double train_ms, double tokens_per_step) {
+/* step, tokens/s, MFU (GPU: gpt_train_flops_per_token against the device's bf16 peak), elapsed, ETA
+ * (to the wallclock cap, or to the last step at the mean step time), peak memory; at most 5 times a
+ * second, only when stdout is a terminal. */
+static void progress_show(const pg_config *c, const pg_ops *ops, long step, double train_ms, double tokens_per_step,
+                          double flops_per_token, double peak_flops) {
     /* not under MPI: its launchers hand each rank a pseudo-terminal even when the output goes to a file */
     if (g_tty < 0) g_tty = isatty(STDOUT_FILENO) && dist_world() == 1 && !getenv("OMPI_COMM_WORLD_SIZE");
     if (!g_tty || !g_master) return;
@@ -190,8 +192,11 @@ static void progress_show(const pg_config *c, const pg_ops *ops, long step, doub
     fmt_dur(et, sizeof(et), eta);
     size_t mem = ops->peak_bytes() >> 20;
     if (mem == 0) mem = peak_rss_mib();
-    printf("\r\033[K[pgolf] step %ld/%lld | %.1fk tok/s | %.1f ms/step | elapsed %s | eta %s (%s) | peak %zu MiB", step,
-           (long long)c->iterations, tokens_per_step / step_s / 1000.0, 1000.0 * step_s, el, et, to, mem);
+    char mfu[32] = "";
+    if (peak_flops > 0) /* all ranks' tokens over all ranks' peak */
+        snprintf(mfu, sizeof(mfu), " | MFU %.1f%%", 100.0 * tokens_per_step / step_s * flops_per_token / (peak_flops * dist_world()));
+    printf("\r\033[K[pgolf] step %ld/%lld | %.1fk tok/s%s | %.1f ms/step | elapsed %s | eta %s (%s) | peak %zu MiB", step,
+           (long long)c->iterations, tokens_per_step / step_s / 1000.0, mfu, 1000.0 * step_s, el, et, to, mem);
     fflush(stdout);
     g_progress_shown = 1;
 }
@@ -339,6 +344,12 @@ int cmd_train(int argc, char **argv) {
     /* the EMA starts from the initial weights (after the priming restore) unless told to start later */
     if (!cfg.resume[0]) wavg_begin(&avg, &cfg, model.w);
 
+    /* MFU on the progress line: the GPU's bf16 peak (none on the CPU) */
+    const double flops_per_token = gpt_train_flops_per_token(&model);
+    double peak_flops = 0;
+#ifdef PGOLF_CUDA
+    if (ops == &pg_cuda_ops) peak_flops = pg_cuda_peak_flops();
+#endif
     /* main training loop */
     const double cap_ms = 1000.0 * config_train_cap_seconds(&cfg); /* <= 0: no cap */
     if (cfg.max_wallclock_seconds > 0 && cfg.gptq_reserve_seconds > 0)
@@ -408,7 +419,7 @@ int cmd_train(int argc, char **argv) {
         if (cfg.train_log_every > 0 && (step <= 10 || step % cfg.train_log_every == 0 || stop_after >= 0))
             log_line(1, "step:%ld/%lld train_loss:%.4f train_time:%.0fms step_avg:%.2fms", step, (long long)cfg.iterations,
                      train_loss, approx_ms, approx_ms / (double)step);
-        progress_show(&cfg, ops, step, approx_ms, (double)cfg.train_batch_tokens);
+        progress_show(&cfg, ops, step, approx_ms, (double)cfg.train_batch_tokens, flops_per_token, peak_flops);
         int reached = cap_ms > 0 && approx_ms >= cap_ms;
         if (stop_after < 0 && reached) stop_after = step;
         int sig = (int)clk[1];

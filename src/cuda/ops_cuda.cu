@@ -123,6 +123,22 @@ extern "C" int pg_cuda_available(char *why, size_t n) {
     return cached;
 }
 
+/* Dense bf16 tensor-core peak of the current device in FLOP/s (fp32 accumulation), for MFU: SMs x
+ * the highest SM clock x FLOPs per SM and clock (Hopper 4096: 132 x 1.83 GHz x 4096 = 989 TFLOP/s
+ * on an H100 SXM; A100 2048). 0 when unknown (other architectures). */
+extern "C" double pg_cuda_peak_flops(void) {
+    int dev = 0, sms = 0, khz = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) ||
+        cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev) ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev)) {
+        cudaGetLastError();
+        return 0;
+    }
+    const double per_clk = major == 9 ? 4096.0 : (major == 8 && minor == 0) ? 2048.0 : 0.0;
+    return (double)sms * (double)khz * 1e3 * per_clk;
+}
+
 /* ---- scratch (device): partial sums of the reductions; grown on demand, never shrunk ---- */
 static float *g_scratch;
 static size_t g_scratch_n;
