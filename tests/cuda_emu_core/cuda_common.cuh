@@ -22,6 +22,9 @@ struct cudaDeviceProp { int major, minor; char name[256]; };
 int cudaGetDeviceCount(int *n);
 int cudaGetDevice(int *d);
 int cudaGetDeviceProperties(cudaDeviceProp *p, int d);
+enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount, cudaDevAttrClockRate, cudaDevAttrComputeCapabilityMajor,
+                      cudaDevAttrComputeCapabilityMinor };
+int cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int d);
 int cudaMalloc(void **p, size_t n);
 int cudaFree(void *p);
 int cudaStreamCreate(cudaStream_t *s);

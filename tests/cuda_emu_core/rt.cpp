@@ -6,6 +6,11 @@ alignas(16) float qk_sm[1 << 16];
 int cudaGetDeviceCount(int *n) { *n = 1; return 0; }
 int cudaGetDevice(int *d) { *d = 0; return 0; }
 int cudaGetDeviceProperties(cudaDeviceProp *p, int) { p->major = 9; p->minor = 0; strcpy(p->name, "emu"); return 0; }
+/* an H100 SXM's: 132 SMs, 1980 MHz, compute capability 9.0 */
+int cudaDeviceGetAttribute(int *v, cudaDeviceAttr a, int) {
+    *v = a == cudaDevAttrMultiProcessorCount ? 132 : a == cudaDevAttrClockRate ? 1980000 : a == cudaDevAttrComputeCapabilityMajor ? 9 : 0;
+    return 0;
+}
 int cudaMalloc(void **p, size_t n) { *p = aligned_alloc(256, (n + 255) & ~(size_t)255); memset(*p, 0xff, n); return 0; }
 int cudaFree(void *p) { free(p); return 0; }
 int cudaStreamCreate(cudaStream_t *s) { *s = (void *)1; return 0; }
