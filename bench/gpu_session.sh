@@ -4,7 +4,8 @@
 # makes it here), one stage per call (each call is limited to 10 minutes; the build dir stays
 # between calls on a warm machine):
 #   bash bench/gpu_session.sh build      # unpack the dependencies under /opt/pgdeps, build with CUDA
-#   bash bench/gpu_session.sh tests      # the CUDA tests: every op against the CPU op, a training step
+#   bash bench/gpu_session.sh tests      # the CUDA tests: every op against the CPU op, a training step,
+#                                        # then tests/cli/cuda_train.sh (training on both backends)
 #   bash bench/gpu_session.sh bench [baseline pr1311 ...]   # bench/bench_cuda.sh against PyTorch
 # Each stage's log goes to $OUT (or ./gpu-out).
 set -uo pipefail
@@ -28,8 +29,10 @@ build)
     BLAS_INC=$D/usr/include/x86_64-linux-gnu/openblas-openmp BLAS_LIB=$D/usr/lib/x86_64-linux-gnu/openblas-openmp all \
     > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; echo "gpu_session: build failed"; exit 1; }
   echo "gpu_session: build ok" ;;
-tests)
-  OMP_NUM_THREADS=16 timeout 540 "./$BUILD/pgolf_tests" cuda 2>&1 | tee "$OUT/tests.log" | tail -60 ;;
+tests) # the C op/step tests, then the training runs on both backends (tests/cli/cuda_train.sh)
+  OMP_NUM_THREADS=16 timeout 240 "./$BUILD/pgolf_tests" cuda 2>&1 | tee "$OUT/tests.log" | tail -40
+  PGOLF_BIN="$PWD/$BUILD/pgolf" PGOLF_SHARED="$PWD/.devbundle/shared" OMP_NUM_THREADS=16 timeout 300 \
+    bash tests/cli/cuda_train.sh 2>&1 | tee -a "$OUT/tests.log" ;;
 bench)
   timeout 570 bash bench/bench_cuda.sh "$@" 2>&1 | tee "$OUT/bench.log" | tail -40 ;;
 *) echo "usage: gpu_session.sh build|tests|bench [configs...]" >&2; exit 2 ;;

@@ -15,6 +15,10 @@ rm -rf "$B"; mkdir -p "$B/debs" "$B/ref"
     zlib1g-dev libzstd-dev liblzma-dev libbrotli-dev libbrotli1 >/dev/null 2>&1 ) \
   || { echo "gpu_bundle: apt-get download failed (needs the Debian registry)" >&2; exit 1; }
 cp "$SHARED/data/tokenizers/fineweb_1024_bpe.model" "$SHARED/data/tokenizers/fineweb_4096_bpe.model" "$B/"
+# what the GPU tests read from ../shared (PGOLF_SHARED=.devbundle/shared there)
+mkdir -p "$B/shared/data/tokenizers" "$B/shared/data/challenge_val"
+cp "$SHARED/data/tokenizers/fineweb_1024_bpe.model" "$B/shared/data/tokenizers/"
+cp "$SHARED/data/challenge_val/fineweb_val_000000_sp1024_first131072.bin" "$B/shared/data/challenge_val/"
 # preset -> PR head and the record script in it (docs/seeds.md)
 REFS="baseline:HEAD:train_gpt.py
 pr65:refs/pull/65/head:records/track_10min_16mb/2026-03-19_smeargate_orthoinit_muonwd/train_gpt_v5.py
