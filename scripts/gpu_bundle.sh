@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # gpu_bundle.sh: prepares .devbundle/ (git-ignored) for a run on a GPU machine that cannot reach
 # any package registry (the device tool's machines): the Debian 12 build dependencies as .deb
-# files (unpacked there under /opt/pgdeps by bench/gpu_session.sh, never into /), the SP1024
-# tokenizer, and the challenge's reference scripts to run side by side (train_gpt.py and the
+# files (unpacked there under /opt/pgdeps by bench/gpu_session.sh, never into /), the SP1024 and SP4096
+# tokenizers, the challenge_val tokens the GPU tests read (.devbundle/shared), and the challenge's reference scripts to run side by side (train_gpt.py and the
 # record scripts of the presets, read from a local mirror of openai/parameter-golf; they are
 # never committed). Usage: bash scripts/gpu_bundle.sh [MIRROR_GIT_DIR]
 set -euo pipefail
