@@ -16,6 +16,16 @@ static int g_rank, g_world = 1, g_local = 0;
 static int g_mpi; /* MPI_Init done, MPI_Finalize not yet */
 #endif
 
+/* collectives run whenever MPI is up, on one rank too: `mpirun -np 1` exercises every path (NCCL's on
+ * one GPU) with results equal to a plain run's */
+static int collectives_on(void) {
+#ifdef PGOLF_MPI
+    return g_mpi;
+#else
+    return 0;
+#endif
+}
+
 int dist_rank(void) { return g_rank; }
 int dist_world(void) { return g_world; }
 int dist_local_rank(void) { return g_local; }
@@ -178,7 +188,7 @@ void dist_check_config(pg_config *c) {
 
 void dist_sum_f64(double *x, int n) {
 #ifdef PGOLF_MPI
-    if (g_world > 1) MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    if (collectives_on()) MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
 #else
     (void)x, (void)n;
 #endif
@@ -186,7 +196,7 @@ void dist_sum_f64(double *x, int n) {
 
 void dist_max_f64(double *x, int n) {
 #ifdef PGOLF_MPI
-    if (g_world > 1) MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    if (collectives_on()) MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
 #else
     (void)x, (void)n;
 #endif
@@ -194,7 +204,7 @@ void dist_max_f64(double *x, int n) {
 
 void dist_bcast_host(void *p, size_t bytes, int root) {
 #ifdef PGOLF_MPI
-    if (g_world <= 1) return;
+    if (!collectives_on()) return;
     for (size_t o = 0; o < bytes; o += MPI_CHUNK) {
         size_t k = bytes - o < MPI_CHUNK ? bytes - o : MPI_CHUNK;
         MPI_Bcast((char *)p + o, (int)k, MPI_BYTE, root, MPI_COMM_WORLD);
@@ -221,7 +231,7 @@ static void nccl_ready(void) {
 #endif
 
 void dist_allreduce_sum(const pg_ops *ops, float *x, size_t n) {
-    if (g_world <= 1) return;
+    if (!collectives_on()) return;
 #ifdef PGOLF_NCCL
     if (ops != &pg_cpu_ops) {
         nccl_ready();
@@ -241,7 +251,7 @@ void dist_allreduce_sum(const pg_ops *ops, float *x, size_t n) {
 }
 
 void dist_bcast_many(const pg_ops *ops, float *const *p, const size_t *n, const int *root, int count) {
-    if (g_world <= 1) return;
+    if (!collectives_on()) return;
 #ifdef PGOLF_NCCL
     if (ops != &pg_cpu_ops) {
         nccl_ready();

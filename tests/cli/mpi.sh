@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # mpi.sh: data parallelism on the CPU under mpirun (src/dist.c, docs/distributed.md).
+#   - `mpirun -np 1` (every collective on one rank) gives a plain run's bits;
 #   - 2 and 4 ranks train the same model as 1 rank for the same global batch: the train_loss and
 #     val lines agree to the printed digits (tolerance 2e-4), every fp32 weight to 1e-4 of its
 #     tensor's largest magnitude, bf16 weights in at most 1% of their values by at most one bf16 step
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/../.."
 . tests/cli_lib.sh
 TOK="$PGOLF_SHARED/data/tokenizers/fineweb_1024_bpe.model"
 PY=/usr/bin/python3
-NAMES="two_ranks_match_one four_ranks_match_one rank0_writes eval_split resume_other_world bad_shard_one_rank
+NAMES="one_rank_bitwise two_ranks_match_one four_ranks_match_one rank0_writes eval_split resume_other_world bad_shard_one_rank
        config_mismatch nan_all_ranks killed_rank no_launcher rank_disagrees"
 skip_all() { for n in $NAMES; do echo "SKIP mpi/$n (skipped: $1)"; done; exit 0; }
 [ -x "$PY" ] && [ -e "$TOK" ] || skip_all "../shared/data absent"
@@ -93,6 +94,15 @@ PY
 
 RUN_ID=one PGOLF_OUT_DIR="$TMP/one" "$PG" train > "$TMP/one.out" 2>&1 || skip_all "the 1-rank run failed: $(tail -1 "$TMP/one.out")"
 lines "$TMP/one.out" > "$TMP/one.lines"
+
+# `mpirun -np 1` runs every collective on one rank: the same bits as a plain run
+if RUN_ID=r1 PGOLF_OUT_DIR="$TMP/r1" $MPIRUN -np 1 "$PG" train > "$TMP/r1.out" 2>&1 \
+   && cmp -s "$TMP/one/final_model.safetensors" "$TMP/r1/final_model.safetensors" \
+   && [ "$(lines "$TMP/r1.out")" = "$(cat "$TMP/one.lines")" ]; then
+  echo "ok mpi/one_rank_bitwise"
+else
+  echo "FAIL mpi/one_rank_bitwise: mpirun -np 1 differs from a plain run: $(tail -1 "$TMP/r1.out")"
+fi
 
 for np in 2 4; do
   name=$([ $np = 2 ] && echo two_ranks_match_one || echo four_ranks_match_one)
