@@ -3,7 +3,9 @@
 # CPU ops, without a GPU. Two harnesses, each test reported as <harness>/<name>:
 #   cuda_emu       src/cuda/attn.cu and ops_records.cu with tests/test_cuda_records.c (about 25 s);
 #   cuda_emu_core  src/cuda/ops_cuda.cu and matmul.cu (cuBLAS/cuBLASLt computed on the host from
-#                  their descriptors) with tests/test_cuda.c's op tests (about 30 s).
+#                  their descriptors) with tests/test_cuda.c: the op tests and the whole training step
+#                  against the CPU backend (cuda_model_step_matches_cpu; about 2 minutes in all;
+#                  CUDA_EMU_MODEL=0 leaves the step out).
 # They check the kernels' logic, not the hardware. Skipped without g++ or python3, or when the build
 # dir lacks the CPU objects.
 cd "$(dirname "$0")/../.."
@@ -16,7 +18,7 @@ for h in cuda_emu cuda_emu_core; do
     echo "SKIP $h (skipped: $BUILD_DIR/src/cpu/ops_cpu.o absent; run make first)"; continue
   fi
   log=$(mktemp)
-  if ! BUILD="$BUILD_DIR" bash tests/$h/run.sh >"$log" 2>&1 && ! grep -q '^\(ok\|FAIL\) ' "$log"; then
+  if ! CUDA_EMU_MODEL="${CUDA_EMU_MODEL:-1}" BUILD="$BUILD_DIR" bash tests/$h/run.sh >"$log" 2>&1 && ! grep -q '^\(ok\|FAIL\) ' "$log"; then
     echo "FAIL $h/build: $(grep -m1 -i 'error' "$log" || tail -n1 "$log")"; rm -f "$log"; continue
   fi
   sed -n "s/^ok \(.*\)\$/ok $h\/\1/p; s/^FAIL \([^:]*\):/FAIL $h\/\1:/p; s/^SKIP \(.*\)\$/SKIP $h\/\1/p" "$log"
