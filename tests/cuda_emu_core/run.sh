@@ -29,13 +29,15 @@ BLAS=/usr/lib/x86_64-linux-gnu/openblas-openmp
 REN="-Dpg_cuda_ops=pg_cuda_ops_core -Dpg_cuda_available=pg_cuda_available_core"
 $CC -c -o "$O/test_main.o" tests/test_main.c
 if [ "$MODEL" = 1 ]; then
-  # the model, optimizer and their dependencies from $BUILD; single-process dist and backend_select
-  # stand-ins; emu.cpp's stub of name_matches_patterns made local (model.o has the real one)
+  # the model, optimizer and their dependencies from $BUILD; dist.c built without MPI (one process)
+  # and backend.c naming the emulated table; emu.cpp's stub of name_matches_patterns made local
+  # (model.o has the real one)
   $CC -DPGOLF_CUDA=1 $REN -c -o "$O/test_cuda.o" tests/test_cuda.c
-  $CC -DPGOLF_CUDA=1 $REN -c -o "$O/single.o" $E/single.c
+  $CC -DPGOLF_CUDA=1 $REN -c -o "$O/backend.o" src/backend.c
+  $CC -c -o "$O/dist.o" src/dist.c
   objcopy --localize-symbol=name_matches_patterns "$O/emu.o"
   LIBS=$(ls $B/*.o $B/cpu/*.o | grep -v '/main.o$\|/backend.o$\|/dist.o$')
-  EXTRA="$O/single.o $BUILD/tests/test_common.o $BUILD/src_bundle.o"
+  EXTRA="$O/backend.o $O/dist.o $BUILD/tests/test_common.o $BUILD/src_bundle.o"
 else
   $CC -DPGOLF_CUDA=1 -DPG_CUDA_TEST_OPS_ONLY $REN -c -o "$O/test_cuda.o" tests/test_cuda.c
   LIBS="$B/cpu/ops_cpu.o $B/common.o $B/quant.o $B/statedict.o $B/json.o $B/codec.o"
