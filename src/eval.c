@@ -48,6 +48,12 @@ void eval_finish(eval_result *r) {
     r->val_bpb = bits_per_token * tokens_per_byte;
 }
 
+/* every rank's sums added into all (loss_sum, token_count, byte_count), then the metrics */
+static void finish_across_ranks(eval_result *r, int world) {
+    if (world > 1) dist_sum_f64(&r->loss_sum, 3);
+    eval_finish(r);
+}
+
 static long b1_min(long a, long b) { return a < b ? a : b; }
 
 void eval_val(gpt_model *m, const uint16_t *val, size_t usable, int seq_len, int local_batch_seqs, int rank,
@@ -77,8 +83,7 @@ void eval_val(gpt_model *m, const uint16_t *val, size_t usable, int seq_len, int
     free(x);
     free(y);
     free(nll);
-    if (world > 1) dist_sum_f64(&r->loss_sum, 3); /* loss_sum, token_count, byte_count of every rank */
-    eval_finish(r);
+    finish_across_ranks(r, world);
 }
 
 int sw_style_parse(const char *s) {
@@ -175,6 +180,5 @@ void eval_sliding(gpt_model *m, const uint16_t *val, size_t usable, int stride, 
     free(y);
     free(nll);
     free(lrow);
-    if (world > 1) dist_sum_f64(&r->loss_sum, 3);
-    eval_finish(r);
+    finish_across_ranks(r, world);
 }

@@ -109,28 +109,30 @@ static int muon_order(const optimizer *o, const pg_config *c, int *idx) {
     return k;
 }
 
-/* broadcast one arena's Muon slices from their owners */
-static void muon_share(optimizer *o, const pg_config *c, float *arena) {
+/* broadcast one arena's Muon slices (idx: the k matrices in muon_order) from their owners */
+static void muon_share(optimizer *o, float *arena, const int *idx, int k) {
     const int world = dist_world();
     if (world <= 1) return;
     gpt_model *m = o->m;
-    int *idx = xmalloc((size_t)m->n_params * sizeof(int)), *root = xmalloc((size_t)m->n_params * sizeof(int));
-    float **p = xmalloc((size_t)m->n_params * sizeof(float *));
-    size_t *n = xmalloc((size_t)m->n_params * sizeof(size_t));
-    const int k = muon_order(o, c, idx);
+    int *root = xmalloc((size_t)(k > 0 ? k : 1) * sizeof(int));
+    float **p = xmalloc((size_t)(k > 0 ? k : 1) * sizeof(float *));
+    size_t *n = xmalloc((size_t)(k > 0 ? k : 1) * sizeof(size_t));
     for (int j = 0; j < k; j++) {
         p[j] = arena + m->params[idx[j]].offset;
         n[j] = m->params[idx[j]].numel;
         root[j] = j % world;
     }
     dist_bcast_many(m->ops, p, n, root, k);
-    free(idx);
     free(root);
     free(p);
     free(n);
 }
 
-void optim_share_state(optimizer *o, const pg_config *c) { muon_share(o, c, o->muon_buf); }
+void optim_share_state(optimizer *o, const pg_config *c) {
+    int *idx = xmalloc((size_t)o->m->n_params * sizeof(int));
+    muon_share(o, o->muon_buf, idx, muon_order(o, c, idx));
+    free(idx);
+}
 
 void optim_step(optimizer *o, const pg_config *c, double lr_mult) {
     gpt_model *m = o->m;
@@ -154,8 +156,8 @@ void optim_step(optimizer *o, const pg_config *c, double lr_mult) {
                           wd_after ? 0.0f : (float)muon_wd, (int)c->muon_eq_r, o->muon_work);
         if (wd_after) m->ops->scale_inplace(m->w + p->offset, p->numel, (float)(1.0 - lr * muon_wd));
     }
+    muon_share(o, m->w, idx, k);
     free(idx);
-    muon_share(o, c, m->w);
     adam_group(o, c, GROUP_SCALAR, optim_base_lr(c, GROUP_SCALAR) * lr_mult, c->adam_wd);
     o->step++;
     gpt_sync_weights(m);
