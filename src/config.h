@@ -181,6 +181,8 @@
     X(INT, RANK, rank, "0", 0, 65535, "this process's rank")                                       \
     X(INT, WORLD_SIZE, world_size, "1", 1, 4096, "number of ranks (a divisor or a multiple of 8)")   \
     X(INT, LOCAL_RANK, local_rank, "0", 0, 65535, "rank on this machine (selects the GPU)")        \
+    X(BOOL, PGOLF_GRAD_OVERLAP, grad_overlap, "1", 0, 1,                                           \
+      "sum each block's gradients across ranks as soon as the backward has finished it (0: all after it)") \
     /* pgolf additions */                                                                          \
     X(STR, PGOLF_BACKEND, backend, "auto", 0, 0, "cpu, cuda, or auto (cuda when a GPU is present)") \
     X(STR, PGOLF_OUT_DIR, out_dir, ".", 0, 0, "where final_model.* are written")                   \

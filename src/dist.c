@@ -230,24 +230,59 @@ static void nccl_ready(void) {
 }
 #endif
 
-void dist_allreduce_sum(const pg_ops *ops, float *x, size_t n) {
+/* Non-blocking sums: requests kept until dist_reduce_wait; each start also lets MPI progress the
+ * earlier ones (Open MPI moves a non-blocking collective on only inside MPI calls) */
+#ifdef PGOLF_MPI
+static MPI_Request *g_req;
+static int g_nreq, g_capreq;
+#endif
+
+int dist_collectives(void) { return collectives_on(); }
+
+void dist_reduce_start(const pg_ops *ops, float *x, size_t n, int root) {
     if (!collectives_on()) return;
+    PG_CHECK(root >= DIST_ALL && root < g_world);
 #ifdef PGOLF_NCCL
     if (ops != &pg_cpu_ops) {
         nccl_ready();
-        pg_nccl_allreduce_sum(x, n);
+        pg_nccl_reduce_start(x, n, root);
         return;
     }
 #endif
 #ifdef PGOLF_MPI
     PG_CHECK(ops == &pg_cpu_ops);
     for (size_t o = 0; o < n; o += MPI_CHUNK) {
-        size_t k = n - o < MPI_CHUNK ? n - o : MPI_CHUNK;
-        MPI_Allreduce(MPI_IN_PLACE, x + o, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        int k = (int)(n - o < MPI_CHUNK ? n - o : MPI_CHUNK);
+        if (g_nreq == g_capreq) {
+            g_capreq = g_capreq ? 2 * g_capreq : 64;
+            g_req = xrealloc(g_req, (size_t)g_capreq * sizeof(MPI_Request));
+        }
+        MPI_Request *r = &g_req[g_nreq++];
+        if (root == DIST_ALL) MPI_Iallreduce(MPI_IN_PLACE, x + o, k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, r);
+        else if (root == g_rank) MPI_Ireduce(MPI_IN_PLACE, x + o, k, MPI_FLOAT, MPI_SUM, root, MPI_COMM_WORLD, r);
+        else MPI_Ireduce(x + o, NULL, k, MPI_FLOAT, MPI_SUM, root, MPI_COMM_WORLD, r);
     }
+    int done = 0;
+    MPI_Testall(g_nreq, g_req, &done, MPI_STATUSES_IGNORE);
 #else
     (void)ops, (void)x, (void)n;
 #endif
+}
+
+void dist_reduce_wait(const pg_ops *ops) {
+    if (!collectives_on()) return;
+#ifdef PGOLF_NCCL
+    if (ops != &pg_cpu_ops) {
+        nccl_ready();
+        pg_nccl_reduce_wait();
+        return;
+    }
+#endif
+#ifdef PGOLF_MPI
+    MPI_Waitall(g_nreq, g_req, MPI_STATUSES_IGNORE);
+    g_nreq = 0;
+#endif
+    (void)ops;
 }
 
 void dist_bcast_many(const pg_ops *ops, float *const *p, const size_t *n, const int *root, int count) {

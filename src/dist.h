@@ -34,8 +34,16 @@ void dist_sum_f64(double *x, int n);
 void dist_max_f64(double *x, int n);
 void dist_bcast_host(void *p, size_t bytes, int root);
 
-/* backend-memory collectives, fp32 */
-void dist_allreduce_sum(const pg_ops *ops, float *x, size_t n);
+/* backend-memory collectives, fp32. Sums run in the background: dist_reduce_start sums x (n
+ * floats) over the ranks into every rank's x (root DIST_ALL) or into rank root's alone (the other
+ * ranks' x is left as it was); x must not be touched until dist_reduce_wait, which completes every
+ * sum started (on the CUDA backend it orders the backend's stream after them without blocking the
+ * host). Every rank starts the same sums in the same order. */
+#define DIST_ALL (-1)
+void dist_reduce_start(const pg_ops *ops, float *x, size_t n, int root);
+void dist_reduce_wait(const pg_ops *ops);
+/* whether collectives run (MPI is up, on one rank too) */
+int dist_collectives(void);
 /* several broadcasts at once: buffer i (n[i] floats) from rank root[i] */
 void dist_bcast_many(const pg_ops *ops, float *const *p, const size_t *n, const int *root, int count);
 
@@ -43,7 +51,8 @@ void dist_bcast_many(const pg_ops *ops, float *const *p, const size_t *n, const 
 /* src/cuda/nccl.cu: the NCCL communicator of the CUDA backend */
 int pg_nccl_unique_id(void *id, size_t idlen, char *err, size_t errlen); /* rank 0 */
 int pg_nccl_init(const void *id, int rank, int world, char *err, size_t errlen);
-void pg_nccl_allreduce_sum(float *x, size_t n);
+void pg_nccl_reduce_start(float *x, size_t n, int root); /* root DIST_ALL: all-reduce */
+void pg_nccl_reduce_wait(void);
 void pg_nccl_bcast_many(float *const *p, const size_t *n, const int *root, int count);
 void pg_nccl_finalize(void);
 /* cudaSetDevice(local_rank modulo the visible devices), before the backend starts */

@@ -165,6 +165,7 @@ static int add_param(gpt_model *m, int cap, const char *name, int ndim, int64_t 
     p->init = init;
     p->init_a = a;
     p->sd_dtype = sd_dtype;
+    p->layer = -1;
     m->n_floats += p->numel;
     m->n_count += p->numel;
     return m->n_params++;
@@ -270,13 +271,14 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
             ia = ps[k].a;
             if (ps[k].linear) linear_init(cfg, m, nm, ps[k].r, ps[k].c, ps[k].init, ps[k].a, &in, &ia);
             int pi = add_param(m, cap, nm, ps[k].ndim, ps[k].r, ps[k].c, grp, in, ia, DT_F32);
+            m->params[pi].layer = l;
             m->params[pi].linear = ps[k].ndim == 2 && strcmp(ps[k].suffix, "resid_mix"); /* the block's CastedLinears */
             if (!strcmp(ps[k].suffix, "resid_mix") && m->lanes == 1 && l >= m->par_from) {
                 /* PR #1289's parallel block: the MLP lane's x0 mix [ones; zeros], route (4 ones) */
                 snprintf(nm, sizeof(nm), "blocks.%d.resid_mix_mlp", l);
-                add_param(m, cap, nm, 2, 2, d, GROUP_SCALAR, INIT_RESID_MIX, 0, DT_F32);
+                m->params[add_param(m, cap, nm, 2, 2, d, GROUP_SCALAR, INIT_RESID_MIX, 0, DT_F32)].layer = l;
                 snprintf(nm, sizeof(nm), "blocks.%d.route", l);
-                add_param(m, cap, nm, 1, 4, 1, GROUP_SCALAR, INIT_ONES, 0, DT_F32);
+                m->params[add_param(m, cap, nm, 1, 4, 1, GROUP_SCALAR, INIT_ONES, 0, DT_F32)].layer = l;
             }
         }
     }
@@ -1035,6 +1037,10 @@ static void ve_bwd(gpt_model *m, int N) {
     o->embed_bwd(GR(m, m->ve_embed), de, m->idx, N, m->ve_dim);
 }
 
+static void grads_ready(gpt_model *m, int l) {
+    if (m->grads_ready) m->grads_ready(m->grads_ctx, l);
+}
+
 double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, int B_run, float grad_scale,
                             float *per_token_loss) {
     const pg_ops *o = m->ops;
@@ -1125,13 +1131,16 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
             block_bwd(m, l, a, layer_input(m, l), N, B_run, m->dx);
         if (a->xin_skip) /* x_in = x_prev + skip_w[j] * enc_out: dx passes through */
             o->resid_bwd(m->dskip[j], gsw, m->dx, m->acts[m->n_enc - 1 - j].xout, sw, N, d, a->xin_skip2 != NULL);
+        if (!(m->enc_recur && l < m->n_enc)) grads_ready(m, l); /* PR #187's encoder has a pass left */
     }
     if (m->enc_recur) { /* dx is d er_x: back through the norm and the first encoder pass */
         o->rmsnorm_bwd(m->s_d, m->dx, m->er_x, m->rstd_er, N, d, 0);
         o->zero(m->dx, (size_t)N * d * o->act_bytes);
         o->add_inplace(m->dx, m->s_d, (size_t)N * d);
-        for (int l = m->n_enc - 1; l >= 0; l--)
+        for (int l = m->n_enc - 1; l >= 0; l--) {
             block_bwd(m, l, &m->eacts[l], l ? m->eacts[l - 1].xout : m->x0, N, B_run, m->dx);
+            grads_ready(m, l);
+        }
     }
     o->add_inplace(m->dx0, m->dx, (size_t)N * d); /* block 0's (first pass's) input is x0 */
     if (m->ve_dim) ve_bwd(m, N);

@@ -38,6 +38,8 @@ typedef struct {
     float init_a;
     pg_dtype sd_dtype; /* dtype in the records' state dict (bf16 for embedding tables) */
     int linear;        /* a CastedLinear weight of the records: STE fake quantisation applies to it */
+    int layer;         /* blocks.<layer>.*: its gradient is final once the backward has passed that
+                          block (gpt_model.grads_ready); -1: only at the end of the backward */
 } param_info;
 
 /* views of one block's parameters (backend pointers into the arena) */
@@ -139,6 +141,11 @@ typedef struct {
     pg_act *dx, *dx0, **dskip, *s_d, *s_d2, *s_hid, *s_hd, *s_dq, *s_dk, *s_dv, *s_dqr, *s_dkr, *s_bg;
     pg_act *s_dv2; /* XSA's dv (N, Hk*D) */
     float *losses_host;
+    /* Called by a backward (when set) as soon as the gradients of every parameter of block `layer`
+     * (param_info.layer) are final for this backward, each block once, last block first; the
+     * trainer starts their sum across ranks there (optim_grads_begin) */
+    void (*grads_ready)(void *ctx, int layer);
+    void *grads_ctx;
 } gpt_model;
 
 /* Build the parameter table and allocate parameters and activations for B sequences of T. */

@@ -10,7 +10,7 @@
 
 void optim_init(optimizer *o, gpt_model *m) {
     const pg_ops *ops = m->ops;
-    o->m = m;
+    *o = (optimizer){.m = m};
     size_t bytes = m->n_floats * sizeof(float);
     o->adam_m = ops->alloc(bytes);
     o->adam_v = ops->alloc(bytes);
@@ -41,6 +41,8 @@ void optim_keep_adam_after_priming(optimizer *o) {
 
 void optim_free(optimizer *o) {
     const pg_ops *ops = o->m->ops;
+    free(o->seg);
+    o->seg = NULL;
     ops->free(o->adam_m);
     ops->free(o->adam_v);
     ops->free(o->muon_buf);
@@ -64,7 +66,18 @@ double optim_base_lr(const pg_config *c, param_group g) {
 
 double optim_clip_grad_norm(optimizer *o, double max_norm) {
     gpt_model *m = o->m;
-    double ss = m->ops->sum_squares(m->g, m->n_floats);
+    double ss = 0;
+    if (dist_world() > 1) { /* a Muon matrix's summed gradient is on its rank only; the rest on all */
+        PG_CHECK(o->seg != NULL);
+        const int world = dist_world(), me = dist_rank();
+        for (int s = 0; s < o->n_seg; s++) {
+            const struct grad_seg *g = &o->seg[s];
+            if (g->root == DIST_ALL) ss += m->ops->sum_squares(m->g + g->off, g->n) / world;
+            else if (g->root == me) ss += m->ops->sum_squares(m->g + g->off, g->n);
+        }
+        dist_sum_f64(&ss, 1);
+    } else
+        ss = m->ops->sum_squares(m->g, m->n_floats);
     double norm = sqrt(ss);
     if (max_norm > 0) {
         double coef = max_norm / (norm + 1e-6);
@@ -132,6 +145,61 @@ void optim_share_state(optimizer *o, const pg_config *c) {
     int *idx = xmalloc((size_t)o->m->n_params * sizeof(int));
     muon_share(o, o->muon_buf, idx, muon_order(o, c, idx));
     free(idx);
+}
+
+/* ---- gradients across ranks ---- */
+
+/* The sums: every parameter's range in table order, neighbours of one block that all ranks sum
+ * merged into one range; a Muon matrix alone, summed into the rank that steps it. */
+static void build_segments(optimizer *o, const pg_config *c) {
+    const gpt_model *m = o->m;
+    int *root = xmalloc((size_t)m->n_params * sizeof(int)), *idx = xmalloc((size_t)m->n_params * sizeof(int));
+    for (int i = 0; i < m->n_params; i++) root[i] = DIST_ALL;
+    const int k = muon_order(o, c, idx);
+    for (int j = 0; j < k; j++) root[idx[j]] = j % dist_world();
+    o->seg = xcalloc((size_t)m->n_params, sizeof(struct grad_seg));
+    o->n_seg = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const param_info *p = &m->params[i];
+        struct grad_seg *last = o->n_seg ? &o->seg[o->n_seg - 1] : NULL;
+        if (last && last->root == DIST_ALL && root[i] == DIST_ALL && last->layer == p->layer)
+            last->n = p->offset + p->numel - last->off; /* the padding between them is zero */
+        else
+            o->seg[o->n_seg++] = (struct grad_seg){.off = p->offset, .n = p->numel, .layer = p->layer, .root = root[i]};
+    }
+    free(root);
+    free(idx);
+}
+
+static void start_segment(optimizer *o, struct grad_seg *g) {
+    if (g->started) return;
+    dist_reduce_start(o->m->ops, o->m->g + g->off, g->n, g->root);
+    g->started = 1;
+}
+
+/* gpt_model.grads_ready: block `layer` is done */
+static void on_grads_ready(void *ctx, int layer) {
+    optimizer *o = ctx;
+    for (int s = 0; s < o->n_seg; s++)
+        if (o->seg[s].layer == layer) start_segment(o, &o->seg[s]);
+}
+
+void optim_grads_begin(optimizer *o, const pg_config *c) {
+    if (!dist_collectives()) return;
+    if (!o->seg) build_segments(o, c);
+    for (int s = 0; s < o->n_seg; s++) o->seg[s].started = 0;
+    if (c->grad_overlap) {
+        o->m->grads_ready = on_grads_ready;
+        o->m->grads_ctx = o;
+    }
+}
+
+void optim_grads_end(optimizer *o) {
+    if (!dist_collectives()) return;
+    o->m->grads_ready = NULL;
+    o->m->grads_ctx = NULL;
+    for (int s = 0; s < o->n_seg; s++) start_segment(o, &o->seg[s]); /* table order: the same on every rank */
+    dist_reduce_wait(o->m->ops);
 }
 
 void optim_step(optimizer *o, const pg_config *c, double lr_mult) {

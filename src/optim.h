@@ -15,6 +15,14 @@ typedef struct {
     long step; /* optimizer steps taken (Adam's t after the next step is step+1) */
     long mom_offset; /* steps taken before update 0 (kept priming steps): Muon momentum warms up
                         over step - mom_offset */
+    /* The gradients' sums across ranks (optim_grads_begin): contiguous arena ranges, each of one
+     * block (layer, or -1) and summed into every rank (root DIST_ALL) or into the rank that steps
+     * the Muon matrix it holds (root), as the records' reduce-scatter before Newton-Schulz */
+    struct grad_seg {
+        size_t off, n;
+        int layer, root, started;
+    } *seg;
+    int n_seg;
 } optimizer;
 
 void optim_init(optimizer *o, gpt_model *m);
@@ -26,10 +34,19 @@ void optim_reset(optimizer *o);
 void optim_keep_adam_after_priming(optimizer *o);
 /* Muon momentum at update index `step` (0-based): linear warmup from the start value. */
 double optim_muon_momentum(const pg_config *c, long step);
-/* Global gradient norm clipping (no-op when max_norm <= 0); returns the norm before clipping. */
+/* Gradients across ranks (dist.h; nothing without collectives). Call optim_grads_begin before the
+ * backward of a step's last micro-batch and optim_grads_end after it: with PGOLF_GRAD_OVERLAP the
+ * sums of a block's gradients start as soon as the backward has finished that block
+ * (gpt_model.grads_ready), overlapping the backward of the blocks below; end starts the rest and
+ * waits for all. Afterwards every rank holds the summed gradients of every parameter except the
+ * Muon matrices, whose sums only the rank that steps them holds. */
+void optim_grads_begin(optimizer *o, const pg_config *c);
+void optim_grads_end(optimizer *o);
+/* Global gradient norm clipping (no-op when max_norm <= 0); returns the norm before clipping.
+ * With several ranks, after optim_grads_end (each Muon matrix counted on its rank). */
 double optim_clip_grad_norm(optimizer *o, double max_norm);
-/* One step of every group with lr = base_lr * lr_mult. With several processes (dist.h) every rank
- * must hold the same (all-reduced) gradients; the Muon work is split across ranks. */
+/* One step of every group with lr = base_lr * lr_mult. With several processes (dist.h), after
+ * optim_grads_end: the Muon work is split across ranks and the updated matrices shared. */
 void optim_step(optimizer *o, const pg_config *c, double lr_mult);
 /* Several processes: gather every Muon momentum buffer from the rank that keeps it, so that rank 0
  * holds the whole optimizer state (before a checkpoint). */

@@ -162,6 +162,23 @@ static void weights_from_rank0(gpt_model *m) {
     gpt_sync_weights(m);
 }
 
+/* One step's gradients: this rank's micro-batches, then the sums across ranks, the last
+ * micro-batch's backward overlapping them (optim_grads_begin). Returns the summed micro-batch losses. */
+static double step_gradients(gpt_model *m, optimizer *o, const pg_config *c, batch_loader *ld, int32_t *xb, int32_t *yb,
+                             int B, float grad_scale) {
+    const int grad_accum = config_grad_accum(c);
+    char err[PG_ERRLEN];
+    double loss = 0;
+    gpt_zero_grad(m);
+    for (int micro = 0; micro < grad_accum; micro++) {
+        if (loader_next(ld, c->train_batch_tokens, grad_accum, xb, yb, err, sizeof(err)) != 0) pg_die("%s", err);
+        if (micro == grad_accum - 1) optim_grads_begin(o, c);
+        loss += gpt_forward_backward(m, xb, yb, B, grad_scale, NULL);
+    }
+    optim_grads_end(o);
+    return loss;
+}
+
 static size_t peak_rss_mib(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -322,12 +339,7 @@ int cmd_train(int argc, char **argv) {
         float *snap = xmalloc(model.n_floats * sizeof(float));
         ops->to_host(snap, model.w, model.n_floats * sizeof(float));
         for (long ws = 0; ws < cfg.warmup_steps; ws++) {
-            gpt_zero_grad(&model);
-            for (int micro = 0; micro < grad_accum; micro++) {
-                if (loader_next(&loader, cfg.train_batch_tokens, grad_accum, xb, yb, err, sizeof(err)) != 0) pg_die("%s", err);
-                gpt_forward_backward(&model, xb, yb, B_train, grad_scale, NULL);
-            }
-            dist_allreduce_sum(ops, model.g, model.n_floats);
+            step_gradients(&model, &opt, &cfg, &loader, xb, yb, B_train, grad_scale);
             optim_step(&opt, &cfg, 1.0);
             if (cfg.warmup_steps <= 20 || (ws + 1) % 10 == 0 || ws + 1 == cfg.warmup_steps)
                 log_line(1, "warmup_step:%ld/%lld", ws + 1, (long long)cfg.warmup_steps);
@@ -392,13 +404,7 @@ int cmd_train(int argc, char **argv) {
             if (!model.late_active) log_line(1, "late_qat:inert as in the records (PGOLF_LATE_QAT_ACTIVE=0)");
         }
         if (switched & GPT_SWITCHED_RECUR) log_line(1, "depth_recurrence:enabled step:%ld", step);
-        gpt_zero_grad(&model);
-        double train_loss = 0;
-        for (int micro = 0; micro < grad_accum; micro++) {
-            if (loader_next(&loader, cfg.train_batch_tokens, grad_accum, xb, yb, err, sizeof(err)) != 0) pg_die("%s", err);
-            train_loss += gpt_forward_backward(&model, xb, yb, B_train, grad_scale, NULL);
-        }
-        dist_allreduce_sum(ops, model.g, model.n_floats);
+        double train_loss = step_gradients(&model, &opt, &cfg, &loader, xb, yb, B_train, grad_scale);
         dist_sum_f64(&train_loss, 1);
         train_loss /= grad_accum * world; /* the mean over the whole batch (train_gpt.py logs rank 0's share) */
         if (!isfinite(train_loss)) {

@@ -1,6 +1,10 @@
 /* nccl.cu: the CUDA backend's collectives (dist.h): one NCCL communicator over every rank, its
- * unique id made by rank 0 and broadcast through MPI by dist.c. Collectives run on the backend's
- * stream, ordered with the kernels around them. NCCL_* environment settings reach NCCL as they are. */
+ * unique id made by rank 0 and broadcast through MPI by dist.c. Every collective runs on one
+ * communication stream (so they execute in the order issued, as NCCL requires), after the kernels
+ * issued before it on the backend's stream (an event); dist_reduce_wait and the blocking
+ * collectives make the backend's stream wait for the communication stream, so the sums of the
+ * backward's gradients overlap the kernels that follow their start. NCCL_* environment settings
+ * reach NCCL as they are. */
 #include <nccl.h>
 #include <string.h>
 
@@ -12,6 +16,8 @@ extern "C" {
 
 static ncclComm_t g_comm;
 static int g_have;
+static cudaStream_t g_comm_stream;
+static cudaEvent_t g_fork, g_join;
 
 #define NCCL_CHECK(call)                                                                                   \
     do {                                                                                                   \
@@ -45,23 +51,46 @@ extern "C" int pg_nccl_init(const void *id, int rank, int world, char *err, size
     ncclResult_t r = ncclCommInitRank(&g_comm, world, u, rank);
     if (r != ncclSuccess)
         return pg_err(err, errlen, "ncclCommInitRank (rank %d of %d): %s", rank, world, ncclGetErrorString(r));
+    CU_CHECK(cudaStreamCreateWithFlags(&g_comm_stream, cudaStreamNonBlocking));
+    CU_CHECK(cudaEventCreateWithFlags(&g_fork, cudaEventDisableTiming));
+    CU_CHECK(cudaEventCreateWithFlags(&g_join, cudaEventDisableTiming));
     g_have = 1;
     return 0;
 }
 
-extern "C" void pg_nccl_allreduce_sum(float *x, size_t n) {
-    NCCL_CHECK(ncclAllReduce(x, x, n, ncclFloat32, ncclSum, g_comm, pg_cu_stream));
+/* the communication stream waits for everything issued so far on the backend's stream */
+static void fork_comm(void) {
+    CU_CHECK(cudaEventRecord(g_fork, pg_cu_stream));
+    CU_CHECK(cudaStreamWaitEvent(g_comm_stream, g_fork, 0));
+}
+
+extern "C" void pg_nccl_reduce_start(float *x, size_t n, int root) {
+    fork_comm();
+    if (root == DIST_ALL) NCCL_CHECK(ncclAllReduce(x, x, n, ncclFloat32, ncclSum, g_comm, g_comm_stream));
+    else NCCL_CHECK(ncclReduce(x, x, n, ncclFloat32, ncclSum, root, g_comm, g_comm_stream));
+}
+
+/* the backend's stream waits for every collective issued so far */
+extern "C" void pg_nccl_reduce_wait(void) {
+    CU_CHECK(cudaEventRecord(g_join, g_comm_stream));
+    CU_CHECK(cudaStreamWaitEvent(pg_cu_stream, g_join, 0));
 }
 
 extern "C" void pg_nccl_bcast_many(float *const *p, const size_t *n, const int *root, int count) {
+    fork_comm();
     NCCL_CHECK(ncclGroupStart());
-    for (int i = 0; i < count; i++) NCCL_CHECK(ncclBroadcast(p[i], p[i], n[i], ncclFloat32, root[i], g_comm, pg_cu_stream));
+    for (int i = 0; i < count; i++) NCCL_CHECK(ncclBroadcast(p[i], p[i], n[i], ncclFloat32, root[i], g_comm, g_comm_stream));
     NCCL_CHECK(ncclGroupEnd());
+    pg_nccl_reduce_wait();
 }
 
 extern "C" void pg_nccl_finalize(void) {
     if (!g_have) return;
     cudaStreamSynchronize(pg_cu_stream);
+    cudaStreamSynchronize(g_comm_stream);
     ncclCommDestroy(g_comm);
+    cudaEventDestroy(g_fork);
+    cudaEventDestroy(g_join);
+    cudaStreamDestroy(g_comm_stream);
     g_have = 0;
 }

@@ -7,6 +7,12 @@
 #     at the tensor's largest magnitude (2^-7 of it), the
 #     roundtrip val_bpb to 1e-4 (fp32 reduction order is the only difference);
 #   - only rank 0 writes the log and the artifact; every rank takes rank 0's RUN_ID;
+#   - the gradient sums overlapped with the backward (PGOLF_GRAD_OVERLAP=1, each block's sums started
+#     as the backward finishes it) give the bits of the sums started after the backward (=0), on 2
+#     ranks (a sum of two is exact in any order), for the baseline and for the record forms that
+#     reuse a block's parameters or keep them out of the blocks: depth recurrence, parallel
+#     residuals and value embeddings (PR #1392), encoder recurrence, pre-enrichment and the Muon
+#     bigram table (PR #187), the two-lane blocks (PR #1289);
 #   - `pgolf eval` split over 2 ranks gives the single-process val_bpb (to 2e-8: double sums);
 #   - a 2-rank run stopped by SIGUSR1 to mpirun writes a checkpoint (the Muon buffers gathered from
 #     the rank that keeps them) that resumes on 1 rank to the weights of an uninterrupted 1-rank run;
@@ -17,7 +23,8 @@ cd "$(dirname "$0")/../.."
 . tests/cli_lib.sh
 TOK="$PGOLF_SHARED/data/tokenizers/fineweb_1024_bpe.model"
 PY=/usr/bin/python3
-NAMES="one_rank_bitwise two_ranks_match_one four_ranks_match_one rank0_writes eval_split resume_other_world bad_shard_one_rank
+NAMES="one_rank_bitwise two_ranks_match_one four_ranks_match_one overlap_bitwise_baseline overlap_bitwise_pr1392
+       overlap_bitwise_pr187 overlap_bitwise_lanes rank0_writes eval_split resume_other_world bad_shard_one_rank
        config_mismatch nan_all_ranks killed_rank no_launcher rank_disagrees"
 skip_all() { for n in $NAMES; do echo "SKIP mpi/$n (skipped: $1)"; done; exit 0; }
 [ -x "$PY" ] && [ -e "$TOK" ] || skip_all "../shared/data absent"
@@ -47,7 +54,8 @@ shard(sys.argv[2] + "/fineweb_val_000000.bin", 4097)
 shard(sys.argv[2] + "/fineweb_train_000000.bin", 9000, magic=12345)
 PY
 cat > "$TMP/cmp.py" <<'PY'
-# compare two safetensors files (tolerances: see the top of this file)
+# compare two safetensors files (tolerances: see the top of this file; a third argument "exact":
+# every tensor bit-identical)
 import json, struct, sys
 import numpy as np
 def load(p):
@@ -61,8 +69,10 @@ def load(p):
     return out
 a, b = load(sys.argv[1]), load(sys.argv[2])
 if a.keys() != b.keys(): sys.exit("tensor names differ")
-if all(np.array_equal(a[k][1], b[k][1]) for k in a) and len(sys.argv) > 3:
-    sys.exit("weights are bit-identical, expected a different reduction order")
+if len(sys.argv) > 3 and sys.argv[3] == "exact":
+    diff = [k for k in a if not np.array_equal(a[k][1], b[k][1])]
+    if diff: sys.exit("%d tensors differ (%s first, by up to %.2e)" % (len(diff), diff[0], np.abs(a[diff[0]][1] - b[diff[0]][1]).max()))
+    sys.exit(0)
 for k in a:
     kind, x = a[k]; y = b[k][1]
     if kind == "f32":
@@ -77,7 +87,7 @@ export DATA_PATH="$TMP/d" TOKENIZER_PATH="$TOK" VOCAB_SIZE=1024 NUM_LAYERS=3 MOD
   NUM_KV_HEADS=2 TRAIN_SEQ_LEN=64 TRAIN_BATCH_TOKENS=1024 VAL_BATCH_SIZE=2048 ITERATIONS=12 \
   WARMDOWN_ITERS=5 MAX_WALLCLOCK_SECONDS=0 WARMUP_STEPS=2 VAL_LOSS_EVERY=6 TRAIN_LOG_EVERY=1 \
   GRAD_CLIP_NORM=1.0 EVAL_STRIDE=32 PGOLF_NON_RECORD=1 OMP_NUM_THREADS=1 PGOLF_LOG_DIR="$TMP/logs"
-lines() { grep -E '^step:[0-9]+/12 (train_loss|val_loss)|^final_.*_exact' "$1" | sed -E 's/ (train_time|eval_time):.*//'; }
+lines() { grep -E '^step:[0-9]+/[0-9]+ (train_loss|val_loss)|^final_.*_exact' "$1" | sed -E 's/ (train_time|eval_time):.*//'; }
 # same_numbers A B TOL: the log lines agree field by field, numbers within TOL
 same_numbers() {
   "$PY" - "$1" "$2" "$3" <<'PY'
@@ -122,6 +132,28 @@ for np in 2 4; do
     echo "ok mpi/$name"
   fi
 done
+
+# the overlapped gradient sums: the bits of the sums after the backward (2 ranks, 6 steps)
+overlap() { # overlap NAME PRESET-FILE|"" ENV...
+  local name=$1 preset=$2; shift 2
+  for ov in 0 1; do
+    env "$@" ITERATIONS=6 WARMDOWN_ITERS=3 VAL_LOSS_EVERY=0 PGOLF_GRAD_OVERLAP=$ov RUN_ID=ov$ov$name \
+      PGOLF_OUT_DIR="$TMP/ov$ov$name" $MPIRUN -np 2 "$PG" train $preset > "$TMP/ov$ov$name.out" 2>&1 \
+      || { echo "FAIL mpi/overlap_bitwise_$name: PGOLF_GRAD_OVERLAP=$ov: $(grep -m1 error "$TMP/ov$ov$name.out")"; return; }
+  done
+  if ! why=$("$PY" "$TMP/cmp.py" "$TMP/ov0$name/final_model.safetensors" "$TMP/ov1$name/final_model.safetensors" exact 2>&1); then
+    echo "FAIL mpi/overlap_bitwise_$name: the overlapped sums give other weights: $why"
+  elif [ "$(lines "$TMP/ov0$name.out")" != "$(lines "$TMP/ov1$name.out")" ]; then
+    echo "FAIL mpi/overlap_bitwise_$name: the train_loss lines differ"
+  else
+    echo "ok mpi/overlap_bitwise_$name"
+  fi
+}
+overlap baseline ""
+overlap pr1392 configs/pr1392.env EVAL_SEQ_LEN=64 NUM_LAYERS=4 ROPE_DIMS=8 VE_LAYERS=2,3 XSA_LAST_N=4 PARALLEL_START_LAYER=3 RECUR_LAYERS=1 \
+  RECUR_START_STEP=2 GPTQ_CALIB_BATCHES=4
+overlap pr187 configs/pr187.env EVAL_SEQ_LEN=64 NUM_LAYERS=4 PGOLF_PRE_ENRICH=96 XSA_LAST_N=2
+overlap lanes "" NUM_LAYERS=4 PARALLEL_START_LAYER=2 PGOLF_PARALLEL_MODE=lanes1289
 
 # rank 0 alone writes: one log (rank 0's generated RUN_ID), one artifact; no stray files
 rm -rf "$TMP/logs0" "$TMP/w"
