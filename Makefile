@@ -32,8 +32,10 @@ comma := ,
 
 BUILD   := build
 SRC_C   := $(wildcard src/*.c src/cpu/*.c)
-# NCCL (src/cuda/nccl.cu) needs the CUDA backend and MPI (the unique id goes through MPI)
-NCCL    := $(if $(and $(filter 1,$(CUDA)),$(filter 1,$(MPI)),$(wildcard src/cuda/ops_cuda.cu)),1,0)
+# NCCL (src/cuda/nccl.cu) with the CUDA backend when nccl.h is found. Training uses it only under
+# MPI (the unique id goes through MPI); without MPI the GPU tests still run it on one rank.
+NCCL_H  := $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h)
+NCCL    ?= $(if $(and $(filter 1,$(CUDA)),$(NCCL_H),$(wildcard src/cuda/ops_cuda.cu)),1,0)
 SRC_CU  := $(if $(filter 1,$(CUDA)),$(filter-out $(if $(filter 1,$(NCCL)),,src/cuda/nccl.cu),$(wildcard src/cuda/*.cu)),)
 OBJ_C   := $(patsubst %.c,$(BUILD)/%.o,$(SRC_C))
 OBJ_CU  := $(patsubst %.cu,$(BUILD)/%.o,$(SRC_CU))

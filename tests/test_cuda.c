@@ -17,6 +17,7 @@
 
 #include "../src/common.h"
 #include "../src/config.h"
+#include "../src/dist.h"
 #include "../src/model.h"
 #include "../src/ops.h"
 #include "../src/optim.h"
@@ -596,6 +597,60 @@ TEST(cuda_model_step_matches_cpu) {
     config_free(&c);
 }
 #endif
+
+/* NCCL on one rank, without MPI (the unique id stays in this process): the communicator, the
+ * communication stream and the events that order it with the backend's stream (nccl.cu). One
+ * rank's sums are the identity, so this shows the calls run, keep the data, and wait for the
+ * kernels issued before them and hold back those issued after dist_reduce_wait; sums across GPUs
+ * need several ranks (docs/distributed.md). */
+TEST(cuda_nccl_one_rank) {
+#ifndef PGOLF_NCCL
+    T_SKIP("built without NCCL (nccl.h not found)");
+#else
+    NEED_GPU();
+    unsigned char id[256] = {0};
+    char err[512] = "";
+    T_ASSERT(pg_nccl_unique_id(id, sizeof(id), err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(pg_nccl_init(id, 0, 1, err, sizeof(err)) == 0, "%s", err);
+    const size_t n = (size_t)3 << 20; /* 12 MiB per buffer: long enough to overlap */
+    float *h = rnd(n, 1.0f), *back = xmalloc(n * sizeof(float));
+    float *x = G_->alloc(n * sizeof(float)), *y = G_->alloc(n * sizeof(float)), *z = G_->alloc(n * sizeof(float));
+    G_->to_device(x, h, n * sizeof(float));
+    G_->to_device(y, h, n * sizeof(float));
+    G_->to_device(z, h, n * sizeof(float));
+    for (int rep = 0; rep < 3; rep++) {
+        G_->scale_inplace(x, n, 2.0f); /* issued before the sums: they must see it */
+        G_->scale_inplace(y, n, 4.0f);
+        pg_nccl_reduce_start(x, n, DIST_ALL);
+        pg_nccl_reduce_start(y, n, 0);
+        G_->scale_inplace(z, n, 2.0f); /* beside them on the backend's stream */
+        pg_nccl_reduce_wait();
+        G_->scale_inplace(x, n, 0.5f); /* after the wait: behind the sums */
+        G_->scale_inplace(y, n, 0.25f);
+    }
+    float *p[2] = {x, z};
+    size_t cnt[2] = {n, n};
+    int root[2] = {0, 0};
+    pg_nccl_bcast_many(p, cnt, root, 2);
+    const struct {
+        float *d;
+        float mul;
+        const char *what;
+    } chk[] = {{x, 1.0f, "all-reduce"}, {y, 1.0f, "reduce to rank 0"}, {z, 8.0f, "the kernels beside them"}};
+    for (size_t c = 0; c < sizeof(chk) / sizeof(chk[0]); c++) {
+        G_->to_host(back, chk[c].d, n * sizeof(float));
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) bad += back[i] != h[i] * chk[c].mul;
+        T_ASSERT(bad == 0, "%s: %zu of %zu values changed", chk[c].what, bad, n);
+    }
+    pg_nccl_finalize();
+    G_->free(x);
+    G_->free(y);
+    G_->free(z);
+    free(h);
+    free(back);
+#endif
+}
 
 #else
 
