@@ -129,6 +129,9 @@
     X(FLOAT, BETA2, beta2, "0.95", 0, 0.999999, "Adam beta2")                                      \
     X(FLOAT, ADAM_EPS, adam_eps, "1e-8", 0, 1, "Adam epsilon")                                     \
     X(FLOAT, GRAD_CLIP_NORM, grad_clip_norm, "0.0", 0, 1e18, "global grad-norm clip (0: off)")     \
+    X(BOOL, PGOLF_CLIP_LOCAL, clip_local, "0", 0, 1,                                               \
+      "with several ranks clip each rank's own gradient (the mean over its micro-batches) before the " \
+      "sum, as PR #1311/#1392 (no DDP); 0: clip the summed gradient (DDP, PR #315/#453)")          \
     X(BOOL, MUON_EQ_R, muon_eq_r, "0", 0, 1, "MuonEq-R: L2-normalise each row of the Nesterov update before NS5") \
     X(FLOAT, MUON_WD, muon_wd, "0", 0, 1e6, "Muon decoupled weight decay: W *= 1 - lr*wd before each update") \
     X(FLOAT, MUON_WEIGHT_DECAY, muon_weight_decay, "0", 0, 1e6, "PR #65's name for MUON_WD")         \

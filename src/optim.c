@@ -64,6 +64,14 @@ double optim_base_lr(const pg_config *c, param_group g) {
     }
 }
 
+/* scale every gradient by max_norm/(norm + 1e-6) when that is below 1 (torch's clip_grad_norm_) */
+static void clip_to(optimizer *o, double norm, double max_norm) {
+    gpt_model *m = o->m;
+    if (max_norm <= 0) return;
+    double coef = max_norm / (norm + 1e-6);
+    if (coef < 1.0) m->ops->scale_inplace(m->g, m->n_floats, (float)coef);
+}
+
 double optim_clip_grad_norm(optimizer *o, double max_norm) {
     gpt_model *m = o->m;
     double ss = 0;
@@ -78,11 +86,8 @@ double optim_clip_grad_norm(optimizer *o, double max_norm) {
         dist_sum_f64(&ss, 1);
     } else
         ss = m->ops->sum_squares(m->g, m->n_floats);
-    double norm = sqrt(ss);
-    if (max_norm > 0) {
-        double coef = max_norm / (norm + 1e-6);
-        if (coef < 1.0) m->ops->scale_inplace(m->g, m->n_floats, (float)coef);
-    }
+    const double norm = sqrt(ss);
+    clip_to(o, norm, max_norm);
     return norm;
 }
 
@@ -184,22 +189,35 @@ static void on_grads_ready(void *ctx, int layer) {
         if (o->seg[s].layer == layer) start_segment(o, &o->seg[s]);
 }
 
+/* PGOLF_CLIP_LOCAL with several ranks */
+static int clips_locally(const pg_config *c) { return c->clip_local && dist_world() > 1; }
+
 void optim_grads_begin(optimizer *o, const pg_config *c) {
     if (!dist_collectives()) return;
     if (!o->seg) build_segments(o, c);
     for (int s = 0; s < o->n_seg; s++) o->seg[s].started = 0;
-    if (c->grad_overlap) {
+    if (c->grad_overlap && !clips_locally(c)) {
         o->m->grads_ready = on_grads_ready;
         o->m->grads_ctx = o;
     }
 }
 
-void optim_grads_end(optimizer *o) {
-    if (!dist_collectives()) return;
-    o->m->grads_ready = NULL;
-    o->m->grads_ctx = NULL;
+double optim_grads_end(optimizer *o, const pg_config *c, double max_norm) {
+    gpt_model *m = o->m;
+    if (!dist_collectives()) return optim_clip_grad_norm(o, max_norm);
+    m->grads_ready = NULL;
+    m->grads_ctx = NULL;
+    double norm = 0;
+    if (clips_locally(c)) {
+        /* the record's local gradient is the mean over its micro-batches, WORLD_SIZE times this
+         * rank's share of the sum (grad_scale = 1/(grad_accum*WORLD_SIZE)) */
+        norm = dist_world() * sqrt(m->ops->sum_squares(m->g, m->n_floats));
+        clip_to(o, norm, max_norm);
+    }
     for (int s = 0; s < o->n_seg; s++) start_segment(o, &o->seg[s]); /* table order: the same on every rank */
-    dist_reduce_wait(o->m->ops);
+    dist_reduce_wait(m->ops);
+    if (!clips_locally(c)) norm = optim_clip_grad_norm(o, max_norm);
+    return norm;
 }
 
 void optim_step(optimizer *o, const pg_config *c, double lr_mult) {

@@ -34,16 +34,20 @@ void optim_reset(optimizer *o);
 void optim_keep_adam_after_priming(optimizer *o);
 /* Muon momentum at update index `step` (0-based): linear warmup from the start value. */
 double optim_muon_momentum(const pg_config *c, long step);
-/* Gradients across ranks (dist.h; nothing without collectives). Call optim_grads_begin before the
- * backward of a step's last micro-batch and optim_grads_end after it: with PGOLF_GRAD_OVERLAP the
- * sums of a block's gradients start as soon as the backward has finished that block
- * (gpt_model.grads_ready), overlapping the backward of the blocks below; end starts the rest and
- * waits for all. Afterwards every rank holds the summed gradients of every parameter except the
- * Muon matrices, whose sums only the rank that steps them holds. */
+/* A step's gradients across ranks (dist.h), and their clipping to max_norm (<= 0: none). Call
+ * optim_grads_begin before the backward of a step's last micro-batch and optim_grads_end after it.
+ * With PGOLF_GRAD_OVERLAP the sums of a block's gradients start as soon as the backward has
+ * finished that block (gpt_model.grads_ready), overlapping the backward of the blocks below; end
+ * starts the rest, waits for all, and clips. Afterwards every rank holds the summed gradients of
+ * every parameter except the Muon matrices, whose sums only the rank that steps them holds.
+ * PGOLF_CLIP_LOCAL (several ranks): each rank first clips its own gradient, as the records without
+ * DDP do (no overlap then: the sums wait for the local norm); otherwise the summed gradient is
+ * clipped. Without collectives only the clip runs. Returns the norm before clipping (the rank's own
+ * under PGOLF_CLIP_LOCAL). */
 void optim_grads_begin(optimizer *o, const pg_config *c);
-void optim_grads_end(optimizer *o);
+double optim_grads_end(optimizer *o, const pg_config *c, double max_norm);
 /* Global gradient norm clipping (no-op when max_norm <= 0); returns the norm before clipping.
- * With several ranks, after optim_grads_end (each Muon matrix counted on its rank). */
+ * With several ranks, after the sums (each Muon matrix counted on its rank). */
 double optim_clip_grad_norm(optimizer *o, double max_norm);
 /* One step of every group with lr = base_lr * lr_mult. With several processes (dist.h), after
  * optim_grads_end: the Muon work is split across ranks and the updated matrices shared. */

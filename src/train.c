@@ -162,10 +162,11 @@ static void weights_from_rank0(gpt_model *m) {
     gpt_sync_weights(m);
 }
 
-/* One step's gradients: this rank's micro-batches, then the sums across ranks, the last
- * micro-batch's backward overlapping them (optim_grads_begin). Returns the summed micro-batch losses. */
+/* One step's gradients: this rank's micro-batches, then the sums across ranks (the last
+ * micro-batch's backward overlapping them) and the clipping to max_norm (optim_grads_begin/end;
+ * the priming steps do not clip, as train_gpt.py). Returns the summed micro-batch losses. */
 static double step_gradients(gpt_model *m, optimizer *o, const pg_config *c, batch_loader *ld, int32_t *xb, int32_t *yb,
-                             int B, float grad_scale) {
+                             int B, float grad_scale, double max_norm) {
     const int grad_accum = config_grad_accum(c);
     char err[PG_ERRLEN];
     double loss = 0;
@@ -175,7 +176,7 @@ static double step_gradients(gpt_model *m, optimizer *o, const pg_config *c, bat
         if (micro == grad_accum - 1) optim_grads_begin(o, c);
         loss += gpt_forward_backward(m, xb, yb, B, grad_scale, NULL);
     }
-    optim_grads_end(o);
+    optim_grads_end(o, c, max_norm);
     return loss;
 }
 
@@ -339,7 +340,7 @@ int cmd_train(int argc, char **argv) {
         float *snap = xmalloc(model.n_floats * sizeof(float));
         ops->to_host(snap, model.w, model.n_floats * sizeof(float));
         for (long ws = 0; ws < cfg.warmup_steps; ws++) {
-            step_gradients(&model, &opt, &cfg, &loader, xb, yb, B_train, grad_scale);
+            step_gradients(&model, &opt, &cfg, &loader, xb, yb, B_train, grad_scale, 0.0);
             optim_step(&opt, &cfg, 1.0);
             if (cfg.warmup_steps <= 20 || (ws + 1) % 10 == 0 || ws + 1 == cfg.warmup_steps)
                 log_line(1, "warmup_step:%ld/%lld", ws + 1, (long long)cfg.warmup_steps);
@@ -404,7 +405,7 @@ int cmd_train(int argc, char **argv) {
             if (!model.late_active) log_line(1, "late_qat:inert as in the records (PGOLF_LATE_QAT_ACTIVE=0)");
         }
         if (switched & GPT_SWITCHED_RECUR) log_line(1, "depth_recurrence:enabled step:%ld", step);
-        double train_loss = step_gradients(&model, &opt, &cfg, &loader, xb, yb, B_train, grad_scale);
+        double train_loss = step_gradients(&model, &opt, &cfg, &loader, xb, yb, B_train, grad_scale, cfg.grad_clip_norm);
         dist_sum_f64(&train_loss, 1);
         train_loss /= grad_accum * world; /* the mean over the whole batch (train_gpt.py logs rank 0's share) */
         if (!isfinite(train_loss)) {
@@ -413,7 +414,6 @@ int cmd_train(int argc, char **argv) {
                        "checkpoint is %s", train_loss, step + 1, ckpt_path);
             pg_die("train_loss is %f at step %ld: training diverged (lower the learning rates?)", train_loss, step + 1);
         }
-        optim_clip_grad_norm(&opt, cfg.grad_clip_norm);
         optim_step(&opt, &cfg, mult);
         step++;
         if (wavg_after_step(&avg, &cfg, model.w, step, mult)) log_line(1, "swa:start step:%ld", step);

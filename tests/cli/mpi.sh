@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # mpi.sh: data parallelism on the CPU under mpirun (src/dist.c, docs/distributed.md).
+#   - a step's gradient sums and clipping (overlapped or not, the summed gradient clipped or each
+#     rank's own under PGOLF_CLIP_LOCAL) equal those computed from every rank's own gradient
+#     (tests/test_dist.c, `mpirun -np 2 pgolf_tests dist_`);
 #   - `mpirun -np 1` (every collective on one rank) gives a plain run's bits;
 #   - 2 and 4 ranks train the same model as 1 rank for the same global batch: the train_loss and
 #     val lines agree to the printed digits (tolerance 2e-4), every fp32 weight to 1e-4 of its
@@ -23,7 +26,7 @@ cd "$(dirname "$0")/../.."
 . tests/cli_lib.sh
 TOK="$PGOLF_SHARED/data/tokenizers/fineweb_1024_bpe.model"
 PY=/usr/bin/python3
-NAMES="one_rank_bitwise two_ranks_match_one four_ranks_match_one overlap_bitwise_baseline overlap_bitwise_pr1392
+NAMES="grads_sum_and_clip one_rank_bitwise two_ranks_match_one four_ranks_match_one overlap_bitwise_baseline overlap_bitwise_pr1392
        overlap_bitwise_pr187 overlap_bitwise_lanes rank0_writes eval_split resume_other_world bad_shard_one_rank
        config_mismatch nan_all_ranks killed_rank no_launcher rank_disagrees"
 skip_all() { for n in $NAMES; do echo "SKIP mpi/$n (skipped: $1)"; done; exit 0; }
@@ -102,6 +105,16 @@ for x, y in zip(a, b):
 PY
 }
 
+# the sums and the clipping against every rank's own gradients (tests/test_dist.c)
+TESTS_BIN="${PGOLF_TESTS_BIN:-$(dirname "$PG")/pgolf_tests}"
+if [ ! -x "$TESTS_BIN" ]; then
+  echo "FAIL mpi/grads_sum_and_clip: $TESTS_BIN not built"
+elif $MPIRUN -np 2 "$TESTS_BIN" dist_ > "$TMP/dist.out" 2>&1 && [ "$(grep -c '^ok dist_grads_sum_and_clip$' "$TMP/dist.out")" = 2 ]; then
+  echo "ok mpi/grads_sum_and_clip"
+else
+  echo "FAIL mpi/grads_sum_and_clip: $(grep -m1 -E 'FAIL|SKIP|error' "$TMP/dist.out")"
+fi
+
 RUN_ID=one PGOLF_OUT_DIR="$TMP/one" "$PG" train > "$TMP/one.out" 2>&1 || skip_all "the 1-rank run failed: $(tail -1 "$TMP/one.out")"
 lines "$TMP/one.out" > "$TMP/one.lines"
 
@@ -150,7 +163,7 @@ overlap() { # overlap NAME PRESET-FILE|"" ENV...
   fi
 }
 overlap baseline ""
-overlap pr1392 configs/pr1392.env EVAL_SEQ_LEN=64 NUM_LAYERS=4 ROPE_DIMS=8 VE_LAYERS=2,3 XSA_LAST_N=4 PARALLEL_START_LAYER=3 RECUR_LAYERS=1 \
+overlap pr1392 configs/pr1392.env PGOLF_CLIP_LOCAL=0 EVAL_SEQ_LEN=64 NUM_LAYERS=4 ROPE_DIMS=8 VE_LAYERS=2,3 XSA_LAST_N=4 PARALLEL_START_LAYER=3 RECUR_LAYERS=1 \
   RECUR_START_STEP=2 GPTQ_CALIB_BATCHES=4
 overlap pr187 configs/pr187.env EVAL_SEQ_LEN=64 NUM_LAYERS=4 PGOLF_PRE_ENRICH=96 XSA_LAST_N=2
 overlap lanes "" NUM_LAYERS=4 PARALLEL_START_LAYER=2 PGOLF_PARALLEL_MODE=lanes1289
