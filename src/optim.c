@@ -127,6 +127,9 @@ static int muon_order(const optimizer *o, const pg_config *c, int *idx) {
     return k;
 }
 
+/* the rank that steps the j-th Muon matrix of muon_order */
+static int muon_owner(int j) { return j % dist_world(); }
+
 /* broadcast one arena's Muon slices (idx: the k matrices in muon_order) from their owners */
 static void muon_share(optimizer *o, float *arena, const int *idx, int k) {
     const int world = dist_world();
@@ -138,7 +141,7 @@ static void muon_share(optimizer *o, float *arena, const int *idx, int k) {
     for (int j = 0; j < k; j++) {
         p[j] = arena + m->params[idx[j]].offset;
         n[j] = m->params[idx[j]].numel;
-        root[j] = j % world;
+        root[j] = muon_owner(j);
     }
     dist_bcast_many(m->ops, p, n, root, k);
     free(root);
@@ -161,7 +164,7 @@ static void build_segments(optimizer *o, const pg_config *c) {
     int *root = xmalloc((size_t)m->n_params * sizeof(int)), *idx = xmalloc((size_t)m->n_params * sizeof(int));
     for (int i = 0; i < m->n_params; i++) root[i] = DIST_ALL;
     const int k = muon_order(o, c, idx);
-    for (int j = 0; j < k; j++) root[idx[j]] = j % dist_world();
+    for (int j = 0; j < k; j++) root[idx[j]] = muon_owner(j);
     o->seg = xcalloc((size_t)m->n_params, sizeof(struct grad_seg));
     o->n_seg = 0;
     for (int i = 0; i < m->n_params; i++) {
@@ -231,11 +234,10 @@ void optim_step(optimizer *o, const pg_config *c, double lr_mult) {
     /* decoupled weight decay W *= 1 - lr*wd before the update (PR #65, #315, #1311, #1392) or after it
      * (PGOLF_MUON_WD_AFTER, PR #187) */
     const int wd_after = c->muon_wd_after && muon_wd != 0;
-    const int world = dist_world(), me = dist_rank();
     int *idx = xmalloc((size_t)m->n_params * sizeof(int));
     const int k = muon_order(o, c, idx);
     for (int j = 0; j < k; j++) {
-        if (j % world != me) continue;
+        if (muon_owner(j) != dist_rank()) continue;
         const param_info *p = &m->params[idx[j]];
         m->ops->muon_step(m->w + p->offset, m->g + p->offset, o->muon_buf + p->offset, (int)p->shape[0],
                           (int)p->shape[1], (float)lr, (float)mu, (int)c->muon_backend_steps,
