@@ -13,22 +13,8 @@ if [ ! -x "$PY" ] || ! [ -e "$TOK" ]; then
   for n in $NAMES; do echo "SKIP checkpoint/$n (skipped: ../shared/data absent)"; done; exit 0
 fi
 mkdir -p "$TMP/d"
-"$PY" - "$TMP/d" <<'PY'
-import random, struct, sys
-rng = random.Random(7)
-def shard(path, n):
-    hdr = [0] * 256; hdr[0], hdr[1], hdr[2] = 20240520, 1, n
-    with open(path, "wb") as f:
-        f.write(struct.pack("<256i", *hdr))
-        # a learnable stream: runs of a few repeated ids
-        toks = []
-        while len(toks) < n:
-            t = rng.randrange(1024); toks += [t] * rng.randrange(1, 4)
-        f.write(struct.pack("<%dH" % n, *toks[:n]))
-shard(sys.argv[1] + "/fineweb_val_000000.bin", 2049)
-shard(sys.argv[1] + "/fineweb_train_000000.bin", 9000)
-shard(sys.argv[1] + "/fineweb_train_000001.bin", 9000)
-PY
+"$PY" tests/mkshard.py synth 7 "$TMP/d/fineweb_val_000000.bin:2049" "$TMP/d/fineweb_train_000000.bin:9000" \
+  "$TMP/d/fineweb_train_000001.bin:9000"
 export DATA_PATH="$TMP/d" TOKENIZER_PATH="$TOK" VOCAB_SIZE=1024 NUM_LAYERS=3 MODEL_DIM=64 NUM_HEADS=4 \
   NUM_KV_HEADS=2 TRAIN_SEQ_LEN=64 TRAIN_BATCH_TOKENS=1024 VAL_BATCH_SIZE=2048 ITERATIONS=40 \
   WARMDOWN_ITERS=20 MAX_WALLCLOCK_SECONDS=0 WARMUP_STEPS=2 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1 \

@@ -24,17 +24,8 @@ NAMES="baseline_200_steps roundtrip_same_bpb $PRESETS"
 skip_all() { for n in $NAMES; do echo "SKIP cuda_train/$n (skipped: $1)"; done; exit 0; }
 [ -e "$BIN" ] && [ -e "$TOK" ] && [ -x "$PY" ] || skip_all "../shared/data absent"
 mkdir -p "$TMP/d"
-"$PY" - "$BIN" "$TMP/d" <<'PY'
-import struct, sys
-raw = open(sys.argv[1], "rb").read()
-hdr = list(struct.unpack("<256i", raw[:1024])); n = hdr[2]
-def shard(path, a, b):
-    h = list(hdr); h[2] = b - a
-    with open(path, "wb") as f:
-        f.write(struct.pack("<256i", *h)); f.write(raw[1024 + 2 * a:1024 + 2 * b])
-shard(sys.argv[2] + "/fineweb_train_000000.bin", 0, n - 8192)
-shard(sys.argv[2] + "/fineweb_val_000000.bin", n - 8192, n)
-PY
+"$PY" tests/mkshard.py slice "$BIN" 0 -8192 "$TMP/d/fineweb_train_000000.bin"
+"$PY" tests/mkshard.py slice "$BIN" -8192 end "$TMP/d/fineweb_val_000000.bin"
 export DATA_PATH="$TMP/d" TOKENIZER_PATH="$TOK" VOCAB_SIZE=1024 PGOLF_NON_RECORD=1 MAX_WALLCLOCK_SECONDS=0 \
   VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1 PGOLF_LOG_DIR="$TMP/logs" SEED=1337
 

@@ -50,17 +50,7 @@ with open(sys.argv[1], "wb") as f:
     f.write(struct.pack("<Q", len(h))); f.write(h); f.write(b"".join(blobs))
 PY
 # a short validation shard: the first 8,193 official val tokens
-"$PY" - "$VAL" "$TMP/val/fineweb_val_000000.bin" <<'PY' 2>/dev/null
-import os, struct, sys
-src, dst = sys.argv[1], sys.argv[2]
-os.makedirs(os.path.dirname(dst), exist_ok=True)
-n = 8193
-with open(src, "rb") as f:
-    f.read(1024); toks = f.read(2 * n)
-hdr = [0] * 256; hdr[0], hdr[1], hdr[2] = 20240520, 1, n
-with open(dst, "wb") as f:
-    f.write(struct.pack("<256i", *hdr)); f.write(toks)
-PY
+"$PY" tests/mkshard.py slice "$VAL" 0 8193 "$TMP/val/fineweb_val_000000.bin" 2>/dev/null
 
 A="$TMP/out.pgolf"
 if "$PG" export "$TMP/in.safetensors" "$A" >"$TMP/export.out" 2>&1 && grep -q "^Serialized model int8+zlib: " "$TMP/export.out"; then

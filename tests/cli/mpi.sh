@@ -39,23 +39,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 MPIRUN="timeout 120 mpirun"
 
 mkdir -p "$TMP/d" "$TMP/bad"
-"$PY" - "$TMP/d" "$TMP/bad" <<'PY'
-import random, struct, sys
-rng = random.Random(11)
-def shard(path, n, magic=20240520):
-    hdr = [0] * 256; hdr[0], hdr[1], hdr[2] = magic, 1, n
-    with open(path, "wb") as f:
-        f.write(struct.pack("<256i", *hdr))
-        toks = []
-        while len(toks) < n:
-            t = rng.randrange(1024); toks += [t] * rng.randrange(1, 4)
-        f.write(struct.pack("<%dH" % n, *toks[:n]))
-shard(sys.argv[1] + "/fineweb_val_000000.bin", 4097)
-shard(sys.argv[1] + "/fineweb_train_000000.bin", 9000)
-shard(sys.argv[1] + "/fineweb_train_000001.bin", 9000)
-shard(sys.argv[2] + "/fineweb_val_000000.bin", 4097)
-shard(sys.argv[2] + "/fineweb_train_000000.bin", 9000, magic=12345)
-PY
+"$PY" tests/mkshard.py synth 11 "$TMP/d/fineweb_val_000000.bin:4097" "$TMP/d/fineweb_train_000000.bin:9000" \
+  "$TMP/d/fineweb_train_000001.bin:9000" "$TMP/bad/fineweb_val_000000.bin:4097" "$TMP/bad/fineweb_train_000000.bin:9000:12345"
 cat > "$TMP/cmp.py" <<'PY'
 # compare two safetensors files (tolerances: see the top of this file; a third argument "exact":
 # every tensor bit-identical)

@@ -18,16 +18,7 @@ fi
 mkdir -p "$TMP/d"
 ln -s "$BIN" "$TMP/d/fineweb_train_000000.bin"
 # a short validation shard: the last 8192 tokens (the training run reads from the start)
-"$PY" - "$BIN" "$TMP/d/fineweb_val_000000.bin" <<'PY'
-import struct, sys
-raw = open(sys.argv[1], "rb").read()
-hdr = list(struct.unpack("<256i", raw[:1024]))
-n = hdr[2]
-hdr[2] = 8192
-with open(sys.argv[2], "wb") as f:
-    f.write(struct.pack("<256i", *hdr))
-    f.write(raw[1024 + 2 * (n - 8192):1024 + 2 * n])
-PY
+"$PY" tests/mkshard.py slice "$BIN" -8192 end "$TMP/d/fineweb_val_000000.bin"
 STEPS=12
 run() { # run NAME 'FINAL-LINE-PATTERNS' EXTRA-ENV...: train configs/NAME.env at reduced size, check the
   # loss falls and each pattern (|-separated) matches a line of the output, in that order

@@ -48,19 +48,8 @@ with open(sys.argv[1], "wb") as f:
     f.write(struct.pack("<Q", len(h))); f.write(h); f.write(b"".join(blobs))
 PY
 # val: the first 8,193 official val tokens; train: the next 20,000 (the GPTQ calibration data)
-"$PY" - "$VAL" "$TMP/data" <<'PY'
-import os, struct, sys
-src, dst = sys.argv[1], sys.argv[2]
-os.makedirs(dst, exist_ok=True)
-with open(src, "rb") as f:
-    f.read(1024); toks = f.read()
-def shard(path, b):
-    hdr = [0] * 256; hdr[0], hdr[1], hdr[2] = 20240520, 1, len(b) // 2
-    with open(path, "wb") as f:
-        f.write(struct.pack("<256i", *hdr)); f.write(b)
-shard(os.path.join(dst, "fineweb_val_000000.bin"), toks[:2 * 8193])
-shard(os.path.join(dst, "fineweb_train_000000.bin"), toks[2 * 8193:2 * 28193])
-PY
+"$PY" tests/mkshard.py slice "$VAL" 0 8193 "$TMP/data/fineweb_val_000000.bin"
+"$PY" tests/mkshard.py slice "$VAL" 8193 28193 "$TMP/data/fineweb_train_000000.bin"
 export DATA_PATH="$TMP/data" TOKENIZER_PATH="$TOK"
 
 declare -A LOSS

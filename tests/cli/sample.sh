@@ -24,18 +24,8 @@ if [ ! -x "$PY" ]; then
 fi
 # real text: the official ids, 8,193 for validation and the rest for training
 mkdir -p "$TMP/d"
-"$PY" - "$VAL" "$TMP/d" <<'PY'
-import struct, sys
-src, out = sys.argv[1], sys.argv[2]
-with open(src, "rb") as f:
-    f.read(1024); toks = f.read()
-def shard(path, b):
-    hdr = [0] * 256; hdr[0], hdr[1], hdr[2] = 20240520, 1, len(b) // 2
-    with open(path, "wb") as f:
-        f.write(struct.pack("<256i", *hdr)); f.write(b)
-shard(out + "/fineweb_val_000000.bin", toks[:2 * 8193])
-shard(out + "/fineweb_train_000000.bin", toks[2 * 8193:])
-PY
+"$PY" tests/mkshard.py slice "$VAL" 0 8193 "$TMP/d/fineweb_val_000000.bin"
+"$PY" tests/mkshard.py slice "$VAL" 8193 end "$TMP/d/fineweb_train_000000.bin"
 # a tiny model with depth recurrence (switched on at step 4), XSA, SmearGate and a bigram table
 export DATA_PATH="$TMP/d" TOKENIZER_PATH="$TOK" VOCAB_SIZE=1024 NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=4 \
   NUM_KV_HEADS=2 TRAIN_SEQ_LEN=32 TRAIN_BATCH_TOKENS=1024 VAL_BATCH_SIZE=8192 ITERATIONS=12 \

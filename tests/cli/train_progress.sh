@@ -11,17 +11,7 @@ if [ ! -x "$PY" ] || ! [ -e "$TOK" ]; then
   exit 0
 fi
 mkdir -p "$TMP/d"
-"$PY" - "$TMP/d" <<'PY'
-import random, struct, sys
-rng = random.Random(3)
-for name, n in (("fineweb_val_000000.bin", 2049), ("fineweb_train_000000.bin", 20000)):
-    hdr = [0] * 256; hdr[0], hdr[1], hdr[2] = 20240520, 1, n
-    toks = []  # a learnable stream: runs of a few repeated ids
-    while len(toks) < n:
-        t = rng.randrange(1024); toks += [t] * rng.randrange(1, 4)
-    with open(sys.argv[1] + "/" + name, "wb") as f:
-        f.write(struct.pack("<256i", *hdr)); f.write(struct.pack("<%dH" % n, *toks[:n]))
-PY
+"$PY" tests/mkshard.py synth 3 "$TMP/d/fineweb_val_000000.bin:2049" "$TMP/d/fineweb_train_000000.bin:20000"
 export DATA_PATH="$TMP/d" TOKENIZER_PATH="$TOK" VOCAB_SIZE=1024 NUM_LAYERS=2 MODEL_DIM=64 NUM_HEADS=4 \
   NUM_KV_HEADS=2 TRAIN_SEQ_LEN=64 TRAIN_BATCH_TOKENS=1024 VAL_BATCH_SIZE=2048 ITERATIONS=6 WARMUP_STEPS=0 \
   MAX_WALLCLOCK_SECONDS=0 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=1 PGOLF_NON_RECORD=1 OMP_NUM_THREADS=1 \
