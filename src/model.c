@@ -496,6 +496,7 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
     m->losses = falloc(m, N);
     m->losses_host = xmalloc(N * sizeof(float));
     m->emb_mid = m->smear ? aalloc(m, N * d) : NULL;
+    m->dec_smear = m->smear ? aalloc(m, 4 * d) : NULL;
     if (m->bigram) {
         m->bidx = ops->alloc(N * sizeof(int32_t));
         m->bidx_host = xmalloc(N * sizeof(int32_t));
@@ -608,6 +609,7 @@ void gpt_free(gpt_model *m) {
     o->free(m->rstdf);
     o->free(m->losses);
     o->free(m->emb_mid);
+    o->free(m->dec_smear);
     o->free(m->bidx);
     o->free(m->bg_e);
     o->free(m->bg_p);
@@ -745,27 +747,40 @@ static const pg_act *trunk_output(const gpt_model *m) { return m->lanes ? m->lan
 /* LN_SCALE factor of layer l (spec §4.2) */
 static float ln_scale(const gpt_model *m, int l) { return m->ln_scale ? (float)(1.0 / sqrt(l + 1.0)) : 1.0f; }
 
-/* the attention branch of block l: a->a = proj(attn(s*n1)) from the normalised input a->n1 */
+/* the attention branch of block l: a->a = proj(attn(s*n1)) from the normalised input a->n1. While
+ * decoding (one token at position dec_pos), its key and value go to row dec_pos of a->k and a->v,
+ * whose rows 0..dec_pos are the pass's cache, RoPE takes that position's row of the tables, and the
+ * token attends over the cache. */
 static void attn_branch_fwd(gpt_model *m, int l, block_acts *a, int N, int B) {
     const pg_ops *o = m->ops;
     const block_params *p = &m->blk[l];
     const int d = m->d, hd = m->H * m->D, kvd = m->Hk * m->D;
     const float s = ln_scale(m, l);
+    pg_act *k = a->k, *v = a->v;
+    const float *cs = m->rope_cos, *sn = m->rope_sin;
+    int T = m->T;
+    if (m->decoding) {
+        const size_t row = (size_t)m->dec_pos * kvd * o->act_bytes, rope = (size_t)m->dec_pos * (m->rope_dims / 2);
+        k = (pg_act *)((char *)a->k + row);
+        v = (pg_act *)((char *)a->v + row);
+        cs += rope, sn += rope, T = 1;
+    }
     o->matmul_fwd(a->q_raw, a->n1, WL(m, p->c_q), N, d, hd);
     o->matmul_fwd(a->k_raw, a->n1, WL(m, p->c_k), N, d, kvd);
-    o->matmul_fwd(a->v, a->n1, WL(m, p->c_v), N, d, kvd);
+    o->matmul_fwd(v, a->n1, WL(m, p->c_v), N, d, kvd);
     if (s != 1.0f) { /* (s*n1) W^T = s*(n1 W^T) */
         o->act_scale(a->q_raw, (size_t)N * hd, s);
         o->act_scale(a->k_raw, (size_t)N * kvd, s);
-        o->act_scale(a->v, (size_t)N * kvd, s);
+        o->act_scale(v, (size_t)N * kvd, s);
     }
-    if (p->ve_scale) o->resid_fwd(a->v, a->v, m->ve, p->ve_scale, N * kvd, 1); /* v += ve_layer_scale * ve */
-    o->qk_prep_fwd(a->q, a->k, a->rstd_q, a->rstd_k, a->q_raw, a->k_raw, p->q_gain, m->rope_cos, m->rope_sin, N, m->T,
-                   m->H, m->Hk, m->D, m->rope_dims);
-    o->attn_fwd(a->att, a->lse, a->q, a->k, a->v, B, m->T, m->H, m->Hk, m->D);
+    if (p->ve_scale) o->resid_fwd(v, v, m->ve, p->ve_scale, N * kvd, 1); /* v += ve_layer_scale * ve */
+    o->qk_prep_fwd(a->q, k, a->rstd_q, a->rstd_k, a->q_raw, a->k_raw, p->q_gain, cs, sn, N, T, m->H, m->Hk, m->D,
+                   m->rope_dims);
+    if (m->decoding) o->attn_decode(a->att, a->q, a->k, a->v, m->dec_pos + 1, m->H, m->Hk, m->D);
+    else o->attn_fwd(a->att, a->lse, a->q, a->k, a->v, B, m->T, m->H, m->Hk, m->D);
     const pg_act *y = a->att;
     if (a->att_x) { /* XSA */
-        o->xsa_fwd(a->att_x, a->att, a->v, N, m->H, m->Hk, m->D);
+        o->xsa_fwd(a->att_x, a->att, v, N, m->H, m->Hk, m->D);
         y = a->att_x;
     }
     o->matmul_fwd(a->a, y, WL(m, p->proj), N, hd, d);
@@ -918,30 +933,50 @@ static void lane_block_bwd(gpt_model *m, int l, block_acts *a, const pg_act *xa,
     }
 }
 
-/* Bigram buckets of the host tokens x, per row of T (spec §3.2, §4.2). Both records hash across
- * document boundaries (BOS is an ordinary token); only position 0 of each row is special. */
+/* The bigram bucket of token cur at position t after token prev (spec §3.2, §4.2). Both records hash
+ * across document boundaries (BOS is an ordinary token); only position 0 of each row is special. */
+static int32_t bigram_bucket(const gpt_model *m, int32_t prev, int32_t cur, int t) {
+    if (m->bigram == 1) /* PR #65/#187: int64 (prev*92821 + cur) mod buckets, prev = 0 at t = 0 */
+        return (int32_t)(((int64_t)(t ? prev : 0) * 92821 + cur) % m->nb);
+    if (t == 0) return m->nb - 1; /* PR #315: the reserved bucket Vb-1 */
+    /* PR #315: (36313*cur ^ 27191*prev) in wrapping int32, Python's (non-negative) mod Vb-1 */
+    const int32_t mod = m->nb - 1;
+    const int32_t h = (int32_t)((36313u * (uint32_t)cur) ^ (27191u * (uint32_t)prev));
+    const int32_t r = h % mod;
+    return r < 0 ? r + mod : r;
+}
+
+/* the buckets of the host tokens x, per row of T (while decoding: of the one token at dec_pos) */
 static void bigram_buckets(gpt_model *m, const int32_t *x, int N) {
     for (int n = 0; n < N; n++) {
-        const int t = n % m->T;
-        if (m->bigram == 1) { /* PR #65/#187: int64 (prev*92821 + cur) mod buckets, prev = 0 at t = 0 */
-            int64_t prev = t ? x[n - 1] : 0;
-            m->bidx_host[n] = (int32_t)((prev * 92821 + x[n]) % m->nb);
-        } else if (t == 0) { /* PR #315: the reserved bucket Vb-1 */
-            m->bidx_host[n] = m->nb - 1;
-        } else { /* PR #315: (36313*cur ^ 27191*prev) in wrapping int32, Python's (non-negative) mod Vb-1 */
-            const int32_t mod = m->nb - 1;
-            int32_t h = (int32_t)((36313u * (uint32_t)x[n]) ^ (27191u * (uint32_t)x[n - 1]));
-            int32_t r = h % mod;
-            m->bidx_host[n] = r < 0 ? r + mod : r;
-        }
+        if (m->decoding) m->bidx_host[n] = bigram_bucket(m, m->dec_prev, x[n], m->dec_pos);
+        else m->bidx_host[n] = bigram_bucket(m, n % m->T ? x[n - 1] : 0, x[n], n % m->T);
     }
+}
+
+/* SmearGate on the rows of x into y (y must not alias x). While decoding, x is the one token's row:
+ * dec_smear (4, d) holds the previous position's input (zeros at position 0) and this one in rows
+ * 0-1, smear runs on them as a sequence of two, and y is the second output row (rows 2-3). */
+static void smear(gpt_model *m, pg_act *y, const pg_act *x, int N, int reverse) {
+    const pg_ops *o = m->ops;
+    if (!m->decoding) {
+        o->smear_fwd(y, x, m->smear_gate, N, m->T, m->d, reverse);
+        return;
+    }
+    const size_t row = (size_t)m->d * o->act_bytes;
+    char *s = (char *)m->dec_smear;
+    if (m->dec_pos == 0) o->zero(s, row);
+    o->copy(s + row, x, row);
+    o->smear_fwd((pg_act *)(s + 2 * row), (const pg_act *)s, m->smear_gate, 2, 2, m->d, reverse);
+    o->copy(y, s + 3 * row, row);
+    o->copy(s, s + row, row); /* the next position's previous input */
 }
 
 /* x0 (N, d) from the tokens: embedding, bigram table, SmearGate, PR #187's pre-enrichment and the
  * embedding norm */
 static void embed_fwd(gpt_model *m, const int32_t *x, int N) {
     const pg_ops *o = m->ops;
-    const int d = m->d, T = m->T;
+    const int d = m->d;
     o->embed_fwd(m->emb, m->idx, WC(m, m->tok_emb), N, d); /* e = tok_emb[idx] (N, d) */
     if (m->bigram) {
         bigram_buckets(m, x, N);
@@ -957,7 +992,7 @@ static void embed_fwd(gpt_model *m, const int32_t *x, int N) {
     }
     const pg_act *pre = m->emb; /* the embedding norm's input */
     if (m->smear == 1) {        /* PR #65, PR #187: smear before the norm */
-        o->smear_fwd(m->emb_mid, m->emb, m->smear_gate, N, T, d, 0);
+        smear(m, m->emb_mid, m->emb, N, 0);
         pre = m->emb_mid;
     }
     if (m->pre_enrich) { /* PR #187: W2 gelu(W1 pre) */
@@ -968,7 +1003,7 @@ static void embed_fwd(gpt_model *m, const int32_t *x, int N) {
     }
     if (m->smear == 2) { /* PR #315: x0 = smear(rmsnorm(.)) */
         o->rmsnorm_fwd(m->emb_mid, m->rstd0, pre, N, d);
-        o->smear_fwd(m->x0, m->emb_mid, m->smear_gate, N, T, d, 1);
+        smear(m, m->x0, m->emb_mid, N, 1);
     } else
         o->rmsnorm_fwd(m->x0, m->rstd0, pre, N, d);
 }
@@ -1041,22 +1076,11 @@ static void grads_ready(gpt_model *m, int l) {
     if (m->grads_ready) m->grads_ready(m->grads_ctx, l);
 }
 
-double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, int B_run, float grad_scale,
-                            float *per_token_loss) {
+/* the blocks on x0 (N tokens in B_run rows): PR #187's first encoder pass, the layers with their
+ * skips, recurrence passes and lanes; the result is trunk_output(m) */
+static void trunk_fwd(gpt_model *m, int N, int B_run) {
     const pg_ops *o = m->ops;
-    PG_CHECK(B_run >= 1 && B_run <= m->B);
-    const int N = B_run * m->T, d = m->d;
-    o->to_device(m->idx, x, (size_t)N * sizeof(int32_t));
-    o->to_device(m->tgt, y, (size_t)N * sizeof(int32_t));
-    /* STE QAT in training forwards: the linear weights are read from their fake-quantised copies
-     * (forward and the backward's input gradients); their gradients are those of the copies, which
-     * is the straight-through estimator's gradient wrt the masters */
-    const int qmode = grad_scale == 0.0f ? 0 : m->qat_mode ? m->qat_mode : (m->late_qat && m->late_active) ? 3 : 0;
-    m->qat_now = qmode != 0;
-    if (qmode && m->wq_mode != qmode) refresh_wq(m, qmode);
-
-    embed_fwd(m, x, N);
-    if (m->ve_dim) ve_fwd(m, N);
+    const int d = m->d;
     if (m->enc_recur) { /* PR #187: a first encoder pass (its skips discarded), then rmsnorm: layer 0's input */
         const pg_act *xe = m->x0;
         for (int l = 0; l < m->n_enc; l++) {
@@ -1087,6 +1111,25 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
     }
     if (m->lanes) /* x = m*lane_a + (1-m)*lane_b = lane_b + m*(lane_a - lane_b) */
         o->lerp_fwd(m->lane_out, m->acts[m->L - 1].xout2, m->acts[m->L - 1].xout, m->lane_merge, N * d, 1);
+}
+
+double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, int B_run, float grad_scale,
+                            float *per_token_loss) {
+    const pg_ops *o = m->ops;
+    PG_CHECK(B_run >= 1 && B_run <= m->B);
+    const int N = B_run * m->T, d = m->d;
+    o->to_device(m->idx, x, (size_t)N * sizeof(int32_t));
+    o->to_device(m->tgt, y, (size_t)N * sizeof(int32_t));
+    /* STE QAT in training forwards: the linear weights are read from their fake-quantised copies
+     * (forward and the backward's input gradients); their gradients are those of the copies, which
+     * is the straight-through estimator's gradient wrt the masters */
+    const int qmode = grad_scale == 0.0f ? 0 : m->qat_mode ? m->qat_mode : (m->late_qat && m->late_active) ? 3 : 0;
+    m->qat_now = qmode != 0;
+    if (qmode && m->wq_mode != qmode) refresh_wq(m, qmode);
+
+    embed_fwd(m, x, N);
+    if (m->ve_dim) ve_fwd(m, N);
+    trunk_fwd(m, N, B_run);
     /* head: final norm, tied (or untied) projection, softcap + cross entropy */
     const float *head = m->tied ? m->tok_emb : m->lm_head;
     o->rmsnorm_fwd(m->nf, m->rstdf, trunk_output(m), N, d);
@@ -1146,6 +1189,37 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
     if (m->ve_dim) ve_bwd(m, N);
     embed_bwd(m, N);
     return sum / N;
+}
+
+/* ---- incremental decoding ---- */
+
+void gpt_decode_reset(gpt_model *m) {
+    m->dec_pos = 0;
+    m->dec_prev = 0;
+}
+
+int gpt_decode_pos(const gpt_model *m) { return m->dec_pos; }
+
+/* The forward above for the one token tok at position dec_pos (N = B = 1): attn_branch_fwd, the
+ * bigram buckets and smear read m->decoding for what crosses positions (the key/value caches, the
+ * previous token, the previous SmearGate input); everything else is per token. */
+void gpt_decode_step(gpt_model *m, int32_t tok, float *logits) {
+    const pg_ops *o = m->ops;
+    PG_CHECK(m->dec_pos >= 0 && m->dec_pos < m->T && tok >= 0 && tok < m->V);
+    m->qat_now = 0;
+    m->decoding = 1;
+    o->to_device(m->idx, &tok, sizeof(int32_t));
+    embed_fwd(m, &tok, 1);
+    if (m->ve_dim) ve_fwd(m, 1);
+    trunk_fwd(m, 1, 1);
+    /* head: final norm, projection; the softcap in fp32 on the host, as softcap_ce applies it */
+    o->rmsnorm_fwd(m->nf, m->rstdf, trunk_output(m), 1, m->d);
+    o->matmul_fwd(m->logits, m->nf, WC(m, m->tied ? m->tok_emb : m->lm_head), 1, m->d, m->V);
+    o->act_to_f32(logits, m->logits, (size_t)m->V);
+    for (int v = 0; v < m->V; v++) logits[v] = m->softcap * tanhf(logits[v] / m->softcap);
+    m->decoding = 0;
+    m->dec_prev = tok;
+    m->dec_pos++;
 }
 
 void gpt_to_statedict(const gpt_model *m, statedict *sd) {

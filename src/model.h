@@ -141,6 +141,11 @@ typedef struct {
     pg_act *dx, *dx0, **dskip, *s_d, *s_d2, *s_hid, *s_hd, *s_dq, *s_dk, *s_dv, *s_dqr, *s_dkr, *s_bg;
     pg_act *s_dv2; /* XSA's dv (N, Hk*D) */
     float *losses_host;
+    /* incremental decoding (gpt_decode_step): the next token's position, the previous token, the
+     * SmearGate rows (4, d); decoding is set only while a decode step runs */
+    int decoding, dec_pos;
+    int32_t dec_prev;
+    pg_act *dec_smear;
     /* Called by a backward (when set) as soon as the gradients of every parameter of block `layer`
      * (param_info.layer) are final for this backward, each block once, last block first; the
      * trainer starts their sum across ranks there (optim_grads_begin) */
@@ -180,6 +185,19 @@ int gpt_step_begin(gpt_model *m, long step, double mult);
  * position's loss. */
 double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, int B_run, float grad_scale,
                             float *per_token_loss);
+
+/* Incremental decoding (`pgolf sample`): the forward above for one token at a time, on any backend.
+ * Each pass's keys and values stay in its activations (rows 0..T-1 of a->k, a->v: B = 1 suffices), so
+ * a token costs one pass through the layers; the previous token (bigram buckets) and SmearGate's
+ * previous input are carried too. Position p's logits equal row p of a full forward over the same
+ * tokens, up to the summation order of the matmuls and of attention. Depth recurrence runs when
+ * m->recur_on is set, as in the forward. gpt_decode_reset starts a context (position 0; needed before
+ * the first step, and after a full forward, which overwrites the caches); gpt_decode_step feeds token
+ * tok at position gpt_decode_pos(m) < m->T and writes the next token's softcapped logits (V, host,
+ * what the loss sees) to logits. */
+void gpt_decode_reset(gpt_model *m);
+int gpt_decode_pos(const gpt_model *m);
+void gpt_decode_step(gpt_model *m, int32_t tok, float *logits);
 void gpt_zero_grad(gpt_model *m);
 /* Load averaged weights (an EMA arena, or an SWA sum with its count as divisor; n_floats in backend
  * memory) into the masters: avg/divisor, each tensor cast to its state-dict dtype and back (bf16

@@ -21,6 +21,7 @@
 #include "../src/model.h"
 #include "../src/ops.h"
 #include "../src/optim.h"
+#include "ref_common.h"
 #include "test.h"
 
 #ifdef PGOLF_CUDA
@@ -595,6 +596,85 @@ TEST(cuda_model_step_matches_cpu) {
     gpt_free(&mc);
     gpt_free(&mg);
     config_free(&c);
+}
+
+/* incremental decoding (pgolf sample) on the CUDA backend: at every position of a random sequence the
+ * GPU decoder's log p of the next token against (a) the GPU's own full forward (minus its per-token
+ * loss: the same bf16 model, so only attention's and the matmuls' summation orders differ) and (b)
+ * the CPU decoder's (fp32). Two model forms cover the decoder's cross-position state: SmearGate
+ * before the norm with BigramHash, pre-enrichment and encoder recurrence (PR #187); SmearGate after
+ * the norm with the PR #315 bigram table, VE, XSA, parallel residuals and depth recurrence
+ * (PR #1392). Random weights (randomize_weights) give peaked distributions (log p down to -13 nats),
+ * where bf16 activations alone move log p by ~0.1 nats (emulator: GPU forward vs CPU 0.10, GPU
+ * decoder vs CPU 0.08, GPU decoder vs GPU forward 0.10). The bands: 0.25 nats, and the GPU decoder no
+ * further from the fp32 decoder than twice the GPU forward is (+0.02); a wrong cache, position or
+ * carried state is off by nats. */
+static void decode_case(t_state *t__, const char *const kv[][2], int nkv) {
+    pg_config c;
+    config_defaults(&c);
+    char err[256];
+    const char *base[][2] = {{"VOCAB_SIZE", "128"}, {"MODEL_DIM", "128"}, {"NUM_LAYERS", "4"}, {"NUM_HEADS", "2"},
+                             {"NUM_KV_HEADS", "1"}, {"MLP_MULT", "2"}, {"TRAIN_SEQ_LEN", "40"}, {"TRAIN_BATCH_TOKENS", "320"}};
+    for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i++)
+        T_ASSERT(config_set(&c, base[i][0], base[i][1], "test", err, sizeof(err)) == 0, "%s", err);
+    for (int i = 0; i < nkv; i++) T_ASSERT(config_set(&c, kv[i][0], kv[i][1], "test", err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(config_validate(&c, err, sizeof(err)) == 0, "%s", err);
+    const int T = (int)c.train_seq_len, V = (int)c.vocab_size;
+    gpt_model mc, mg;
+    gpt_build(&mc, &c, C_, 1, T);
+    gpt_build(&mg, &c, G_, 1, T);
+    randomize_weights(&mc, 77);
+    for (size_t i = 0; i < mc.n_floats; i++) mc.w[i] = pg_round_bf16(mc.w[i]); /* both see the same values */
+    gpt_sync_weights(&mc);
+    G_->to_device(mg.w, mc.w, mc.n_floats * 4);
+    gpt_sync_weights(&mg);
+    mc.recur_on = mc.recur_n > 0;
+    mg.recur_on = mg.recur_n > 0;
+    int32_t x[64], y[64];
+    for (int t = 0; t < T; t++) x[t] = (int32_t)((t * 37 + 11) % V);
+    for (int t = 0; t < T; t++) y[t] = t + 1 < T ? x[t + 1] : 5;
+    float loss[64], *lc = xmalloc((size_t)V * 4), *lg = xmalloc((size_t)V * 4);
+    gpt_forward_backward(&mg, x, y, 1, 0.0f, loss);
+    gpt_decode_reset(&mc);
+    gpt_decode_reset(&mg);
+    double worst_fwd = 0, worst_cpu = 0, spread = 0, worst_fc = 0;
+    for (int t = 0; t < T; t++) {
+        gpt_decode_step(&mc, x[t], lc);
+        gpt_decode_step(&mg, x[t], lg);
+        double mxc = -INFINITY, mxg = -INFINITY, sc = 0, sg = 0;
+        for (int v = 0; v < V; v++) mxc = fmax(mxc, lc[v]), mxg = fmax(mxg, lg[v]);
+        for (int v = 0; v < V; v++) sc += exp((double)lc[v] - mxc), sg += exp((double)lg[v] - mxg);
+        const double pc = lc[y[t]] - mxc - log(sc), pg = lg[y[t]] - mxg - log(sg);
+        double d1 = fabs(pg + loss[t]), d2 = fabs(pg - pc);
+        if (!(d1 <= worst_fwd)) worst_fwd = d1; /* NaN propagates */
+        if (!(d2 <= worst_cpu)) worst_cpu = d2;
+        spread = fmax(spread, fabs(pc + log((double)V)));
+        worst_fc = fmax(worst_fc, fabs(pc + loss[t]));
+    }
+    free(lc);
+    free(lg);
+    gpt_free(&mc);
+    gpt_free(&mg);
+    config_free(&c);
+    T_ASSERT(spread > 1.0, "the test model's distributions are too flat to test anything (%.3g)", spread);
+    T_ASSERT(worst_fwd < 0.25, "GPU decoder vs GPU forward: max |log p diff| %.3g", worst_fwd);
+    T_ASSERT(worst_cpu < 0.25 && worst_cpu <= 2 * worst_fc + 0.02,
+             "GPU decoder vs CPU decoder: max |log p diff| %.3g (the GPU forward's own distance from the CPU: %.3g)",
+             worst_cpu, worst_fc);
+}
+
+TEST(cuda_decode_matches_forward_and_cpu) {
+    NEED_GPU();
+    NEED_OP(attn_decode);
+    const char *pr187[][2] = {{"PGOLF_PRE_ENRICH", "96"}, {"ENCODER_RECURRENCE", "1"}, {"PGOLF_SMEAR_MODE", "pre"},
+                              {"BIGRAM_HASH_BUCKETS", "61"}, {"BIGRAM_HASH_DIM", "32"}, {"XSA_LAST_N", "2"}};
+    decode_case(t__, pr187, 6);
+    if (t__->failed) return;
+    const char *pr1392[][2] = {{"PGOLF_SMEAR_MODE", "post"}, {"BIGRAM_VOCAB_SIZE", "53"}, {"BIGRAM_DIM", "32"},
+                               {"VE_ENABLED", "1"}, {"VE_DIM", "32"}, {"VE_LAYERS", "1,3"},
+                               {"PARALLEL_START_LAYER", "2"}, {"RECUR_LAYERS", "0,1"}, {"XSA_LAST_N", "4"},
+                               {"ROPE_DIMS", "16"}, {"LN_SCALE", "1"}, {"PGOLF_MLP_ACTIVATION", "leaky_relu2"}};
+    decode_case(t__, pr1392, 12);
 }
 #endif
 

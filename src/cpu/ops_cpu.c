@@ -308,6 +308,34 @@ static void cpu_attn_fwd(pg_act *o, float *lse, const pg_act *q, const pg_act *k
     }
 }
 
+/* one query row of cpu_attn_fwd over n visible keys, with the same arithmetic: fp32 scores
+ * scale*(q.k), exp(s - max) in fp32 summed in double, probabilities times 1/sum, then P V */
+static void cpu_attn_decode(pg_act *o, const pg_act *q, const pg_act *k, const pg_act *v, int n, int H, int Hk, int D) {
+    const float scale = 1.0f / sqrtf((float)D);
+    const int grp = H / Hk;
+    const long ks = (long)Hk * D;
+#pragma omp parallel
+    {
+        float *s = xmalloc_aligned((size_t)n * sizeof(float));
+#pragma omp for schedule(static)
+        for (int h = 0; h < H; h++) {
+            const float *K = CF(k) + (size_t)(h / grp) * D, *V = CF(v) + (size_t)(h / grp) * D;
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, n, D, scale, K, ks, CF(q) + (size_t)h * D, 1, 0.0f, s, 1);
+            float mx = -INFINITY;
+            for (int j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
+            double sum = 0;
+            for (int j = 0; j < n; j++) {
+                s[j] = expf(s[j] - mx);
+                sum += s[j];
+            }
+            const float inv = (float)(1.0 / sum);
+            for (int j = 0; j < n; j++) s[j] *= inv;
+            cblas_sgemv(CblasRowMajor, CblasTrans, n, D, 1.0f, V, ks, s, 1, 0.0f, F(o) + (size_t)h * D, 1);
+        }
+        free(s);
+    }
+}
+
 static void cpu_attn_bwd(pg_act *dq, pg_act *dk, pg_act *dv, const pg_act *dout, const pg_act *q, const pg_act *k,
                          const pg_act *v, const pg_act *o, const float *lse, int B, int T, int H, int Hk, int D) {
     const float scale = 1.0f / sqrtf((float)D);
@@ -820,6 +848,7 @@ const pg_ops pg_cpu_ops = {
     .zero = cpu_zero,
     .to_device = cpu_copy,
     .to_host = cpu_copy,
+    .copy = cpu_copy,
     .sync = cpu_sync,
     .peak_bytes = cpu_peak,
     .weights_to_compute = cpu_weights_to_compute,
@@ -837,6 +866,7 @@ const pg_ops pg_cpu_ops = {
     .qk_prep_bwd = cpu_qk_prep_bwd,
     .attn_fwd = cpu_attn_fwd,
     .attn_bwd = cpu_attn_bwd,
+    .attn_decode = cpu_attn_decode,
     .resid_fwd = cpu_resid_fwd,
     .resid_bwd = cpu_resid_bwd,
     .relu2_fwd = cpu_relu2_fwd,

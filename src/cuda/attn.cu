@@ -264,6 +264,65 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_k(bf16 *__restrict__ o, 
     }
 }
 
+/* ---------------------------------------------------------------- decoding */
+/* one query token over n cached keys (pgolf sample), split-K within a block: grid (H), 4 warps; warp
+ * w takes keys w, w+4, ... with its own online softmax (lane i holds dims i, i+32, i+64, i+96 of the
+ * query and of its output sum; a key's score is a warp sum), then warp 0 merges the four partial
+ * results. fp32 throughout, o written once in bf16. */
+#define DEC_WARPS 4
+__global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_k(bf16 *__restrict__ o, const bf16 *__restrict__ q,
+                                                                const bf16 *__restrict__ k,
+                                                                const bf16 *__restrict__ v, int n, int H, int Hk,
+                                                                int D, float scale) {
+    __shared__ float sm_m[DEC_WARPS], sm_l[DEC_WARPS], sm_acc[DEC_WARPS][128];
+    const int h = blockIdx.x, kh = h / (H / Hk), lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const long ks = (long)Hk * D;
+    float qr[4], acc[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int d = lane + 32 * i;
+        qr[i] = d < D ? __bfloat162float(q[(long)h * D + d]) : 0.0f;
+        acc[i] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int j = w; j < n; j += DEC_WARPS) {
+        const bf16 *kj = k + (long)j * ks + (long)kh * D, *vj = v + (long)j * ks + (long)kh * D;
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int d = lane + 32 * i;
+            if (d < D) s += qr[i] * __bfloat162float(kj[d]);
+        }
+#pragma unroll
+        for (int off = 16; off; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+        s *= scale;
+        const float mn = fmaxf(m, s), c = expf(m - mn), p = expf(s - mn);
+        l = l * c + p;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const int d = lane + 32 * i;
+            acc[i] = acc[i] * c + (d < D ? p * __bfloat162float(vj[d]) : 0.0f);
+        }
+        m = mn;
+    }
+    if (lane == 0) sm_m[w] = m, sm_l[w] = l;
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+        if (lane + 32 * i < D) sm_acc[w][lane + 32 * i] = acc[i];
+    __syncthreads();
+    if (w != 0) return;
+    float M = -INFINITY;
+    for (int x = 0; x < DEC_WARPS; x++) M = fmaxf(M, sm_m[x]);
+    float L = 0.0f, f[DEC_WARPS];
+    for (int x = 0; x < DEC_WARPS; x++) L += sm_l[x] * (f[x] = expf(sm_m[x] - M)); /* a warp without keys: 0 */
+    const float inv = 1.0f / L;
+    for (int d = lane; d < D; d += 32) {
+        float a = 0.0f;
+        for (int x = 0; x < DEC_WARPS; x++) a += sm_acc[x][d] * f[x];
+        o[(long)h * D + d] = __float2bfloat16_rn(a * inv);
+    }
+}
+
 /* ---------------------------------------------------------------- backward */
 /* Di[b,h,t] = sum_d dO*O, a warp per (b,t,h) row */
 __global__ void attn_bwd_dot_k(float *__restrict__ Di, const bf16 *__restrict__ dout, const bf16 *__restrict__ o,
@@ -567,6 +626,14 @@ void cu_attn_fwd(pg_act *o, float *lse, const pg_act *q, const pg_act *k, const 
         attn_fwd_launch<64>((bf16 *)o, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, B, T, H, Hk, D);
     else
         attn_fwd_launch<128>((bf16 *)o, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, B, T, H, Hk, D);
+}
+
+void cu_attn_decode(pg_act *o, const pg_act *q, const pg_act *k, const pg_act *v, int n, int H, int Hk, int D) {
+    attn_check(1, H, Hk, D);
+    if (n <= 0 || H <= 0) return;
+    attn_decode_k<<<(unsigned)H, DEC_WARPS * 32, 0, pg_cu_stream>>>((bf16 *)o, (const bf16 *)q, (const bf16 *)k,
+                                                                    (const bf16 *)v, n, H, Hk, D, 1.0f / sqrtf((float)D));
+    CU_LAUNCHED();
 }
 
 /* the Di scratch (B*H*T floats), grown stream-ordered */

@@ -300,6 +300,9 @@ static void cu_to_host(void *host_dst, const void *src, size_t bytes) {
     CU_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, pg_cu_stream));
     CU_CHECK(cudaStreamSynchronize(pg_cu_stream));
 }
+static void cu_copy(void *dst, const void *src, size_t bytes) {
+    if (bytes) CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, pg_cu_stream));
+}
 static void cu_sync(void) { CU_CHECK(cudaStreamSynchronize(pg_cu_stream)); }
 static size_t cu_peak(void) { return g_peak; }
 
@@ -1095,6 +1098,7 @@ extern "C" const pg_ops pg_cuda_ops = {
     cu_zero,
     cu_to_device,
     cu_to_host,
+    cu_copy,
     cu_sync,
     cu_peak,
     cu_weights_to_compute,
@@ -1112,6 +1116,7 @@ extern "C" const pg_ops pg_cuda_ops = {
     cu_qk_prep_bwd,
     cu_attn_fwd,
     cu_attn_bwd,
+    cu_attn_decode,
     cu_resid_fwd,
     cu_resid_bwd,
     cu_relu2_fwd,

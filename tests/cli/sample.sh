@@ -3,7 +3,9 @@
 # steps on the first official validation tokens): it continues a prompt, greedy and seeded sampling
 # are reproducible, top-k 1 is greedy, a prompt longer than TRAIN_SEQ_LEN slides the context; bad
 # input (missing or corrupt artifact, bad numbers, a tokenizer of another vocabulary, a configuration
-# that does not fit the tensors) gets one error line and a non-zero exit status.
+# that does not fit the tensors, an unknown backend) gets one error line and a non-zero exit status.
+# On a GPU (sample/cuda_greedy; `skipped: no GPU` otherwise, where --backend cuda must fail with one
+# line) greedy generation on the CUDA backend continues the prompt and is reproducible.
 cd "$(dirname "$0")/../.."
 . tests/cli_lib.sh
 PY=/usr/bin/python3
@@ -13,7 +15,7 @@ VAL="$PGOLF_SHARED/data/challenge_val/fineweb_val_000000_sp1024_first131072.bin"
 NAMES="sample/prompt sample/greedy_deterministic sample/seed_deterministic sample/topk1_is_greedy sample/slide
   sample/missing_artifact sample/corrupt_artifact sample/not_an_artifact sample/negative_tokens
   sample/negative_temperature sample/bad_number sample/tokenizer_vocab sample/config_mismatch
-  sample/form_pr187 sample/form_lanes1289"
+  sample/form_pr187 sample/form_lanes1289 sample/bad_backend sample/cuda_greedy"
 
 if "$PG" sample --help 2>&1 | grep -q "usage: pgolf sample"; then echo "ok sample/help"; else echo "FAIL sample/help: no usage"; fi
 if [ ! -e "$VAL" ] || [ ! -e "$TOK" ] || [ ! -e "$TOK4K" ]; then
@@ -106,3 +108,20 @@ expect_error sample/bad_number "--top-k" "$PG" sample "$A" --top-k 3x
 expect_error sample/tokenizer_vocab "vocabulary 4096" "$PG" sample "$A" --tokenizer "$TOK4K"
 # the environment overrides the stored configuration, as for `pgolf eval`: a different shape is refused
 expect_error sample/config_mismatch "has shape" env MODEL_DIM=32 "$PG" sample "$A"
+expect_error sample/bad_backend "--backend" "$PG" sample "$A" --backend tpu
+
+# the CUDA backend: where no GPU answers, one error line
+"$PG" sample "$A" --backend cuda --tokens 0 >"$TMP/cu0.out" 2>"$TMP/cu0.err"
+if grep -q "PGOLF_BACKEND=cuda: " "$TMP/cu0.err"; then
+  expect_error sample/cuda_unavailable "PGOLF_BACKEND=cuda" "$PG" sample "$A" --backend cuda
+  echo "SKIP sample/cuda_greedy (skipped: no GPU)"
+else
+  run c1 --prompt "$PROMPT" --tokens 24 --temperature 0 --backend cuda
+  run c2 --prompt "$PROMPT" --tokens 24 --temperature 0 --backend cuda
+  if grep -q "^$PROMPT" "$TMP/c1.out" && [ "$(wc -c <"$TMP/c1.out")" -gt $((${#PROMPT} + 1)) ] \
+     && cmp -s "$TMP/c1.out" "$TMP/c2.out" && grep -q "backend cuda" "$TMP/c1.err"; then
+    echo "ok sample/cuda_greedy"
+  else
+    echo "FAIL sample/cuda_greedy: $(head -c 200 "$TMP/c1.out") | $(head -c 200 "$TMP/c2.out") | $(tail -1 "$TMP/c1.err")"
+  fi
+fi

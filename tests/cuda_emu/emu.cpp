@@ -223,11 +223,13 @@ static pg_ops make_ops() {
     o.zero = e_zero;
     o.to_device = e_copy;
     o.to_host = e_copy;
+    o.copy = e_copy;
     o.sync = e_sync;
     o.act_from_f32 = e_from;
     o.act_to_f32 = e_to;
     o.attn_fwd = cu_attn_fwd;
     o.attn_bwd = cu_attn_bwd;
+    o.attn_decode = cu_attn_decode;
     o.smear_fwd = cu_smear_fwd;
     o.smear_bwd = cu_smear_bwd;
     o.xsa_fwd = cu_xsa_fwd;

@@ -37,7 +37,7 @@ if [ "$MODEL" = 1 ]; then
   $CC -c -o "$O/dist.o" src/dist.c
   objcopy --localize-symbol=name_matches_patterns "$O/emu.o"
   LIBS=$(ls $B/*.o $B/cpu/*.o | grep -v '/main.o$\|/backend.o$\|/dist.o$')
-  EXTRA="$O/backend.o $O/dist.o $BUILD/tests/test_common.o $BUILD/src_bundle.o"
+  EXTRA="$O/backend.o $O/dist.o $BUILD/tests/test_common.o $BUILD/tests/ref_common.o $BUILD/src_bundle.o"
 else
   $CC -DPGOLF_CUDA=1 -DPG_CUDA_TEST_OPS_ONLY $REN -c -o "$O/test_cuda.o" tests/test_cuda.c
   LIBS="$B/cpu/ops_cpu.o $B/common.o $B/quant.o $B/statedict.o $B/json.o $B/codec.o"
