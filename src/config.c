@@ -276,6 +276,8 @@ int config_validate(const pg_config *c, char *err, size_t errlen) {
             return pg_err(err, errlen, "PARALLEL_START_LAYER=%lld: must be below NUM_LAYERS=%lld (or -1: off)",
                           (long long)c->parallel_start_layer, (long long)c->num_layers);
     }
+    if (strcmp(c->gptq_calib, "train") && strcmp(c->gptq_calib, "ar"))
+        return pg_err(err, errlen, "PGOLF_GPTQ_CALIB=%s: expected train or ar", c->gptq_calib);
     if (strcmp(c->qat_mode, "off") && strcmp(c->qat_mode, "quantile") && strcmp(c->qat_mode, "rowmax"))
         return pg_err(err, errlen, "PGOLF_QAT_MODE=%s: expected off, quantile or rowmax", c->qat_mode);
     if (strcmp(c->qat_mode, "off") && c->late_qat_active && config_late_qat_threshold(c) > 0)

@@ -164,7 +164,10 @@
     X(STR, EXPORT_CODEC, export_codec, "zlib-9", 0, 0, "artifact compressor: zlib-9, zstd-22, lzma-9, lzma-9e, brotli-11") \
     X(INT, GPTQ_BLOCK_SIZE, gptq_block_size, "128", 1, 1048576, "full GPTQ column block size (PR #1392)") \
     X(INT, GPTQ_CALIB_BATCHES, gptq_calib_batches, "128", 1, 1e9,                                 \
-      "full GPTQ calibration: sequences of TRAIN_SEQ_LEN tokens from the training shards (PR #1392 ran 128)") \
+      "full GPTQ calibration: sequences of TRAIN_SEQ_LEN tokens (PR #1392 ran 128)")                \
+    X(STR, PGOLF_GPTQ_CALIB, gptq_calib, "train", 0, 0,                                            \
+      "full GPTQ calibration text: train (the first tokens of the training shards) or ar (PR "     \
+      "#1392: sampled from the model itself, temperature 0.8, seeded with SEED)")                  \
     X(FLOAT, GPTQ_DAMP, gptq_damp, "0.01", 0, 1e6, "full GPTQ damping: H += GPTQ_DAMP*mean(diag H)*I") \
     X(BOOL, PGOLF_INT6_PACK, int6_pack, "0", 0, 1,                                                 \
       "store int6 codes densely, 4 per 3 bytes (the records store one code per byte)")              \

@@ -149,15 +149,10 @@ int export_and_roundtrip(export_run *ex) {
     snprintf(ex->artifact_path, sizeof(ex->artifact_path), "%s/final_model.%s.pgolf", cfg->out_dir,
              qs == QS_INT8_BASELINE ? "int8" : "int6");
     gptq_hessians hs = {0};
-    if (qs == QS_INT6_GPTQ) { /* calibration with the model itself (PR #1392 §3.8 items 2-4, gptq.h) */
-        double t0 = pg_now();
-        if (gptq_collect_train(ex->model, cfg, &hs, err, sizeof(err)) != 0) {
-            sd_free(&sd);
-            return fail(ex, err);
-        }
-        if (ex->log)
-            ex->log(1, "gptq:collected hessians for %d layers (%d distinct) from %d training sequences of %d tokens in %.1fs", 6 * hs.L, 4 * hs.L,
-                    hs.n_seqs, hs.T, pg_now() - t0);
+    if (qs == QS_INT6_GPTQ && /* calibration with the model itself (PR #1392 §3.8 items 2-4, gptq.h) */
+        gptq_calibrate(ex->model, cfg, &hs, ex->log, err, sizeof(err)) != 0) {
+        sd_free(&sd);
+        return fail(ex, err);
     }
     export_sizes sz;
     rc = export_pack_h(cfg, &sd, qs == QS_INT6_GPTQ ? &hs : NULL, ex->artifact_path, &sz, err, sizeof(err));

@@ -12,6 +12,7 @@
 #include "common.h"
 #include "data.h"
 #include "quant.h"
+#include "sample.h"
 
 /* ---- Hessians ---- */
 
@@ -104,28 +105,75 @@ int gptq_calib_tokens(const pg_config *cfg, int n_seqs, int T, int32_t **tokens,
     return 0;
 }
 
-int gptq_collect_train(gpt_model *m, const pg_config *cfg, gptq_hessians *h, char *err, size_t errlen) {
+int gptq_calib_generate(gpt_model *m, int n_seqs, uint64_t seed, double temperature, int32_t **tokens, char *err,
+                        size_t errlen) {
+    *tokens = NULL;
+    const int T = m->T, V = m->V;
+    int32_t *t = xmalloc((size_t)n_seqs * T * sizeof(int32_t));
+    float *logits = xmalloc((size_t)V * sizeof(float));
+    sample_rng r;
+    sample_rng_seed(&r, seed);
+    const int recur_on = m->recur_on;
+    m->recur_on = m->recur_n > 0; /* the record generates with the recurrence active */
+    int rc = 0;
+    for (int s = 0; s < n_seqs && rc == 0; s++) {
+        int32_t *x = t + (size_t)s * T;
+        x[0] = (int32_t)(sample_rng_uniform(&r) * V); /* uniform in [0, V) */
+        gpt_decode_reset(m);
+        for (int i = 0; i + 1 < T && rc == 0; i++) {
+            gpt_decode_step(m, x[i], logits);
+            for (int v = 0; v < V; v++)
+                if (!isfinite(logits[v])) {
+                    rc = pg_err(err, errlen, "int6_gptq self-generated calibration: the model produced a non-finite logit");
+                    break;
+                }
+            x[i + 1] = sample_pick(logits, V, temperature, 0, &r);
+        }
+    }
+    m->recur_on = recur_on;
+    free(logits);
+    if (rc != 0) {
+        free(t);
+        return -1;
+    }
+    *tokens = t;
+    return 0;
+}
+
+int gptq_calibrate(gpt_model *m, const pg_config *cfg, gptq_hessians *h, void (*log)(int, const char *, ...),
+                   char *err, size_t errlen) {
     memset(h, 0, sizeof(*h));
     int32_t *tok;
-    const int n = (int)cfg->gptq_calib_batches;
-    if (gptq_calib_tokens(cfg, n, m->T, &tok, err, errlen) != 0) return -1;
+    const int n = (int)cfg->gptq_calib_batches, ar = !strcmp(cfg->gptq_calib, "ar");
+    const double t0 = pg_now();
+    if (ar) { /* PR #1392's log lines */
+        if (log) log(1, "gptq:generating autoregressive calibration data (%d seqs x %d tokens, temp=%g)...", n, m->T,
+                     GPTQ_AR_TEMPERATURE);
+        if (gptq_calib_generate(m, n, (uint64_t)cfg->seed, GPTQ_AR_TEMPERATURE, &tok, err, errlen) != 0) return -1;
+        if (log) {
+            log(1, "gptq:generated %d sequences in %.1fs", n, pg_now() - t0);
+            log(1, "gptq:collecting hessians from autoregressive data...");
+        }
+    } else if (gptq_calib_tokens(cfg, n, m->T, &tok, err, errlen) != 0)
+        return -1;
+    const double t1 = pg_now();
     int rc = gptq_collect(m, tok, n, h, err, errlen);
     free(tok);
+    if (rc == 0 && log)
+        log(1, "gptq:collected hessians for %d layers (%d distinct) from %d %s sequences of %d tokens in %.1fs", 6 * h->L,
+            4 * h->L, h->n_seqs, ar ? "self-generated" : "training", h->T, pg_now() - t1);
     return rc;
 }
 
 int gptq_collect_statedict(const pg_config *cfg, const statedict *sd, gptq_hessians *h, char *err, size_t errlen) {
     memset(h, 0, sizeof(*h));
     const int n = (int)cfg->gptq_calib_batches, T = (int)cfg->train_seq_len;
-    int32_t *tok;
-    if (gptq_calib_tokens(cfg, n, T, &tok, err, errlen) != 0) return -1;
     gpt_model m;
     gpt_build(&m, cfg, backend_select(cfg->backend), n < 4 ? n : 4, T);
     char sub[PG_ERRLEN];
     int rc = gpt_from_statedict(&m, sd, "int6_gptq calibration model", sub, sizeof(sub));
     if (rc != 0) pg_err(err, errlen, "%s", sub);
-    else rc = gptq_collect(&m, tok, n, h, err, errlen);
+    else rc = gptq_calibrate(&m, cfg, h, NULL, err, errlen);
     gpt_free(&m);
-    free(tok);
     return rc;
 }

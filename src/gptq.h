@@ -3,11 +3,15 @@
  * quantisation of one matrix with its Hessian.
  *
  * Calibration, and how it differs from the record on purpose:
- *   - data: GPTQ_CALIB_BATCHES sequences of TRAIN_SEQ_LEN tokens, the first tokens of the training
- *     shards DATA_PATH/fineweb_train_*.bin (issue #6 asks for calibration from training data).
- *     PR #1392 itself self-generates its calibration text: 128 sequences of 2048 tokens sampled
- *     autoregressively from the EMA model (temperature 0.8, seeded with SEED; about 430 s after the
- *     training cap), fed one at a time as [1, 2047]. That sampler is not reproduced.
+ *   - data: GPTQ_CALIB_BATCHES sequences of TRAIN_SEQ_LEN tokens. PGOLF_GPTQ_CALIB=train (the
+ *     default; issue #6 asks for calibration from training data): the first tokens of the training
+ *     shards DATA_PATH/fineweb_train_*.bin. PGOLF_GPTQ_CALIB=ar (configs/pr1392.env): PR #1392's
+ *     self-generated text, sampled autoregressively from the exported (EMA) model with depth
+ *     recurrence on, the first token uniform, temperature 0.8, seeded with SEED. Differences from
+ *     the record: pgolf's own generator (xoshiro256**, not torch's; the text cannot be the same
+ *     anyway, the logits differ in their last bits), one sequence at a time with a key/value cache
+ *     (the record: 8 at a time, the whole prefix recomputed per token), and all TRAIN_SEQ_LEN tokens
+ *     fed to the Hessians (the record feeds the first 2047 of its 2048).
  *   - dataflow: as the record's non-banked replica, the model runs purely sequentially while the
  *     Hessians are collected: depth recurrence (recur_on) and parallel residuals (blk[l].parallel)
  *     are switched off, then restored. Layers that recur or run in parallel in training and
@@ -44,10 +48,19 @@
 int gptq_collect(gpt_model *m, const int32_t *tokens, int n_seqs, gptq_hessians *h, char *err, size_t errlen);
 /* The calibration tokens: n_seqs*T ids from the start of DATA_PATH/fineweb_train_*.bin (malloc'd). */
 int gptq_calib_tokens(const pg_config *cfg, int n_seqs, int T, int32_t **tokens, char *err, size_t errlen);
-/* gptq_calib_tokens (GPTQ_CALIB_BATCHES sequences of m->T) + gptq_collect. */
-int gptq_collect_train(gpt_model *m, const pg_config *cfg, gptq_hessians *h, char *err, size_t errlen);
-/* The same for a state dict without a model: builds one of cfg's shape (PGOLF_BACKEND, up to 4
- * sequences at a time, TRAIN_SEQ_LEN) and loads sd into it. */
+/* PR #1392's self-generated calibration text: n_seqs sequences of m->T tokens sampled from m itself,
+ * one at a time with its incremental decoding (any backend; depth recurrence on while generating):
+ * the first token uniform in [0, V), each next one drawn from softmax(logits / temperature) with the
+ * sampler of `pgolf sample` seeded with seed (malloc'd). */
+#define GPTQ_AR_TEMPERATURE 0.8
+int gptq_calib_generate(gpt_model *m, int n_seqs, uint64_t seed, double temperature, int32_t **tokens, char *err,
+                        size_t errlen);
+/* GPTQ_CALIB_BATCHES sequences of m->T tokens, from the training shards (PGOLF_GPTQ_CALIB=train) or
+ * self-generated with seed SEED (ar), then gptq_collect; log (optional) gets the record's lines. */
+int gptq_calibrate(gpt_model *m, const pg_config *cfg, gptq_hessians *h, void (*log)(int, const char *, ...),
+                   char *err, size_t errlen);
+/* gptq_calibrate for a state dict without a model: builds one of cfg's shape (PGOLF_BACKEND, up to
+ * 4 sequences at a time, TRAIN_SEQ_LEN) and loads sd into it. */
 int gptq_collect_statedict(const pg_config *cfg, const statedict *sd, gptq_hessians *h, char *err, size_t errlen);
 
 #endif

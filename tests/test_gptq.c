@@ -14,6 +14,7 @@
 #include "../src/config.h"
 #include "../src/export_run.h"
 #include "../src/gptq.h"
+#include "../src/sample.h"
 #include "../src/model.h"
 #include "../src/optim.h"
 #include "../src/data.h"
@@ -637,9 +638,11 @@ static void codes_deq(const int8_t *q, const uint16_t *s, int R, int C, float *d
 }
 
 /* A briefly trained model (real text when ../shared/data is present): with the Hessians collected
- * from the training shard by gptq_collect_train, full GPTQ's layer-output error
+ * from the training shard by gptq_calibrate, full GPTQ's layer-output error
  * tr((W-Q) H (W-Q)^T) is below PR #315's per-row rounding and below GPTQ-lite for every block
- * matrix. */
+ * matrix. With Hessians from PR #1392's self-generated text instead (PGOLF_GPTQ_CALIB=ar), the
+ * error measured on the training text's Hessians is still below per-row rounding in total: the
+ * model's own samples are a usable proxy for its data, the record's premise. */
 TEST(gptq_lowers_output_error_on_trained_model) {
     char dir[1024], err[PG_ERRLEN];
     snprintf(dir, sizeof(dir), "%s/data", t_tmpdir());
@@ -674,12 +677,15 @@ TEST(gptq_lowers_output_error_on_trained_model) {
     }
     T_ASSERT(last < first - 0.5, "training did not progress: loss %.3f -> %.3f", first, last);
     gptq_hessians h;
-    T_ASSERT(gptq_collect_train(&m, &cfg, &h, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(gptq_calibrate(&m, &cfg, &h, NULL, err, sizeof(err)) == 0, "%s", err);
     T_ASSERT(h.n_seqs == 24 && h.T == 64, "calibration %d x %d", h.n_seqs, h.T);
+    gptq_hessians har;
+    set_key(&cfg, "PGOLF_GPTQ_CALIB", "ar");
+    T_ASSERT(gptq_calibrate(&m, &cfg, &har, NULL, err, sizeof(err)) == 0, "%s", err);
     statedict sd;
     gpt_to_statedict(&m, &sd);
     const char *suf[] = {"attn.c_q.weight", "attn.c_k.weight", "attn.c_v.weight", "attn.proj.weight", "mlp.fc.weight", "mlp.proj.weight"};
-    double tot[3] = {0, 0, 0};
+    double tot[4] = {0, 0, 0, 0};
     for (int l = 0; l < 2; l++)
         for (int k = 0; k < 6; k++) {
             char nm[96];
@@ -687,33 +693,38 @@ TEST(gptq_lowers_output_error_on_trained_model) {
             const sd_tensor *t = sd_find(&sd, nm);
             const int R = (int)t->shape[0], C = (int)t->shape[1];
             int dim;
-            const float *H = gptq_hessian(&h, nm, &dim);
-            T_ASSERT(H && dim == C, "%s: Hessian", nm);
+            const float *H = gptq_hessian(&h, nm, &dim), *Har = gptq_hessian(&har, nm, &dim);
+            T_ASSERT(H && Har && dim == C, "%s: Hessian", nm);
             const float *w = t->data;
             float *dq = xmalloc((size_t)R * C * sizeof(float)), *diff = xmalloc((size_t)R * C * sizeof(float));
             int8_t *q = xmalloc((size_t)R * C);
             uint16_t *s = xmalloc((size_t)R * 2);
-            double e[3];
-            for (int v = 0; v < 3; v++) {
+            double e[4];
+            for (int v = 0; v < 4; v++) {
                 if (v == 0) rowmax_int6(w, R, C, dq);
                 else {
                     if (v == 1) quant_int6_search(w, (size_t)R, (size_t)C, q, s);
-                    else T_ASSERT(gptq_quantize(w, R, C, H, cfg.gptq_damp, (int)cfg.gptq_block_size, q, s, NULL) == 0, "%s: Cholesky", nm);
+                    else T_ASSERT(gptq_quantize(w, R, C, v == 2 ? H : Har, cfg.gptq_damp, (int)cfg.gptq_block_size, q, s,
+                                                NULL) == 0, "%s: Cholesky", nm);
                     codes_deq(q, s, R, C, dq);
                 }
                 for (size_t i = 0; i < (size_t)R * C; i++) diff[i] = w[i] - dq[i];
                 e[v] = quad(diff, H, R, C);
                 tot[v] += e[v];
             }
-            fprintf(stderr, "%-26s tr((W-Q)H(W-Q)^T): rowmax %.4g  gptq-lite %.4g  gptq %.4g\n", nm, e[0], e[1], e[2]);
+            fprintf(stderr, "%-26s tr((W-Q)H(W-Q)^T): rowmax %.4g  gptq-lite %.4g  gptq %.4g  gptq(ar) %.4g\n", nm, e[0],
+                    e[1], e[2], e[3]);
             T_ASSERT(e[2] < e[0] && e[2] < e[1], "%s: GPTQ %.6g not below rowmax %.6g and GPTQ-lite %.6g", nm, e[2], e[0], e[1]);
             free(dq);
             free(diff);
             free(q);
             free(s);
         }
-    fprintf(stderr, "total: rowmax %.4g  gptq-lite %.4g  gptq %.4g (gptq/rowmax %.3f)\n", tot[0], tot[1], tot[2], tot[2] / tot[0]);
+    fprintf(stderr, "total: rowmax %.4g  gptq-lite %.4g  gptq %.4g (gptq/rowmax %.3f)  gptq(ar) %.4g (%.3f)\n", tot[0],
+            tot[1], tot[2], tot[2] / tot[0], tot[3], tot[3] / tot[0]);
+    T_ASSERT(tot[3] < tot[0], "GPTQ on self-generated Hessians %.6g not below rowmax %.6g", tot[3], tot[0]);
     gptq_hessians_free(&h);
+    gptq_hessians_free(&har);
     sd_free(&sd);
     free(tok);
     free(x);
@@ -776,7 +787,7 @@ TEST(gptq_export_roundtrip) {
     statedict sd, mem, disk;
     gpt_to_statedict(&m, &sd);
     gptq_hessians h;
-    T_ASSERT(gptq_collect_train(&m, &cfg, &h, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(gptq_calibrate(&m, &cfg, &h, NULL, err, sizeof(err)) == 0, "%s", err);
     quant_opts qo = {.control_patterns = cfg.control_tensor_name_patterns, .keep_fp32_patterns = cfg.int8_keep_float_fp32_name_patterns,
                      .hessians = &h, .gptq_damp = cfg.gptq_damp, .gptq_block = (int)cfg.gptq_block_size};
     qstate q;
@@ -813,11 +824,88 @@ TEST(gptq_export_roundtrip) {
                  strstr(err, "/nonexistent_pgolf_data"),
              "missing data: %s", err);
     T_ASSERT(access(path, F_OK) != 0, "an artifact was written");
+    /* PGOLF_GPTQ_CALIB=ar (PR #1392): the record's log lines, the artifact quantised with the
+     * Hessians of the model's own text (gptq_calib_generate seeded with SEED), no training shards.
+     * The export above left the roundtrip (dequantised) weights in the model: the trained ones back */
+    set_key(&cfg, "PGOLF_GPTQ_CALIB", "ar");
+    T_ASSERT(gpt_from_statedict(&m, &sd, "test", err, sizeof(err)) == 0, "%s", err);
+    int32_t *gen;
+    T_ASSERT(gptq_calib_generate(&m, 6, (uint64_t)cfg.seed, GPTQ_AR_TEMPERATURE, &gen, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(gptq_collect(&m, gen, 6, &h, err, sizeof(err)) == 0, "%s", err);
+    free(gen);
+    T_ASSERT(quantize_statedict(&sd, QS_INT6_GPTQ, &qo, &q, &st, err, sizeof(err)) == 0, "%s", err);
+    gptq_hessians_free(&h);
+    statedict mem_ar, disk_ar;
+    T_ASSERT(dequantize_qstate(&q, &mem_ar, err, sizeof(err)) == 0, "%s", err);
+    qstate_free(&q);
+    g_nlog = 0;
+    T_ASSERT(export_and_roundtrip(&ex) == 0, "export with self-generated calibration failed");
+    const char *a1 = find_log("gptq:generating autoregressive calibration data (6 seqs x 32 tokens, temp=0.8)...");
+    const char *a2 = find_log("gptq:generated 6 sequences in ");
+    const char *a3 = find_log("gptq:collecting hessians from autoregressive data...");
+    const char *a4 = find_log("gptq:collected hessians for 6 layers (4 distinct) from 6 self-generated sequences of 32 tokens");
+    T_ASSERT(a1 && a2 && a3 && a4, "ar log lines: %d %d %d %d", !!a1, !!a2, !!a3, !!a4);
+    T_ASSERT(export_load_artifact(ex.artifact_path, &disk_ar, NULL, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(sd_same(&mem_ar, &disk_ar), "the artifact differs from quantize_statedict with the self-generated Hessians");
+    T_ASSERT(!sd_same(&mem_ar, &mem), "self-generated and training calibration give the same artifact");
+    sd_free(&mem_ar);
+    sd_free(&disk_ar);
     sd_free(&sd);
     sd_free(&mem);
     sd_free(&disk);
     gpt_free(&m);
     config_free(&cfg);
+}
+
+/* PR #1392's self-generated calibration text: seeded and reproducible, every id in range, exactly
+ * the loop the record runs (first token uniform, then sampling at temperature 0.8 from the logits of
+ * the prefix, recurrence on), and the model's recurrence flag restored */
+TEST(gptq_ar_generation) {
+    char err[PG_ERRLEN];
+    const char *const kv[][2] = {{"NUM_LAYERS", "2"}, {"MODEL_DIM", "64"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"},
+                                 {"VOCAB_SIZE", "96"}, {"TRAIN_SEQ_LEN", "24"}, {"MLP_MULT", "2"},
+                                 {"RECUR_LAYERS", "0"}, {"PGOLF_SMEAR_MODE", "post"}};
+    pg_config cfg;
+    cfg_small(&cfg, kv, sizeof(kv) / sizeof(*kv));
+    const int T = 24, V = 96, n = 5;
+    gpt_model m;
+    gpt_build(&m, &cfg, backend_select("cpu"), 2, T);
+    gpt_init(&m, &cfg, 31);
+    jitter_weights(&m, 32, 0.3f);
+    m.recur_on = 0;
+    int32_t *a, *b, *c;
+    T_ASSERT(gptq_calib_generate(&m, n, 5, GPTQ_AR_TEMPERATURE, &a, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(m.recur_on == 0, "the recurrence flag was not restored");
+    T_ASSERT(gptq_calib_generate(&m, n, 5, GPTQ_AR_TEMPERATURE, &b, err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(gptq_calib_generate(&m, n, 6, GPTQ_AR_TEMPERATURE, &c, err, sizeof(err)) == 0, "%s", err);
+    int in_range = 1;
+    for (int i = 0; i < n * T; i++) in_range &= a[i] >= 0 && a[i] < V;
+    T_ASSERT(in_range, "an id out of [0, %d)", V);
+    T_ASSERT(!memcmp(a, b, (size_t)n * T * 4), "the same seed gives different text");
+    T_ASSERT(memcmp(a, c, (size_t)n * T * 4) != 0, "seeds 5 and 6 give the same text");
+    /* the record's loop, written out with the model's decoder and the sampler */
+    m.recur_on = 1;
+    sample_rng r;
+    sample_rng_seed(&r, 5);
+    float *lg = xmalloc((size_t)V * sizeof(float));
+    int same = 1;
+    for (int s = 0; s < n; s++) {
+        int32_t tok = (int32_t)(sample_rng_uniform(&r) * V);
+        same &= tok == a[s * T];
+        gpt_decode_reset(&m);
+        for (int i = 1; i < T; i++) {
+            gpt_decode_step(&m, tok, lg);
+            tok = sample_pick(lg, V, 0.8, 0, &r);
+            same &= tok == a[s * T + i];
+        }
+    }
+    free(lg);
+    free(a);
+    free(b);
+    free(c);
+    gpt_free(&m);
+    config_free(&cfg);
+    T_ASSERT(same, "the generated text differs from the record's loop");
 }
 
 /* ---- PR #187 ---- */

@@ -62,7 +62,7 @@ run pr453 "^ema:applying EMA weights|^Serialized model mixed+zstd: |^final_quant
   NUM_LAYERS=2 ROPE_DIMS=8 XSA_LAST_N=2
 run pr1311 "^swa:start|^raw_model |^post_ema |^post_swa |^best_model:|$SIZE|^final_int6_roundtrip_exact $EX|^final_int6_sliding_window_exact $EX|^final_int8_zlib_roundtrip_exact $EX" \
   NUM_LAYERS=4 ROPE_DIMS=8 VE_LAYERS=2,3 XSA_LAST_N=4 LR_WARMUP_STEPS=3 EMA_START_STEP=3 SWA_EVERY=1 SWA_START_SCALE=0.6
-run pr1392 "^depth_recurrence:enabled|^ema:applying EMA weights|^gptq:|$SIZE|^final_int6_roundtrip_exact $EX|^final_int6_sliding_window_exact $EX|^final_int8_zlib_roundtrip_exact $EX" \
+run pr1392 "^depth_recurrence:enabled|^ema:applying EMA weights|^gptq:generating autoregressive calibration data (16 seqs x 64 tokens, temp=0.8)\.\.\.$|^gptq:generated 16 sequences in |^gptq:collected hessians for 24 layers (16 distinct) from 16 self-generated sequences of 64 tokens|$SIZE|^final_int6_roundtrip_exact $EX|^final_int6_sliding_window_exact $EX|^final_int8_zlib_roundtrip_exact $EX" \
   NUM_LAYERS=4 ROPE_DIMS=8 VE_LAYERS=2,3 XSA_LAST_N=4 PARALLEL_START_LAYER=3 RECUR_LAYERS=1 RECUR_START_STEP=6 \
   GPTQ_CALIB_BATCHES=16
 run pr187 "^ema:applying EMA weights|$SIZE|^final_int8_zlib_roundtrip_exact $EX|^final_sliding_window_exact $EX" \
