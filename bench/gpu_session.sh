@@ -29,10 +29,13 @@ build)
     BLAS_INC=$D/usr/include/x86_64-linux-gnu/openblas-openmp BLAS_LIB=$D/usr/lib/x86_64-linux-gnu/openblas-openmp all \
     > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; echo "gpu_session: build failed"; exit 1; }
   echo "gpu_session: build ok" ;;
-tests) # the C op/step tests, then the training runs on both backends (tests/cli/cuda_train.sh)
+tests) # the C op/step/decode tests, the training runs on both backends (tests/cli/cuda_train.sh),
+  # then `pgolf sample --backend cuda` end to end (tests/cli/sample.sh)
   OMP_NUM_THREADS=16 timeout 240 "./$BUILD/pgolf_tests" cuda 2>&1 | tee "$OUT/tests.log" | tail -40
   PGOLF_BIN="$PWD/$BUILD/pgolf" PGOLF_SHARED="$PWD/.devbundle/shared" OMP_NUM_THREADS=16 timeout 300 \
-    bash tests/cli/cuda_train.sh 2>&1 | tee -a "$OUT/tests.log" ;;
+    bash tests/cli/cuda_train.sh 2>&1 | tee -a "$OUT/tests.log"
+  PGOLF_BIN="$PWD/$BUILD/pgolf" PGOLF_SHARED="$PWD/.devbundle/shared" OMP_NUM_THREADS=16 timeout 120 \
+    bash tests/cli/sample.sh 2>&1 | tee -a "$OUT/tests.log" | grep -v '^ok' ;;
 bench)
   timeout 570 bash bench/bench_cuda.sh "$@" 2>&1 | tee "$OUT/bench.log" | tail -40 ;;
 *) echo "usage: gpu_session.sh build|tests|bench [configs...]" >&2; exit 2 ;;
