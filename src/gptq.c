@@ -108,30 +108,38 @@ int gptq_calib_tokens(const pg_config *cfg, int n_seqs, int T, int32_t **tokens,
 int gptq_calib_generate(gpt_model *m, int n_seqs, uint64_t seed, double temperature, int32_t **tokens, char *err,
                         size_t errlen) {
     *tokens = NULL;
-    const int T = m->T, V = m->V;
-    int32_t *t = xmalloc((size_t)n_seqs * T * sizeof(int32_t));
-    float *logits = xmalloc((size_t)V * sizeof(float));
-    sample_rng r;
-    sample_rng_seed(&r, seed);
+    const int T = m->T, V = m->V, nb_max = m->B;
+    int32_t *t = xmalloc((size_t)n_seqs * T * sizeof(int32_t)), *cur = xmalloc((size_t)nb_max * sizeof(int32_t));
+    float *logits = xmalloc((size_t)nb_max * V * sizeof(float));
+    sample_rng *r = xmalloc((size_t)nb_max * sizeof(sample_rng));
     const int recur_on = m->recur_on;
     m->recur_on = m->recur_n > 0; /* the record generates with the recurrence active */
     int rc = 0;
-    for (int s = 0; s < n_seqs && rc == 0; s++) {
-        int32_t *x = t + (size_t)s * T;
-        x[0] = (int32_t)(sample_rng_uniform(&r) * V); /* uniform in [0, V) */
-        gpt_decode_reset(m);
+    /* m->B sequences at a time; sequence s draws from stream s of seed */
+    for (int s0 = 0; s0 < n_seqs && rc == 0; s0 += nb_max) {
+        const int nb = n_seqs - s0 < nb_max ? n_seqs - s0 : nb_max;
+        int32_t *x = t + (size_t)s0 * T; /* sequence s0 + b is x[b*T ..] */
+        for (int b = 0; b < nb; b++) {
+            sample_rng_stream(&r[b], seed, (uint64_t)(s0 + b));
+            x[(size_t)b * T] = (int32_t)(sample_rng_uniform(&r[b]) * V); /* uniform in [0, V) */
+        }
+        gpt_decode_reset(m, nb);
         for (int i = 0; i + 1 < T && rc == 0; i++) {
-            gpt_decode_step(m, x[i], logits);
-            for (int v = 0; v < V; v++)
-                if (!isfinite(logits[v])) {
+            for (int b = 0; b < nb; b++) cur[b] = x[(size_t)b * T + i];
+            gpt_decode_step(m, cur, logits);
+            for (size_t j = 0; j < (size_t)nb * V; j++)
+                if (!isfinite(logits[j])) {
                     rc = pg_err(err, errlen, "int6_gptq self-generated calibration: the model produced a non-finite logit");
                     break;
                 }
-            x[i + 1] = sample_pick(logits, V, temperature, 0, &r);
+            for (int b = 0; b < nb; b++)
+                x[(size_t)b * T + i + 1] = sample_pick(logits + (size_t)b * V, V, temperature, 0, &r[b]);
         }
     }
     m->recur_on = recur_on;
     free(logits);
+    free(cur);
+    free(r);
     if (rc != 0) {
         free(t);
         return -1;

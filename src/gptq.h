@@ -48,10 +48,11 @@
 int gptq_collect(gpt_model *m, const int32_t *tokens, int n_seqs, gptq_hessians *h, char *err, size_t errlen);
 /* The calibration tokens: n_seqs*T ids from the start of DATA_PATH/fineweb_train_*.bin (malloc'd). */
 int gptq_calib_tokens(const pg_config *cfg, int n_seqs, int T, int32_t **tokens, char *err, size_t errlen);
-/* PR #1392's self-generated calibration text: n_seqs sequences of m->T tokens sampled from m itself,
- * one at a time with its incremental decoding (any backend; depth recurrence on while generating):
- * the first token uniform in [0, V), each next one drawn from softmax(logits / temperature) with the
- * sampler of `pgolf sample` seeded with seed (malloc'd). */
+/* PR #1392's self-generated calibration text: n_seqs sequences of m->T tokens sampled from m itself
+ * with its incremental decoding, m->B sequences at a time (any backend; depth recurrence on while
+ * generating): the first token uniform in [0, V), each next one drawn from softmax(logits /
+ * temperature) with the sampler of `pgolf sample`; sequence s draws from sample_rng_stream(seed, s),
+ * so the text does not depend on m->B (up to the rounding of the batched matmuls) (malloc'd). */
 #define GPTQ_AR_TEMPERATURE 0.8
 int gptq_calib_generate(gpt_model *m, int n_seqs, uint64_t seed, double temperature, int32_t **tokens, char *err,
                         size_t errlen);

@@ -496,7 +496,9 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
     m->losses = falloc(m, N);
     m->losses_host = xmalloc(N * sizeof(float));
     m->emb_mid = m->smear ? aalloc(m, N * d) : NULL;
-    m->dec_smear = m->smear ? aalloc(m, 4 * d) : NULL;
+    m->dec_smear = m->smear ? aalloc(m, (size_t)B * 4 * d) : NULL;
+    m->dec_kv = aalloc(m, (size_t)B * 2 * m->Hk * m->D);
+    m->dec_prev = xmalloc((size_t)B * sizeof(int32_t));
     if (m->bigram) {
         m->bidx = ops->alloc(N * sizeof(int32_t));
         m->bidx_host = xmalloc(N * sizeof(int32_t));
@@ -610,6 +612,8 @@ void gpt_free(gpt_model *m) {
     o->free(m->losses);
     o->free(m->emb_mid);
     o->free(m->dec_smear);
+    o->free(m->dec_kv);
+    free(m->dec_prev);
     o->free(m->bidx);
     o->free(m->bg_e);
     o->free(m->bg_p);
@@ -748,9 +752,10 @@ static const pg_act *trunk_output(const gpt_model *m) { return m->lanes ? m->lan
 static float ln_scale(const gpt_model *m, int l) { return m->ln_scale ? (float)(1.0 / sqrt(l + 1.0)) : 1.0f; }
 
 /* the attention branch of block l: a->a = proj(attn(s*n1)) from the normalised input a->n1. While
- * decoding (one token at position dec_pos), its key and value go to row dec_pos of a->k and a->v,
- * whose rows 0..dec_pos are the pass's cache, RoPE takes that position's row of the tables, and the
- * token attends over the cache. */
+ * decoding (one token per sequence at position dec_pos, N = dec_nb rows), the new keys and values
+ * are made in dec_kv and copied to row dec_pos of each sequence's rows of a->k and a->v, whose rows
+ * 0..dec_pos are the pass's cache; RoPE takes that position's row of the tables, and each token
+ * attends over its sequence's cache. */
 static void attn_branch_fwd(gpt_model *m, int l, block_acts *a, int N, int B) {
     const pg_ops *o = m->ops;
     const block_params *p = &m->blk[l];
@@ -760,9 +765,9 @@ static void attn_branch_fwd(gpt_model *m, int l, block_acts *a, int N, int B) {
     const float *cs = m->rope_cos, *sn = m->rope_sin;
     int T = m->T;
     if (m->decoding) {
-        const size_t row = (size_t)m->dec_pos * kvd * o->act_bytes, rope = (size_t)m->dec_pos * (m->rope_dims / 2);
-        k = (pg_act *)((char *)a->k + row);
-        v = (pg_act *)((char *)a->v + row);
+        const size_t rope = (size_t)m->dec_pos * (m->rope_dims / 2);
+        k = m->dec_kv;
+        v = (pg_act *)((char *)m->dec_kv + (size_t)N * kvd * o->act_bytes);
         cs += rope, sn += rope, T = 1;
     }
     o->matmul_fwd(a->q_raw, a->n1, WL(m, p->c_q), N, d, hd);
@@ -776,8 +781,13 @@ static void attn_branch_fwd(gpt_model *m, int l, block_acts *a, int N, int B) {
     if (p->ve_scale) o->resid_fwd(v, v, m->ve, p->ve_scale, N * kvd, 1); /* v += ve_layer_scale * ve */
     o->qk_prep_fwd(a->q, k, a->rstd_q, a->rstd_k, a->q_raw, a->k_raw, p->q_gain, cs, sn, N, T, m->H, m->Hk, m->D,
                    m->rope_dims);
-    if (m->decoding) o->attn_decode(a->att, a->q, a->k, a->v, m->dec_pos + 1, m->H, m->Hk, m->D);
-    else o->attn_fwd(a->att, a->lse, a->q, a->k, a->v, B, m->T, m->H, m->Hk, m->D);
+    if (m->decoding) {
+        const size_t row = (size_t)kvd * o->act_bytes, at = (size_t)m->dec_pos * row, pitch = (size_t)m->T * row;
+        o->copy_rows((char *)a->k + at, pitch, k, row, row, (size_t)N);
+        o->copy_rows((char *)a->v + at, pitch, v, row, row, (size_t)N);
+        o->attn_decode(a->att, a->q, a->k, a->v, N, m->dec_pos + 1, m->T, m->H, m->Hk, m->D);
+    } else
+        o->attn_fwd(a->att, a->lse, a->q, a->k, a->v, B, m->T, m->H, m->Hk, m->D);
     const pg_act *y = a->att;
     if (a->att_x) { /* XSA */
         o->xsa_fwd(a->att_x, a->att, v, N, m->H, m->Hk, m->D);
@@ -946,30 +956,31 @@ static int32_t bigram_bucket(const gpt_model *m, int32_t prev, int32_t cur, int 
     return r < 0 ? r + mod : r;
 }
 
-/* the buckets of the host tokens x, per row of T (while decoding: of the one token at dec_pos) */
+/* the buckets of the host tokens x, per row of T (while decoding: of each sequence's token at dec_pos) */
 static void bigram_buckets(gpt_model *m, const int32_t *x, int N) {
     for (int n = 0; n < N; n++) {
-        if (m->decoding) m->bidx_host[n] = bigram_bucket(m, m->dec_prev, x[n], m->dec_pos);
+        if (m->decoding) m->bidx_host[n] = bigram_bucket(m, m->dec_prev[n], x[n], m->dec_pos);
         else m->bidx_host[n] = bigram_bucket(m, n % m->T ? x[n - 1] : 0, x[n], n % m->T);
     }
 }
 
-/* SmearGate on the rows of x into y (y must not alias x). While decoding, x is the one token's row:
- * dec_smear (4, d) holds the previous position's input (zeros at position 0) and this one in rows
- * 0-1, smear runs on them as a sequence of two, and y is the second output row (rows 2-3). */
+/* SmearGate on the rows of x into y (y must not alias x). While decoding, x holds each sequence's one
+ * token: dec_smear (nb, 2, d) holds in its rows (b, 0) sequence b's previous input (zeros at
+ * position 0) and in (b, 1) this one, smear runs on them as nb sequences of two, writing rows
+ * (nb, 2, d) after them, and y is the second row of each. */
 static void smear(gpt_model *m, pg_act *y, const pg_act *x, int N, int reverse) {
     const pg_ops *o = m->ops;
     if (!m->decoding) {
         o->smear_fwd(y, x, m->smear_gate, N, m->T, m->d, reverse);
         return;
     }
-    const size_t row = (size_t)m->d * o->act_bytes;
-    char *s = (char *)m->dec_smear;
-    if (m->dec_pos == 0) o->zero(s, row);
-    o->copy(s + row, x, row);
-    o->smear_fwd((pg_act *)(s + 2 * row), (const pg_act *)s, m->smear_gate, 2, 2, m->d, reverse);
-    o->copy(y, s + 3 * row, row);
-    o->copy(s, s + row, row); /* the next position's previous input */
+    const size_t row = (size_t)m->d * o->act_bytes, n = (size_t)N;
+    char *s = (char *)m->dec_smear, *out = s + 2 * n * row;
+    if (m->dec_pos == 0) o->zero(s, 2 * n * row);
+    o->copy_rows(s + row, 2 * row, x, row, row, n);
+    o->smear_fwd((pg_act *)out, (const pg_act *)s, m->smear_gate, 2 * N, 2, m->d, reverse);
+    o->copy_rows(y, row, out + row, 2 * row, row, n);
+    o->copy_rows(s, 2 * row, s + row, 2 * row, row, n); /* the next position's previous inputs */
 }
 
 /* x0 (N, d) from the tokens: embedding, bigram table, SmearGate, PR #187's pre-enrichment and the
@@ -1193,32 +1204,37 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
 
 /* ---- incremental decoding ---- */
 
-void gpt_decode_reset(gpt_model *m) {
+void gpt_decode_reset(gpt_model *m, int nb) {
+    PG_CHECK(nb >= 1 && nb <= m->B);
+    m->dec_nb = nb;
     m->dec_pos = 0;
-    m->dec_prev = 0;
+    for (int b = 0; b < nb; b++) m->dec_prev[b] = 0;
 }
 
 int gpt_decode_pos(const gpt_model *m) { return m->dec_pos; }
 
-/* The forward above for the one token tok at position dec_pos (N = B = 1): attn_branch_fwd, the
- * bigram buckets and smear read m->decoding for what crosses positions (the key/value caches, the
- * previous token, the previous SmearGate input); everything else is per token. */
-void gpt_decode_step(gpt_model *m, int32_t tok, float *logits) {
+/* The forward above for one token per sequence at position dec_pos (N = B = dec_nb rows):
+ * attn_branch_fwd, the bigram buckets and smear read m->decoding for what crosses positions (the
+ * key/value caches, the previous tokens, the previous SmearGate inputs); everything else is per token. */
+void gpt_decode_step(gpt_model *m, const int32_t *toks, float *logits) {
     const pg_ops *o = m->ops;
-    PG_CHECK(m->dec_pos >= 0 && m->dec_pos < m->T && tok >= 0 && tok < m->V);
+    const int nb = m->dec_nb;
+    PG_CHECK(nb >= 1 && nb <= m->B && m->dec_pos >= 0 && m->dec_pos < m->T);
+    for (int b = 0; b < nb; b++) PG_CHECK(toks[b] >= 0 && toks[b] < m->V);
     m->qat_now = 0;
     m->decoding = 1;
-    o->to_device(m->idx, &tok, sizeof(int32_t));
-    embed_fwd(m, &tok, 1);
-    if (m->ve_dim) ve_fwd(m, 1);
-    trunk_fwd(m, 1, 1);
+    o->to_device(m->idx, toks, (size_t)nb * sizeof(int32_t));
+    embed_fwd(m, toks, nb);
+    if (m->ve_dim) ve_fwd(m, nb);
+    trunk_fwd(m, nb, nb);
     /* head: final norm, projection; the softcap in fp32 on the host, as softcap_ce applies it */
-    o->rmsnorm_fwd(m->nf, m->rstdf, trunk_output(m), 1, m->d);
-    o->matmul_fwd(m->logits, m->nf, WC(m, m->tied ? m->tok_emb : m->lm_head), 1, m->d, m->V);
-    o->act_to_f32(logits, m->logits, (size_t)m->V);
-    for (int v = 0; v < m->V; v++) logits[v] = m->softcap * tanhf(logits[v] / m->softcap);
+    const size_t nv = (size_t)nb * m->V;
+    o->rmsnorm_fwd(m->nf, m->rstdf, trunk_output(m), nb, m->d);
+    o->matmul_fwd(m->logits, m->nf, WC(m, m->tied ? m->tok_emb : m->lm_head), nb, m->d, m->V);
+    o->act_to_f32(logits, m->logits, nv);
+    for (size_t i = 0; i < nv; i++) logits[i] = m->softcap * tanhf(logits[i] / m->softcap);
     m->decoding = 0;
-    m->dec_prev = tok;
+    for (int b = 0; b < nb; b++) m->dec_prev[b] = toks[b];
     m->dec_pos++;
 }
 

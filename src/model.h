@@ -141,11 +141,12 @@ typedef struct {
     pg_act *dx, *dx0, **dskip, *s_d, *s_d2, *s_hid, *s_hd, *s_dq, *s_dk, *s_dv, *s_dqr, *s_dkr, *s_bg;
     pg_act *s_dv2; /* XSA's dv (N, Hk*D) */
     float *losses_host;
-    /* incremental decoding (gpt_decode_step): the next token's position, the previous token, the
-     * SmearGate rows (4, d); decoding is set only while a decode step runs */
-    int decoding, dec_pos;
-    int32_t dec_prev;
-    pg_act *dec_smear;
+    /* incremental decoding (gpt_decode_step) of dec_nb sequences: the next token's position, the
+     * previous tokens (B, host), the SmearGate rows (B, 4, d) and the new keys/values (2, B, Hk*D);
+     * decoding is set only while a decode step runs */
+    int decoding, dec_pos, dec_nb;
+    int32_t *dec_prev;
+    pg_act *dec_smear, *dec_kv;
     /* Called by a backward (when set) as soon as the gradients of every parameter of block `layer`
      * (param_info.layer) are final for this backward, each block once, last block first; the
      * trainer starts their sum across ranks there (optim_grads_begin) */
@@ -186,18 +187,19 @@ int gpt_step_begin(gpt_model *m, long step, double mult);
 double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, int B_run, float grad_scale,
                             float *per_token_loss);
 
-/* Incremental decoding (`pgolf sample`): the forward above for one token at a time, on any backend.
- * Each pass's keys and values stay in its activations (rows 0..T-1 of a->k, a->v: B = 1 suffices), so
- * a token costs one pass through the layers; the previous token (bigram buckets) and SmearGate's
- * previous input are carried too. Position p's logits equal row p of a full forward over the same
- * tokens, up to the summation order of the matmuls and of attention. Depth recurrence runs when
- * m->recur_on is set, as in the forward. gpt_decode_reset starts a context (position 0; needed before
- * the first step, and after a full forward, which overwrites the caches); gpt_decode_step feeds token
- * tok at position gpt_decode_pos(m) < m->T and writes the next token's softcapped logits (V, host,
- * what the loss sees) to logits. */
-void gpt_decode_reset(gpt_model *m);
+/* Incremental decoding (`pgolf sample`, PR #1392's self-generated GPTQ calibration): the forward
+ * above for one token per sequence at a time, on any backend, for nb <= m->B sequences together.
+ * Each pass's keys and values stay in its activations (sequence b's in rows b*T..b*T+T-1 of a->k,
+ * a->v), so a step costs one pass through the layers with nb rows; the previous tokens (bigram
+ * buckets) and SmearGate's previous inputs are carried too. Position p's logits equal row p of a full
+ * forward over the same tokens, up to the summation order of the matmuls and of attention. Depth
+ * recurrence runs when m->recur_on is set, as in the forward. gpt_decode_reset(m, nb) starts nb
+ * contexts (position 0; needed before the first step, and after a full forward, which overwrites the
+ * caches); gpt_decode_step feeds toks[b] to sequence b at position gpt_decode_pos(m) < m->T, the same
+ * for all, and writes the next tokens' softcapped logits (nb, V: host, what the loss sees) to logits. */
+void gpt_decode_reset(gpt_model *m, int nb);
 int gpt_decode_pos(const gpt_model *m);
-void gpt_decode_step(gpt_model *m, int32_t tok, float *logits);
+void gpt_decode_step(gpt_model *m, const int32_t *toks, float *logits);
 void gpt_zero_grad(gpt_model *m);
 /* Load averaged weights (an EMA arena, or an SWA sum with its count as divisor; n_floats in backend
  * memory) into the masters: avg/divisor, each tensor cast to its state-dict dtype and back (bf16

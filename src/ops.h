@@ -27,8 +27,9 @@ typedef struct pg_ops {
     void (*zero)(void *p, size_t bytes);
     void (*to_device)(void *dst, const void *host_src, size_t bytes);
     void (*to_host)(void *host_dst, const void *src, size_t bytes);
-    /* backend memory to backend memory (non-overlapping) */
-    void (*copy)(void *dst, const void *src, size_t bytes);
+    /* backend memory to backend memory (non-overlapping): rows of row_bytes from src (src_pitch bytes
+     * apart) to dst (dst_pitch apart) */
+    void (*copy_rows)(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t row_bytes, size_t rows);
     void (*sync)(void);
     /* peak bytes allocated by this backend so far */
     size_t (*peak_bytes)(void);
@@ -76,9 +77,11 @@ typedef struct pg_ops {
     /* dq, dk, dv overwritten */
     void (*attn_bwd)(pg_act *dq, pg_act *dk, pg_act *dv, const pg_act *dout, const pg_act *q, const pg_act *k,
                      const pg_act *v, const pg_act *o, const float *lse, int B, int T, int H, int Hk, int D);
-    /* attention of one query token over n cached positions (incremental decoding): q, o (H, D);
-     * k, v (n, Hk, D), every position visible; scale 1/sqrt(D); query head h reads head h/(H/Hk) */
-    void (*attn_decode)(pg_act *o, const pg_act *q, const pg_act *k, const pg_act *v, int n, int H, int Hk, int D);
+    /* attention of one query token per sequence over its n cached positions (incremental decoding of
+     * nb sequences): q, o (nb, H, D); sequence b's keys and values are rows 0..n-1 of k, v (nb, T, Hk, D),
+     * every one visible; scale 1/sqrt(D); query head h reads head h/(H/Hk) */
+    void (*attn_decode)(pg_act *o, const pg_act *q, const pg_act *k, const pg_act *v, int nb, int n, int T, int H,
+                        int Hk, int D);
     /* y = x + scale*a  (scale fp32 (C)); y may alias x */
     void (*resid_fwd)(pg_act *y, const pg_act *x, const pg_act *a, const float *scale, int N, int C);
     /* da (+)= scale*dy; dscale += sum dy*a */

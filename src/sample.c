@@ -1,7 +1,7 @@
 /* sample.c: `pgolf sample`: text generation from a packed artifact. The model runs on any backend
- * with its own incremental decoding (model.h: gpt_decode_step, one token at a time with key/value
- * caches); the sampler below picks each next token (greedy, temperature, top-k) on the host with its
- * own seeded generator.
+ * with its own incremental decoding (model.h: gpt_decode_step, one token per sample at a time with
+ * key/value caches, --samples S decoded together); the sampler below picks each next token (greedy,
+ * temperature, top-k) on the host with its own seeded generator, a stream of the seed per sample.
  *
  * Context: the RoPE tables and the training cover TRAIN_SEQ_LEN positions. When the context is full
  * the decoder slides: it restarts on the last TRAIN_SEQ_LEN/2 tokens (positions from 0 again, a
@@ -33,6 +33,11 @@ static uint64_t splitmix64_(uint64_t *x) {
 
 void sample_rng_seed(sample_rng *r, uint64_t seed) {
     for (int i = 0; i < 4; i++) r->s[i] = splitmix64_(&seed);
+}
+
+void sample_rng_stream(sample_rng *r, uint64_t seed, uint64_t stream) {
+    uint64_t z = stream;
+    sample_rng_seed(r, seed ^ splitmix64_(&z)); /* a hash of the stream index: streams do not overlap */
 }
 
 static uint64_t rotl_(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
@@ -94,7 +99,7 @@ int sample_pick(const float *logits, int V, double temperature, int top_k, sampl
 /* ---- the command ---- */
 
 static void sample_usage(void) {
-    printf("usage: pgolf sample ARTIFACT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K]\n"
+    printf("usage: pgolf sample ARTIFACT [--prompt TEXT] [--tokens N] [--samples S] [--temperature T] [--top-k K]\n"
            "                    [--seed S] [--tokenizer PATH] [--backend cpu|cuda|auto]\n\n"
            "Generates text with the model packed in ARTIFACT (a pgolf artifact). The prompt is encoded with\n"
            "the SentencePiece tokenizer (--tokenizer, else the artifact's TOKENIZER_PATH; its vocabulary must\n"
@@ -104,6 +109,9 @@ static void sample_usage(void) {
            "ends). One summary line goes to stderr.\n\n"
            "  --prompt TEXT       text to continue (default: empty, the start of a document)\n"
            "  --tokens N          tokens to generate (default 128; 0: print the prompt only)\n"
+           "  --samples S         continuations of the prompt, decoded together (default 1, at most 256):\n"
+           "                      each follows a '=== sample i/S ===' line; sample i draws from its own\n"
+           "                      stream of the seed, so sample 1 is the text of --samples 1\n"
            "  --temperature T     softmax temperature of the softcapped logits; 0: greedy (default 1.0)\n"
            "  --top-k K           sample among the K most likely tokens; 0: all (default 0)\n"
            "  --seed S            seed of the sampler's generator (default 1337): the same seed, prompt and\n"
@@ -133,22 +141,27 @@ static double parse_float(const char *opt, const char *s) {
     return v;
 }
 
-/* Push token tok into the context (sliding when full) and compute the next token's logits. hist
- * holds every token so far, tok being hist[n-1]. */
-static void ctx_push(gpt_model *m, const int32_t *hist, long n, float *logits, long *slides) {
+/* Push each sample's token hist[b*cap + n-1] into its context (all nb histories are n long; sliding
+ * all contexts when full) and compute the next tokens' logits (nb, V). */
+static void ctx_push(gpt_model *m, const int32_t *hist, long cap, int nb, long n, int32_t *tok, float *logits,
+                     long *slides) {
     const int T = m->T;
     if (gpt_decode_pos(m) >= T) {
         const int keep = T / 2 > 0 ? T / 2 : 1; /* the window after the push */
-        gpt_decode_reset(m);
-        for (long i = n - keep; i < n - 1; i++) gpt_decode_step(m, hist[i], logits);
+        gpt_decode_reset(m, nb);
+        for (long i = n - keep; i < n - 1; i++) {
+            for (int b = 0; b < nb; b++) tok[b] = hist[b * cap + i];
+            gpt_decode_step(m, tok, logits);
+        }
         (*slides)++;
     }
-    gpt_decode_step(m, hist[n - 1], logits);
+    for (int b = 0; b < nb; b++) tok[b] = hist[b * cap + n - 1];
+    gpt_decode_step(m, tok, logits);
 }
 
 int cmd_sample(int argc, char **argv) {
     const char *path = NULL, *prompt = "", *tok_path = NULL, *backend = NULL;
-    long long n_tokens = 128, top_k = 0;
+    long long n_tokens = 128, top_k = 0, n_samples = 1;
     double temperature = 1.0;
     uint64_t seed = 1337;
     for (int i = 0; i < argc; i++) {
@@ -159,7 +172,7 @@ int cmd_sample(int argc, char **argv) {
         }
         const int has_val = i + 1 < argc;
         if (!strcmp(a, "--prompt") || !strcmp(a, "--tokens") || !strcmp(a, "--temperature") || !strcmp(a, "--top-k") ||
-            !strcmp(a, "--seed") || !strcmp(a, "--tokenizer") || !strcmp(a, "--backend")) {
+            !strcmp(a, "--seed") || !strcmp(a, "--tokenizer") || !strcmp(a, "--backend") || !strcmp(a, "--samples")) {
             if (!has_val) pg_die("sample: %s needs a value", a);
             const char *v = argv[++i];
             if (!strcmp(a, "--prompt")) prompt = v;
@@ -172,6 +185,9 @@ int cmd_sample(int argc, char **argv) {
             else if (!strcmp(a, "--tokens")) {
                 n_tokens = parse_int(a, v);
                 if (n_tokens < 0 || n_tokens > 100000000) pg_die("sample: --tokens must be in 0..100000000, got %s", v);
+            } else if (!strcmp(a, "--samples")) {
+                n_samples = parse_int(a, v);
+                if (n_samples < 1 || n_samples > 256) pg_die("sample: --samples must be in 1..256, got %s", v);
             } else if (!strcmp(a, "--top-k")) {
                 top_k = parse_int(a, v);
                 if (top_k < 0) pg_die("sample: --top-k must be >= 0 (0: off), got %s", v);
@@ -209,55 +225,88 @@ int cmd_sample(int argc, char **argv) {
     const int bos = spm_bos_id(sp), eos = spm_eos_id(sp);
     if (bos < 0 || bos >= V) pg_die("%s: the tokenizer has no BOS piece (bos_id %d)", tok_path, bos);
 
-    /* one sequence of TRAIN_SEQ_LEN: its activations hold the key/value caches */
+    /* one sequence of TRAIN_SEQ_LEN per sample: its activations hold the key/value caches */
+    const int nb = (int)n_samples;
     gpt_model model;
-    gpt_build(&model, &cfg, backend_select(backend ? backend : cfg.backend), 1, (int)cfg.train_seq_len);
+    gpt_build(&model, &cfg, backend_select(backend ? backend : cfg.backend), nb, (int)cfg.train_seq_len);
     if (gpt_from_statedict(&model, &sd, path, err, sizeof(err)) != 0) pg_die("%s", err);
     sd_free(&sd);
     model.recur_on = model.recur_n > 0; /* the records' final evaluation runs the recurrence */
-    gpt_decode_reset(&model);
+    gpt_decode_reset(&model, nb);
 
     int32_t *pids = NULL;
     long np = spm_encode(sp, prompt, strlen(prompt), &pids, err, sizeof(err));
     if (np < 0) pg_die("sample: --prompt: %s", err);
+    /* sample b's tokens: hist[b*cap ..], BOS, the prompt, its continuation; once a sample has stopped
+     * it is fed its last token again (the others go on), which its text leaves out */
     const long cap = 1 + np + (long)n_tokens;
-    int32_t *hist = xmalloc((size_t)cap * sizeof(int32_t));
-    long n = 0, slides = 0;
-    hist[n++] = bos;
-    for (long i = 0; i < np; i++) hist[n++] = pids[i];
+    int32_t *hist = xmalloc((size_t)nb * cap * sizeof(int32_t)), *tok = xmalloc((size_t)nb * sizeof(int32_t));
+    for (int b = 0; b < nb; b++) {
+        hist[b * cap] = bos;
+        for (long i = 0; i < np; i++) hist[b * cap + 1 + i] = pids[i];
+    }
     free(pids);
-    float *logits = xmalloc((size_t)V * sizeof(float));
-    sample_rng rng;
-    sample_rng_seed(&rng, seed);
+    long n = 1 + np, slides = 0, *gen = xcalloc((size_t)nb, sizeof(long));
+    const char **stop = xmalloc((size_t)nb * sizeof(char *));
+    float *logits = xmalloc((size_t)nb * V * sizeof(float));
+    sample_rng *rng = xmalloc((size_t)nb * sizeof(sample_rng));
+    for (int b = 0; b < nb; b++) {
+        sample_rng_stream(&rng[b], seed, (uint64_t)b);
+        stop[b] = NULL;
+    }
     const double t0 = pg_now();
-    for (long i = 1; i <= n; i++) ctx_push(&model, hist, i, logits, &slides);
+    for (long i = 1; i <= n; i++) ctx_push(&model, hist, cap, nb, i, tok, logits, &slides);
     const long n_prompt = n;
-    const char *stop = "length";
-    for (long g = 0; g < n_tokens; g++) {
-        for (int v = 0; v < V; v++)
-            if (!isfinite(logits[v])) pg_die("%s: the model produced a non-finite logit", path);
-        const int next = sample_pick(logits, V, temperature, top_k > V ? V : (int)top_k, &rng);
-        if (next == bos || next == eos) {
-            stop = next == bos ? "BOS" : "EOS";
-            break;
+    int running = nb;
+    for (long g = 0; g < n_tokens && running > 0; g++) {
+        for (int b = 0; b < nb; b++) {
+            int32_t next = hist[b * cap + n - 1];
+            if (!stop[b]) {
+                const float *l = logits + (size_t)b * V;
+                for (int v = 0; v < V; v++)
+                    if (!isfinite(l[v])) pg_die("%s: the model produced a non-finite logit", path);
+                next = sample_pick(l, V, temperature, top_k > V ? V : (int)top_k, &rng[b]);
+                if (next == bos || next == eos) {
+                    stop[b] = next == bos ? "BOS" : "EOS";
+                    running--;
+                    next = hist[b * cap + n - 1];
+                } else
+                    gen[b]++;
+            }
+            hist[b * cap + n] = next;
         }
-        hist[n++] = next;
-        if (g + 1 < n_tokens) ctx_push(&model, hist, n, logits, &slides);
+        n++;
+        if (g + 1 < n_tokens && running > 0) ctx_push(&model, hist, cap, nb, n, tok, logits, &slides);
     }
     const double dt = pg_now() - t0;
-    size_t tl = 0;
-    char *text = spm_decode(sp, hist + 1, (size_t)(n - 1), &tl, err, sizeof(err));
-    if (!text) pg_die("sample: %s", err);
-    fwrite(text, 1, tl, stdout);
-    fputc('\n', stdout);
+    long total = 0;
+    char stops[8 * 257] = "";
+    for (int b = 0; b < nb; b++) {
+        size_t tl = 0;
+        char *text = spm_decode(sp, hist + b * cap + 1, (size_t)(n_prompt - 1 + gen[b]), &tl, err, sizeof(err));
+        if (!text) pg_die("sample: %s", err);
+        if (nb > 1) printf("=== sample %d/%d ===\n", b + 1, nb);
+        fwrite(text, 1, tl, stdout);
+        fputc('\n', stdout);
+        free(text);
+        total += gen[b];
+        const size_t sl = strlen(stops);
+        snprintf(stops + sl, sizeof(stops) - sl, "%s%s", b ? " " : "", stop[b] ? stop[b] : "length");
+    }
     fflush(stdout);
+    char what[32] = "";
+    if (nb > 1) snprintf(what, sizeof(what), "%d samples, ", nb);
+    const double fed = (double)nb * (n_prompt - 1) + (double)total; /* tokens through the model */
     fprintf(stderr,
-            "sample: backend %s, prompt %ld tokens (with BOS), generated %ld tokens (stop: %s), %ld context slides, "
+            "sample: backend %s, prompt %ld tokens (with BOS), %sgenerated %ld tokens (stop: %s), %ld context slides, "
             "%.1f tokens/s\n",
-            model.ops->name, n_prompt, n - n_prompt, stop, slides, (double)(n - 1) / (dt > 1e-9 ? dt : 1e-9));
-    free(text);
+            model.ops->name, n_prompt, what, total, stops, slides, fed / (dt > 1e-9 ? dt : 1e-9));
     free(logits);
     free(hist);
+    free(tok);
+    free(gen);
+    free(stop);
+    free(rng);
     gpt_free(&model);
     spm_free(sp);
     config_free(&cfg);

@@ -15,6 +15,9 @@ typedef struct {
     uint64_t s[4];
 } sample_rng;
 void sample_rng_seed(sample_rng *r, uint64_t seed);
+/* stream `stream` of seed: one generator per sequence of a batch, so that what a sequence draws does
+ * not depend on how many are generated together */
+void sample_rng_stream(sample_rng *r, uint64_t seed, uint64_t stream);
 /* uniform in [0, 1) */
 double sample_rng_uniform(sample_rng *r);
 

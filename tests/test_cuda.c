@@ -604,12 +604,12 @@ TEST(cuda_model_step_matches_cpu) {
  * the CPU decoder's (fp32). Two model forms cover the decoder's cross-position state: SmearGate
  * before the norm with BigramHash, pre-enrichment and encoder recurrence (PR #187); SmearGate after
  * the norm with the PR #315 bigram table, VE, XSA, parallel residuals and depth recurrence
- * (PR #1392). Random weights (randomize_weights) give peaked distributions (log p down to -13 nats),
+ * (PR #1392), three sequences decoded together (of a model of four). Random weights (randomize_weights) give peaked distributions (log p down to -13 nats),
  * where bf16 activations alone move log p by ~0.1 nats (emulator: GPU forward vs CPU 0.10, GPU
  * decoder vs CPU 0.08, GPU decoder vs GPU forward 0.10). The bands: 0.25 nats, and the GPU decoder no
  * further from the fp32 decoder than twice the GPU forward is (+0.02); a wrong cache, position or
  * carried state is off by nats. */
-static void decode_case(t_state *t__, const char *const kv[][2], int nkv) {
+static void decode_case(t_state *t__, const char *const kv[][2], int nkv, int nb) {
     pg_config c;
     config_defaults(&c);
     char err[256];
@@ -620,9 +620,10 @@ static void decode_case(t_state *t__, const char *const kv[][2], int nkv) {
     for (int i = 0; i < nkv; i++) T_ASSERT(config_set(&c, kv[i][0], kv[i][1], "test", err, sizeof(err)) == 0, "%s", err);
     T_ASSERT(config_validate(&c, err, sizeof(err)) == 0, "%s", err);
     const int T = (int)c.train_seq_len, V = (int)c.vocab_size;
+    T_ASSERT(nb <= 3 && T <= 40, "decode_case holds 3 sequences of 40");
     gpt_model mc, mg;
-    gpt_build(&mc, &c, C_, 1, T);
-    gpt_build(&mg, &c, G_, 1, T);
+    gpt_build(&mc, &c, C_, nb, T);
+    gpt_build(&mg, &c, G_, nb + 1, T); /* nb of nb + 1 sequences */
     randomize_weights(&mc, 77);
     for (size_t i = 0; i < mc.n_floats; i++) mc.w[i] = pg_round_bf16(mc.w[i]); /* both see the same values */
     gpt_sync_weights(&mc);
@@ -630,26 +631,31 @@ static void decode_case(t_state *t__, const char *const kv[][2], int nkv) {
     gpt_sync_weights(&mg);
     mc.recur_on = mc.recur_n > 0;
     mg.recur_on = mg.recur_n > 0;
-    int32_t x[64], y[64];
-    for (int t = 0; t < T; t++) x[t] = (int32_t)((t * 37 + 11) % V);
-    for (int t = 0; t < T; t++) y[t] = t + 1 < T ? x[t + 1] : 5;
-    float loss[64], *lc = xmalloc((size_t)V * 4), *lg = xmalloc((size_t)V * 4);
-    gpt_forward_backward(&mg, x, y, 1, 0.0f, loss);
-    gpt_decode_reset(&mc);
-    gpt_decode_reset(&mg);
+    int32_t x[120], y[120], tok[3];
+    for (int i = 0; i < nb * T; i++) x[i] = (int32_t)((i * 37 + 11 + i / T * 5) % V);
+    for (int i = 0; i < nb * T; i++) y[i] = (i + 1) % T ? x[i + 1] : 5;
+    float loss[120], *lc = xmalloc((size_t)nb * V * 4), *lg = xmalloc((size_t)nb * V * 4);
+    gpt_forward_backward(&mg, x, y, nb, 0.0f, loss);
+    gpt_decode_reset(&mc, nb);
+    gpt_decode_reset(&mg, nb);
     double worst_fwd = 0, worst_cpu = 0, spread = 0, worst_fc = 0;
     for (int t = 0; t < T; t++) {
-        gpt_decode_step(&mc, x[t], lc);
-        gpt_decode_step(&mg, x[t], lg);
-        double mxc = -INFINITY, mxg = -INFINITY, sc = 0, sg = 0;
-        for (int v = 0; v < V; v++) mxc = fmax(mxc, lc[v]), mxg = fmax(mxg, lg[v]);
-        for (int v = 0; v < V; v++) sc += exp((double)lc[v] - mxc), sg += exp((double)lg[v] - mxg);
-        const double pc = lc[y[t]] - mxc - log(sc), pg = lg[y[t]] - mxg - log(sg);
-        double d1 = fabs(pg + loss[t]), d2 = fabs(pg - pc);
-        if (!(d1 <= worst_fwd)) worst_fwd = d1; /* NaN propagates */
-        if (!(d2 <= worst_cpu)) worst_cpu = d2;
-        spread = fmax(spread, fabs(pc + log((double)V)));
-        worst_fc = fmax(worst_fc, fabs(pc + loss[t]));
+        for (int b = 0; b < nb; b++) tok[b] = x[b * T + t];
+        gpt_decode_step(&mc, tok, lc);
+        gpt_decode_step(&mg, tok, lg);
+        for (int b = 0; b < nb; b++) {
+            const float *pc_ = lc + (size_t)b * V, *pg_ = lg + (size_t)b * V;
+            const int i = b * T + t;
+            double mxc = -INFINITY, mxg = -INFINITY, sc = 0, sg = 0;
+            for (int v = 0; v < V; v++) mxc = fmax(mxc, pc_[v]), mxg = fmax(mxg, pg_[v]);
+            for (int v = 0; v < V; v++) sc += exp((double)pc_[v] - mxc), sg += exp((double)pg_[v] - mxg);
+            const double pc = pc_[y[i]] - mxc - log(sc), pg = pg_[y[i]] - mxg - log(sg);
+            double d1 = fabs(pg + loss[i]), d2 = fabs(pg - pc);
+            if (!(d1 <= worst_fwd)) worst_fwd = d1; /* NaN propagates */
+            if (!(d2 <= worst_cpu)) worst_cpu = d2;
+            spread = fmax(spread, fabs(pc + log((double)V)));
+            worst_fc = fmax(worst_fc, fabs(pc + loss[i]));
+        }
     }
     free(lc);
     free(lg);
@@ -657,10 +663,10 @@ static void decode_case(t_state *t__, const char *const kv[][2], int nkv) {
     gpt_free(&mg);
     config_free(&c);
     T_ASSERT(spread > 1.0, "the test model's distributions are too flat to test anything (%.3g)", spread);
-    T_ASSERT(worst_fwd < 0.25, "GPU decoder vs GPU forward: max |log p diff| %.3g", worst_fwd);
+    T_ASSERT(worst_fwd < 0.25, "GPU decoder vs GPU forward (%d sequences): max |log p diff| %.3g", nb, worst_fwd);
     T_ASSERT(worst_cpu < 0.25 && worst_cpu <= 2 * worst_fc + 0.02,
-             "GPU decoder vs CPU decoder: max |log p diff| %.3g (the GPU forward's own distance from the CPU: %.3g)",
-             worst_cpu, worst_fc);
+             "GPU decoder vs CPU decoder (%d sequences): max |log p diff| %.3g (the GPU forward's own distance from "
+             "the CPU: %.3g)", nb, worst_cpu, worst_fc);
 }
 
 TEST(cuda_decode_matches_forward_and_cpu) {
@@ -668,13 +674,13 @@ TEST(cuda_decode_matches_forward_and_cpu) {
     NEED_OP(attn_decode);
     const char *pr187[][2] = {{"PGOLF_PRE_ENRICH", "96"}, {"ENCODER_RECURRENCE", "1"}, {"PGOLF_SMEAR_MODE", "pre"},
                               {"BIGRAM_HASH_BUCKETS", "61"}, {"BIGRAM_HASH_DIM", "32"}, {"XSA_LAST_N", "2"}};
-    decode_case(t__, pr187, 6);
+    decode_case(t__, pr187, 6, 1);
     if (t__->failed) return;
     const char *pr1392[][2] = {{"PGOLF_SMEAR_MODE", "post"}, {"BIGRAM_VOCAB_SIZE", "53"}, {"BIGRAM_DIM", "32"},
                                {"VE_ENABLED", "1"}, {"VE_DIM", "32"}, {"VE_LAYERS", "1,3"},
                                {"PARALLEL_START_LAYER", "2"}, {"RECUR_LAYERS", "0,1"}, {"XSA_LAST_N", "4"},
                                {"ROPE_DIMS", "16"}, {"LN_SCALE", "1"}, {"PGOLF_MLP_ACTIVATION", "leaky_relu2"}};
-    decode_case(t__, pr1392, 12);
+    decode_case(t__, pr1392, 12, 3);
 }
 #endif
 

@@ -214,26 +214,30 @@ TEST(cuda_records_attn_padded_head_dims) {
     attn_case(t__, 1, 70, 2, 1, 96, 1.0f); /* 64 < D < 128 */
 }
 
-/* decoding: one query over n cached keys (pgolf sample), against the CPU op; n below, at and past
- * the kernel's 4 warps, long caches, GQA/MQA/MHA, padded head dims */
-static void attn_decode_case(t_state *t__, int n, int H, int Hk, int D, float qscale) {
+/* decoding: one query per sequence over its n cached keys (pgolf sample), against the CPU op; n below,
+ * at and past the kernel's 4 warps, long caches, caches longer than n, several sequences, GQA/MQA/MHA,
+ * padded head dims */
+static void attn_decode_case(t_state *t__, int nb, int n, int T, int H, int Hk, int D, float qscale) {
     NEED_OP(attn_decode);
-    rpair q = r_rnd((size_t)H * D, 1, qscale), k = r_rnd((size_t)n * Hk * D, 1, 1.0f), v = r_rnd((size_t)n * Hk * D, 1, 1.0f);
-    rpair o = r_mk((size_t)H * D, 1, NULL);
+    const size_t kv = (size_t)nb * T * Hk * D;
+    rpair q = r_rnd((size_t)nb * H * D, 1, qscale), k = r_rnd(kv, 1, 1.0f), v = r_rnd(kv, 1, 1.0f);
+    rpair o = r_mk((size_t)nb * H * D, 1, NULL);
     r_garbage(o);
-    RC->attn_decode(o.c, q.c, k.c, v.c, n, H, Hk, D);
-    RG->attn_decode(o.g, q.g, k.g, v.g, n, H, Hk, D);
+    RC->attn_decode(o.c, q.c, k.c, v.c, nb, n, T, H, Hk, D);
+    RG->attn_decode(o.g, q.g, k.g, v.g, nb, n, T, H, Hk, D);
     RG->sync();
-    R_EXPECT(o, TOL_ACT, "attn_decode (n=%d H=%d Hk=%d D=%d)", n, H, Hk, D);
+    R_EXPECT(o, TOL_ACT, "attn_decode (nb=%d n=%d T=%d H=%d Hk=%d D=%d)", nb, n, T, H, Hk, D);
     R_DROP(q, k, v, o);
 }
 TEST(cuda_records_attn_decode) {
     NEED_GPU();
-    const int cs[][4] = {{1, 8, 4, 64}, {3, 8, 4, 64}, {4, 4, 4, 64}, {37, 8, 1, 64}, {300, 8, 4, 64},
-                         {2048, 8, 4, 64}, {129, 4, 2, 128}, {50, 4, 2, 32}, {70, 2, 1, 96}};
+    const int cs[][6] = {{1, 1, 1, 8, 4, 64},     {1, 3, 3, 8, 4, 64},  {1, 4, 9, 4, 4, 64},     {1, 37, 37, 8, 1, 64},
+                         {1, 300, 300, 8, 4, 64}, {1, 2048, 2048, 8, 4, 64}, {1, 129, 129, 4, 2, 128},
+                         {1, 50, 50, 4, 2, 32},   {1, 70, 70, 2, 1, 96}, {3, 17, 40, 8, 4, 64}, {5, 1, 8, 4, 2, 32},
+                         {4, 100, 128, 2, 1, 96}};
     for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]) && !t__->failed; i++)
-        attn_decode_case(t__, cs[i][0], cs[i][1], cs[i][2], cs[i][3], 1.0f);
-    if (!t__->failed) attn_decode_case(t__, 300, 8, 4, 64, 4.0f); /* peaky softmax */
+        attn_decode_case(t__, cs[i][0], cs[i][1], cs[i][2], cs[i][3], cs[i][4], cs[i][5], 1.0f);
+    if (!t__->failed) attn_decode_case(t__, 2, 300, 310, 8, 4, 64, 4.0f); /* peaky softmax */
 }
 
 /* ---------------------------------------------------------------- SmearGate */

@@ -883,29 +883,40 @@ TEST(gptq_ar_generation) {
     T_ASSERT(in_range, "an id out of [0, %d)", V);
     T_ASSERT(!memcmp(a, b, (size_t)n * T * 4), "the same seed gives different text");
     T_ASSERT(memcmp(a, c, (size_t)n * T * 4) != 0, "seeds 5 and 6 give the same text");
-    /* the record's loop, written out with the model's decoder and the sampler */
+    /* the record's loop, written out with the model's decoder and the sampler, one sequence at a time
+     * (the generator decoded two at a time): sequence s draws from stream s */
     m.recur_on = 1;
-    sample_rng r;
-    sample_rng_seed(&r, 5);
     float *lg = xmalloc((size_t)V * sizeof(float));
     int same = 1;
     for (int s = 0; s < n; s++) {
+        sample_rng r;
+        sample_rng_stream(&r, 5, (uint64_t)s);
         int32_t tok = (int32_t)(sample_rng_uniform(&r) * V);
         same &= tok == a[s * T];
-        gpt_decode_reset(&m);
+        gpt_decode_reset(&m, 1);
         for (int i = 1; i < T; i++) {
-            gpt_decode_step(&m, tok, lg);
+            gpt_decode_step(&m, &tok, lg);
             tok = sample_pick(lg, V, 0.8, 0, &r);
             same &= tok == a[s * T + i];
         }
     }
+    /* the text does not depend on how many sequences a model decodes together */
+    gpt_model m4;
+    gpt_build(&m4, &cfg, backend_select("cpu"), 4, T);
+    memcpy(m4.w, m.w, m.n_floats * sizeof(float)); /* CPU backend: host memory */
+    gpt_sync_weights(&m4);
+    free(b);
+    T_ASSERT(gptq_calib_generate(&m4, n, 5, GPTQ_AR_TEMPERATURE, &b, err, sizeof(err)) == 0, "%s", err);
+    const int same4 = !memcmp(a, b, (size_t)n * T * 4);
+    free(b);
+    gpt_free(&m4);
     free(lg);
     free(a);
-    free(b);
     free(c);
     gpt_free(&m);
     config_free(&cfg);
     T_ASSERT(same, "the generated text differs from the record's loop");
+    T_ASSERT(same4, "decoding 4 sequences at a time gives different text than 2 at a time");
 }
 
 /* ---- PR #187 ---- */

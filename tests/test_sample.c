@@ -92,38 +92,44 @@ static double log_prob(const float *logits, int V, int32_t y) {
 }
 
 /* *worst: max over positions of |decoder log p(y_t) - (-loss_t)| (NaN if any is); -1 on setup
- * failure (msg in err). Between the forward and the decoding a training forward and backward run on
- * other tokens, so the decoder starts from the activations and QAT state a training step leaves. */
-static int decoder_vs_forward(const sample_case *sc, uint64_t seed, int recur_on, double *worst_out, char *err,
+ * failure (msg in err). nb sequences are decoded together, in a model of nb + 1 sequences (the
+ * forward runs nb). Between the forward and the decoding a training forward and backward run on other
+ * tokens, so the decoder starts from the activations and QAT state a training step leaves. */
+static int decoder_vs_forward(const sample_case *sc, uint64_t seed, int recur_on, int nb, double *worst_out, char *err,
                               size_t n) {
     pg_config c;
     if (case_config(&c, sc, err, n) != 0) return -1;
     const int T = (int)c.train_seq_len, V = (int)c.vocab_size;
+    const size_t N = (size_t)nb * T;
     gpt_model m;
-    gpt_build(&m, &c, &pg_cpu_ops, 1, T);
+    gpt_build(&m, &c, &pg_cpu_ops, nb + 1, T);
     randomize_weights(&m, seed);
     m.recur_on = recur_on && m.recur_n > 0;
-    int32_t *x = xmalloc((size_t)T * sizeof(int32_t)), *y = xmalloc((size_t)T * sizeof(int32_t));
-    int32_t *x2 = xmalloc((size_t)T * sizeof(int32_t));
+    int32_t *x = xmalloc(N * sizeof(int32_t)), *y = xmalloc(N * sizeof(int32_t));
+    int32_t *x2 = xmalloc(N * sizeof(int32_t)), *tok = xmalloc((size_t)nb * sizeof(int32_t));
     rng_s = seed * 7 + 1;
-    random_tokens(x, (size_t)T, V);
-    for (int t = 0; t + 1 < T; t++) y[t] = x[t + 1];
-    y[T - 1] = (int32_t)(urand() * V) % V;
-    float *loss = xmalloc((size_t)T * sizeof(float)), *logits = xmalloc((size_t)V * sizeof(float));
-    gpt_forward_backward(&m, x, y, 1, 0.0f, loss);
-    random_tokens(x2, (size_t)T, V);
-    gpt_forward_backward(&m, x2, y, 1, 1.0f, NULL); /* a training forward and backward (weights unchanged) */
-    gpt_decode_reset(&m);
+    random_tokens(x, N, V);
+    for (size_t i = 0; i < N; i++) y[i] = (i + 1) % T ? x[i + 1] : (int32_t)(urand() * V) % V;
+    float *loss = xmalloc(N * sizeof(float)), *logits = xmalloc((size_t)nb * V * sizeof(float));
+    gpt_forward_backward(&m, x, y, nb, 0.0f, loss);
+    random_tokens(x2, N, V);
+    gpt_forward_backward(&m, x2, y, nb, 1.0f, NULL); /* a training forward and backward (weights unchanged) */
+    gpt_decode_reset(&m, nb);
     double worst = 0;
     for (int t = 0; t < T; t++) {
-        gpt_decode_step(&m, x[t], logits);
-        const double diff = fabs(log_prob(logits, V, y[t]) + (double)loss[t]);
-        if (!(diff <= worst)) worst = diff; /* NaN propagates */
+        for (int b = 0; b < nb; b++) tok[b] = x[(size_t)b * T + t];
+        gpt_decode_step(&m, tok, logits);
+        for (int b = 0; b < nb; b++) {
+            const size_t i = (size_t)b * T + t;
+            const double diff = fabs(log_prob(logits + (size_t)b * V, V, y[i]) + (double)loss[i]);
+            if (!(diff <= worst)) worst = diff; /* NaN propagates */
+        }
     }
     gpt_free(&m);
     free(x);
     free(x2);
     free(y);
+    free(tok);
     free(loss);
     free(logits);
     config_free(&c);
@@ -131,31 +137,38 @@ static int decoder_vs_forward(const sample_case *sc, uint64_t seed, int recur_on
     return 0;
 }
 
-static void run_case(t_state *t__, int ci) {
+static void run_case(t_state *t__, int ci, int nb) {
     char err[512];
     const int recur = 1;
     double worst;
-    T_ASSERT(decoder_vs_forward(&CASES[ci], 11 + (uint64_t)ci, recur, &worst, err, sizeof(err)) == 0, "case %s: config: %s",
-             CASES[ci].name, err);
-    T_ASSERT(worst < SAMPLE_TOL, "case %s: max |log p diff| %.3g over %d positions", CASES[ci].name, worst, 32);
+    T_ASSERT(decoder_vs_forward(&CASES[ci], 11 + (uint64_t)ci, recur, nb, &worst, err, sizeof(err)) == 0,
+             "case %s: config: %s", CASES[ci].name, err);
+    T_ASSERT(worst < SAMPLE_TOL, "case %s: max |log p diff| %.3g over %d positions of %d sequences", CASES[ci].name,
+             worst, 32, nb);
 }
 
-TEST(sample_decoder_baseline) { run_case(t__, 0); }
-TEST(sample_decoder_pr65_untied) { run_case(t__, 1); }
-TEST(sample_decoder_pr315) { run_case(t__, 2); }
-TEST(sample_decoder_pr1392) { run_case(t__, 3); }
-TEST(sample_decoder_odd_layers) { run_case(t__, 4); }
-TEST(sample_decoder_pr187) { run_case(t__, 5); }
-TEST(sample_decoder_pr187_post_odd) { run_case(t__, 6); }
-TEST(sample_decoder_lanes1289) { run_case(t__, 7); }
-TEST(sample_decoder_lanes1334) { run_case(t__, 8); }
-TEST(sample_decoder_qat_after_training) { run_case(t__, 9); }
+TEST(sample_decoder_baseline) { run_case(t__, 0, 1); }
+TEST(sample_decoder_pr65_untied) { run_case(t__, 1, 1); }
+TEST(sample_decoder_pr315) { run_case(t__, 2, 1); }
+TEST(sample_decoder_pr1392) { run_case(t__, 3, 1); }
+TEST(sample_decoder_odd_layers) { run_case(t__, 4, 1); }
+TEST(sample_decoder_pr187) { run_case(t__, 5, 1); }
+TEST(sample_decoder_pr187_post_odd) { run_case(t__, 6, 1); }
+TEST(sample_decoder_lanes1289) { run_case(t__, 7, 1); }
+TEST(sample_decoder_lanes1334) { run_case(t__, 8, 1); }
+TEST(sample_decoder_qat_after_training) { run_case(t__, 9, 1); }
+
+/* three sequences decoded together (each with its own caches, previous token and SmearGate input),
+ * every model form */
+TEST(sample_decoder_batched) {
+    for (int ci = 0; ci < N_CASES && !t__->failed; ci++) run_case(t__, ci, 3);
+}
 
 /* recurrence switched off in the model: the decoder follows the model's flag */
 TEST(sample_decoder_recur_off) {
     char err[512];
     double worst;
-    T_ASSERT(decoder_vs_forward(&CASES[3], 5, 0, &worst, err, sizeof(err)) == 0, "config: %s", err);
+    T_ASSERT(decoder_vs_forward(&CASES[3], 5, 0, 2, &worst, err, sizeof(err)) == 0, "config: %s", err);
     T_ASSERT(worst < SAMPLE_TOL, "max |log p diff| %.3g", worst);
 }
 
@@ -178,10 +191,10 @@ TEST(sample_decoder_detects_mismatch) {
     m.recur_on = 1;
     gpt_forward_backward(&m, x, y, 1, 0.0f, loss);
     m.recur_on = 0; /* the decoder runs without recurrence */
-    gpt_decode_reset(&m);
+    gpt_decode_reset(&m, 1);
     double worst = 0;
     for (int t = 0; t < T; t++) {
-        gpt_decode_step(&m, x[t], logits);
+        gpt_decode_step(&m, x + t, logits);
         worst = fmax(worst, fabs(log_prob(logits, V, y[t]) + loss[t]));
     }
     gpt_free(&m);
@@ -202,11 +215,11 @@ TEST(sample_decoder_reset) {
     randomize_weights(&m, 4);
     float *a = xmalloc((size_t)V * sizeof(float)), *b = xmalloc((size_t)V * sizeof(float));
     const int32_t toks[5] = {3, 17, 17, 40, 2};
-    gpt_decode_reset(&m);
-    for (int i = 0; i < 5; i++) gpt_decode_step(&m, toks[i], a);
+    gpt_decode_reset(&m, 1);
+    for (int i = 0; i < 5; i++) gpt_decode_step(&m, toks + i, a);
     T_ASSERT(gpt_decode_pos(&m) == 5, "pos %d", gpt_decode_pos(&m));
-    gpt_decode_reset(&m);
-    for (int i = 0; i < 5; i++) gpt_decode_step(&m, toks[i], b);
+    gpt_decode_reset(&m, 1);
+    for (int i = 0; i < 5; i++) gpt_decode_step(&m, toks + i, b);
     int same = !memcmp(a, b, (size_t)V * sizeof(float));
     gpt_free(&m);
     free(a);
@@ -215,24 +228,29 @@ TEST(sample_decoder_reset) {
     T_ASSERT(same, "logits differ after reset");
 }
 
-/* attn_decode over n keys is row n-1 of the causal attn_fwd (CPU backend; the CUDA kernel is
- * compared with this op in tests/test_cuda_records.c) */
+/* attn_decode of B sequences over n keys each is row n-1 of each sequence's causal attn_fwd (CPU
+ * backend; the CUDA kernel is compared with this op in tests/test_cuda_records.c) */
 TEST(ops_attn_decode_matches_attn_fwd) {
-    const int T = 37, H = 4, Hk = 2, D = 16, qs = H * D, ks = Hk * D;
+    const int B = 3, T = 37, H = 4, Hk = 2, D = 16, qs = H * D, ks = Hk * D;
+    const size_t N = (size_t)B * T;
     const pg_ops *o = &pg_cpu_ops;
-    float *q = xmalloc((size_t)T * qs * sizeof(float)), *k = xmalloc((size_t)T * ks * sizeof(float));
-    float *v = xmalloc((size_t)T * ks * sizeof(float)), *out = xmalloc((size_t)T * qs * sizeof(float));
-    float *lse = xmalloc((size_t)T * H * sizeof(float)), *od = xmalloc((size_t)qs * sizeof(float));
+    float *q = xmalloc(N * qs * sizeof(float)), *k = xmalloc(N * ks * sizeof(float));
+    float *v = xmalloc(N * ks * sizeof(float)), *out = xmalloc(N * qs * sizeof(float));
+    float *lse = xmalloc(N * H * sizeof(float)), *qd = xmalloc((size_t)B * qs * sizeof(float));
+    float *od = xmalloc((size_t)B * qs * sizeof(float));
     rng_s = 21;
-    for (int i = 0; i < T * qs; i++) q[i] = usym(2.0f);
-    for (int i = 0; i < T * ks; i++) k[i] = usym(2.0f), v[i] = usym(1.0f);
-    o->attn_fwd((pg_act *)out, lse, (pg_act *)q, (pg_act *)k, (pg_act *)v, 1, T, H, Hk, D);
+    for (size_t i = 0; i < N * qs; i++) q[i] = usym(2.0f);
+    for (size_t i = 0; i < N * ks; i++) k[i] = usym(2.0f), v[i] = usym(1.0f);
+    o->attn_fwd((pg_act *)out, lse, (pg_act *)q, (pg_act *)k, (pg_act *)v, B, T, H, Hk, D);
     double worst = 0;
     for (int n = 1; n <= T; n++) {
-        o->attn_decode((pg_act *)od, (pg_act *)(q + (size_t)(n - 1) * qs), (pg_act *)k, (pg_act *)v, n, H, Hk, D);
-        for (int i = 0; i < qs; i++) worst = fmax(worst, fabs((double)od[i] - out[(size_t)(n - 1) * qs + i]));
+        for (int b = 0; b < B; b++) memcpy(qd + (size_t)b * qs, q + ((size_t)b * T + n - 1) * qs, qs * sizeof(float));
+        o->attn_decode((pg_act *)od, (pg_act *)qd, (pg_act *)k, (pg_act *)v, B, n, T, H, Hk, D);
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < qs; i++)
+                worst = fmax(worst, fabs((double)od[(size_t)b * qs + i] - out[((size_t)b * T + n - 1) * qs + i]));
     }
-    free(q), free(k), free(v), free(out), free(lse), free(od);
+    free(q), free(k), free(v), free(out), free(lse), free(qd), free(od);
     T_ASSERT(worst < 1e-5, "attn_decode differs from attn_fwd's row by %.3g", worst);
 }
 
@@ -315,7 +333,7 @@ TEST(sample_greedy_generation_deterministic) {
         gpt_build(&ms[k], &c, &pg_cpu_ops, 1, 32);
         randomize_weights(&ms[k], 8);
         ms[k].recur_on = 1;
-        gpt_decode_reset(&ms[k]);
+        gpt_decode_reset(&ms[k], 1);
     }
     float *l = xmalloc((size_t)V * sizeof(float));
     int32_t s1[32], s2[32];
@@ -325,7 +343,7 @@ TEST(sample_greedy_generation_deterministic) {
     for (int k = 0; k < 2; k++) {
         int32_t tok = 1;
         for (int i = 0; i < 32; i++) {
-            gpt_decode_step(&ms[k], tok, l);
+            gpt_decode_step(&ms[k], &tok, l);
             tok = ss[k][i] = sample_pick(l, V, 0.0, 0, &r);
         }
         gpt_free(&ms[k]);

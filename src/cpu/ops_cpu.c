@@ -36,6 +36,10 @@ static void cpu_free(void *p) {
 }
 static void cpu_zero(void *p, size_t bytes) { memset(p, 0, bytes); }
 static void cpu_copy(void *dst, const void *src, size_t bytes) { memcpy(dst, src, bytes); }
+static void cpu_copy_rows(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t row_bytes,
+                          size_t rows) {
+    for (size_t r = 0; r < rows; r++) memcpy((char *)dst + r * dst_pitch, (const char *)src + r * src_pitch, row_bytes);
+}
 static void cpu_sync(void) {}
 static size_t cpu_peak(void) { return g_peak; }
 static void cpu_weights_to_compute(pg_wc *wc, const float *w, size_t n) {
@@ -308,9 +312,10 @@ static void cpu_attn_fwd(pg_act *o, float *lse, const pg_act *q, const pg_act *k
     }
 }
 
-/* one query row of cpu_attn_fwd over n visible keys, with the same arithmetic: fp32 scores
- * scale*(q.k), exp(s - max) in fp32 summed in double, probabilities times 1/sum, then P V */
-static void cpu_attn_decode(pg_act *o, const pg_act *q, const pg_act *k, const pg_act *v, int n, int H, int Hk, int D) {
+/* one query row of cpu_attn_fwd per sequence over its n visible keys, with the same arithmetic: fp32
+ * scores scale*(q.k), exp(s - max) in fp32 summed in double, probabilities times 1/sum, then P V */
+static void cpu_attn_decode(pg_act *o, const pg_act *q, const pg_act *k, const pg_act *v, int nb, int n, int T, int H,
+                            int Hk, int D) {
     const float scale = 1.0f / sqrtf((float)D);
     const int grp = H / Hk;
     const long ks = (long)Hk * D;
@@ -318,9 +323,11 @@ static void cpu_attn_decode(pg_act *o, const pg_act *q, const pg_act *k, const p
     {
         float *s = xmalloc_aligned((size_t)n * sizeof(float));
 #pragma omp for schedule(static)
-        for (int h = 0; h < H; h++) {
-            const float *K = CF(k) + (size_t)(h / grp) * D, *V = CF(v) + (size_t)(h / grp) * D;
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, n, D, scale, K, ks, CF(q) + (size_t)h * D, 1, 0.0f, s, 1);
+        for (int bh = 0; bh < nb * H; bh++) {
+            const int b = bh / H, h = bh % H;
+            const size_t kv0 = (size_t)b * T * ks + (size_t)(h / grp) * D, row = (size_t)bh * D;
+            const float *K = CF(k) + kv0, *V = CF(v) + kv0;
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, n, D, scale, K, ks, CF(q) + row, 1, 0.0f, s, 1);
             float mx = -INFINITY;
             for (int j = 0; j < n; j++) mx = s[j] > mx ? s[j] : mx;
             double sum = 0;
@@ -330,7 +337,7 @@ static void cpu_attn_decode(pg_act *o, const pg_act *q, const pg_act *k, const p
             }
             const float inv = (float)(1.0 / sum);
             for (int j = 0; j < n; j++) s[j] *= inv;
-            cblas_sgemv(CblasRowMajor, CblasTrans, n, D, 1.0f, V, ks, s, 1, 0.0f, F(o) + (size_t)h * D, 1);
+            cblas_sgemv(CblasRowMajor, CblasTrans, n, D, 1.0f, V, ks, s, 1, 0.0f, F(o) + row, 1);
         }
         free(s);
     }
@@ -848,7 +855,7 @@ const pg_ops pg_cpu_ops = {
     .zero = cpu_zero,
     .to_device = cpu_copy,
     .to_host = cpu_copy,
-    .copy = cpu_copy,
+    .copy_rows = cpu_copy_rows,
     .sync = cpu_sync,
     .peak_bytes = cpu_peak,
     .weights_to_compute = cpu_weights_to_compute,

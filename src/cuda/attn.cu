@@ -265,18 +265,23 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_fwd_k(bf16 *__restrict__ o, 
 }
 
 /* ---------------------------------------------------------------- decoding */
-/* one query token over n cached keys (pgolf sample), split-K within a block: grid (H), 4 warps; warp
+/* one query token per sequence over its n cached keys (pgolf sample, batched decoding), split-K within a
+ * block: grid (H, nb), 4 warps; warp
  * w takes keys w, w+4, ... with its own online softmax (lane i holds dims i, i+32, i+64, i+96 of the
  * query and of its output sum; a key's score is a warp sum), then warp 0 merges the four partial
  * results. fp32 throughout, o written once in bf16. */
 #define DEC_WARPS 4
 __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_k(bf16 *__restrict__ o, const bf16 *__restrict__ q,
                                                                 const bf16 *__restrict__ k,
-                                                                const bf16 *__restrict__ v, int n, int H, int Hk,
-                                                                int D, float scale) {
+                                                                const bf16 *__restrict__ v, int n, int T, int H,
+                                                                int Hk, int D, float scale) {
     __shared__ float sm_m[DEC_WARPS], sm_l[DEC_WARPS], sm_acc[DEC_WARPS][128];
     const int h = blockIdx.x, kh = h / (H / Hk), lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    const long ks = (long)Hk * D;
+    const long ks = (long)Hk * D, b = blockIdx.y;
+    q += b * H * D; /* this sequence's query, output and cache */
+    o += b * H * D;
+    k += b * T * ks;
+    v += b * T * ks;
     float qr[4], acc[4];
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -628,11 +633,13 @@ void cu_attn_fwd(pg_act *o, float *lse, const pg_act *q, const pg_act *k, const 
         attn_fwd_launch<128>((bf16 *)o, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, B, T, H, Hk, D);
 }
 
-void cu_attn_decode(pg_act *o, const pg_act *q, const pg_act *k, const pg_act *v, int n, int H, int Hk, int D) {
-    attn_check(1, H, Hk, D);
-    if (n <= 0 || H <= 0) return;
-    attn_decode_k<<<(unsigned)H, DEC_WARPS * 32, 0, pg_cu_stream>>>((bf16 *)o, (const bf16 *)q, (const bf16 *)k,
-                                                                    (const bf16 *)v, n, H, Hk, D, 1.0f / sqrtf((float)D));
+void cu_attn_decode(pg_act *o, const pg_act *q, const pg_act *k, const pg_act *v, int nb, int n, int T, int H, int Hk,
+                    int D) {
+    attn_check(nb, H, Hk, D);
+    if (nb <= 0 || n <= 0 || H <= 0) return;
+    if (n > T || nb > 65535) pg_die("attn_decode: %d cached keys in caches of %d rows, %d sequences", n, T, nb);
+    attn_decode_k<<<dim3((unsigned)H, (unsigned)nb), DEC_WARPS * 32, 0, pg_cu_stream>>>(
+        (bf16 *)o, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, n, T, H, Hk, D, 1.0f / sqrtf((float)D));
     CU_LAUNCHED();
 }
 

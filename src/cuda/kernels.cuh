@@ -42,6 +42,7 @@ void cu_attn_fwd(pg_act *o, float *lse, const pg_act *q, const pg_act *k, const 
                  int D);
 void cu_attn_bwd(pg_act *dq, pg_act *dk, pg_act *dv, const pg_act *dout, const pg_act *q, const pg_act *k,
                  const pg_act *v, const pg_act *o, const float *lse, int B, int T, int H, int Hk, int D);
-void cu_attn_decode(pg_act *o, const pg_act *q, const pg_act *k, const pg_act *v, int n, int H, int Hk, int D);
+void cu_attn_decode(pg_act *o, const pg_act *q, const pg_act *k, const pg_act *v, int nb, int n, int T, int H, int Hk,
+                    int D);
 
 #endif

@@ -300,8 +300,11 @@ static void cu_to_host(void *host_dst, const void *src, size_t bytes) {
     CU_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, pg_cu_stream));
     CU_CHECK(cudaStreamSynchronize(pg_cu_stream));
 }
-static void cu_copy(void *dst, const void *src, size_t bytes) {
-    if (bytes) CU_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, pg_cu_stream));
+static void cu_copy_rows(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t row_bytes,
+                         size_t rows) {
+    if (row_bytes && rows)
+        CU_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, row_bytes, rows, cudaMemcpyDeviceToDevice,
+                                   pg_cu_stream));
 }
 static void cu_sync(void) { CU_CHECK(cudaStreamSynchronize(pg_cu_stream)); }
 static size_t cu_peak(void) { return g_peak; }
@@ -1098,7 +1101,7 @@ extern "C" const pg_ops pg_cuda_ops = {
     cu_zero,
     cu_to_device,
     cu_to_host,
-    cu_copy,
+    cu_copy_rows,
     cu_sync,
     cu_peak,
     cu_weights_to_compute,

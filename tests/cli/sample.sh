@@ -5,7 +5,9 @@
 # input (missing or corrupt artifact, bad numbers, a tokenizer of another vocabulary, a configuration
 # that does not fit the tensors, an unknown backend) gets one error line and a non-zero exit status.
 # On a GPU (sample/cuda_greedy; `skipped: no GPU` otherwise, where --backend cuda must fail with one
-# line) greedy generation on the CUDA backend continues the prompt and is reproducible.
+# line) greedy generation on the CUDA backend continues the prompt and is reproducible, three samples
+# decoded together included. --samples S decodes S continuations together (sample 1 is the text of
+# --samples 1; greedy samples are all the greedy text; the contexts slide together).
 cd "$(dirname "$0")/../.."
 . tests/cli_lib.sh
 PY=/usr/bin/python3
@@ -15,7 +17,8 @@ VAL="$PGOLF_SHARED/data/challenge_val/fineweb_val_000000_sp1024_first131072.bin"
 NAMES="sample/prompt sample/greedy_deterministic sample/seed_deterministic sample/topk1_is_greedy sample/slide
   sample/missing_artifact sample/corrupt_artifact sample/not_an_artifact sample/negative_tokens
   sample/negative_temperature sample/bad_number sample/tokenizer_vocab sample/config_mismatch
-  sample/form_pr187 sample/form_lanes1289 sample/bad_backend sample/cuda_greedy"
+  sample/form_pr187 sample/form_lanes1289 sample/bad_backend sample/samples sample/samples_greedy
+  sample/samples_slide sample/bad_samples sample/cuda_greedy"
 
 if "$PG" sample --help 2>&1 | grep -q "usage: pgolf sample"; then echo "ok sample/help"; else echo "FAIL sample/help: no usage"; fi
 if [ ! -e "$VAL" ] || [ ! -e "$TOK" ] || [ ! -e "$TOK4K" ]; then
@@ -78,6 +81,32 @@ else
   echo "FAIL sample/slide: $(tail -1 "$TMP/l1.err")"
 fi
 
+# --samples S: S continuations decoded together, each after a '=== sample i/S ===' line; sample i
+# draws from stream i of the seed, so sample 1 is the text of --samples 1 with the same seed
+block() { awk -v h="=== sample $2 ===" '$0 == h {f = 1; next} /^=== sample [0-9]+\/[0-9]+ ===$/ {f = 0} f' "$1"; }
+run m3 --tokens 30 --seed 7 --temperature 1.0 --samples 3
+block "$TMP/m3.out" 1/3 >"$TMP/m3.1"; block "$TMP/m3.out" 2/3 >"$TMP/m3.2"; block "$TMP/m3.out" 3/3 >"$TMP/m3.3"
+if [ "$(grep -c '^=== sample [123]/3 ===$' "$TMP/m3.out")" = 3 ] && cmp -s "$TMP/m3.1" "$TMP/s1.out" \
+   && ! { cmp -s "$TMP/m3.1" "$TMP/m3.2" && cmp -s "$TMP/m3.2" "$TMP/m3.3"; } \
+   && grep -q "3 samples, generated [0-9]* tokens (stop: [A-Za-z]* [A-Za-z]* [A-Za-z]*)" "$TMP/m3.err"; then
+  echo "ok sample/samples"
+else
+  echo "FAIL sample/samples: $(head -c 300 "$TMP/m3.out") | --samples 1: $(head -c 120 "$TMP/s1.out") | $(tail -1 "$TMP/m3.err")"
+fi
+run mg --prompt "$PROMPT" --tokens 24 --temperature 0 --samples 2
+block "$TMP/mg.out" 1/2 >"$TMP/mg.1"; block "$TMP/mg.out" 2/2 >"$TMP/mg.2"
+if [ -s "$TMP/mg.1" ] && cmp -s "$TMP/mg.1" "$TMP/g1.out" && cmp -s "$TMP/mg.2" "$TMP/g1.out"; then
+  echo "ok sample/samples_greedy"
+else
+  echo "FAIL sample/samples_greedy: $(head -c 300 "$TMP/mg.out") | greedy: $(head -c 200 "$TMP/g1.out")"
+fi
+run ml --prompt "$LONG" --tokens 10 --samples 2 --seed 3
+if [ "$(grep -cF "$LONG" "$TMP/ml.out")" = 2 ] && grep -q "2 samples, .* [1-9][0-9]* context slides" "$TMP/ml.err"; then
+  echo "ok sample/samples_slide"
+else
+  echo "FAIL sample/samples_slide: $(head -c 300 "$TMP/ml.out") | $(tail -1 "$TMP/ml.err")"
+fi
+
 # artifacts of the other model forms: PR #187 (pre-enrichment, encoder recurrence) and PR #1289's lanes
 for form in pr187 lanes1289; do
   case $form in
@@ -109,6 +138,7 @@ expect_error sample/tokenizer_vocab "vocabulary 4096" "$PG" sample "$A" --tokeni
 # the environment overrides the stored configuration, as for `pgolf eval`: a different shape is refused
 expect_error sample/config_mismatch "has shape" env MODEL_DIM=32 "$PG" sample "$A"
 expect_error sample/bad_backend "--backend" "$PG" sample "$A" --backend tpu
+expect_error sample/bad_samples "--samples" "$PG" sample "$A" --samples 0
 
 # the CUDA backend: where no GPU answers, one error line
 "$PG" sample "$A" --backend cuda --tokens 0 >"$TMP/cu0.out" 2>"$TMP/cu0.err"
@@ -118,8 +148,10 @@ if grep -q "PGOLF_BACKEND=cuda: " "$TMP/cu0.err"; then
 else
   run c1 --prompt "$PROMPT" --tokens 24 --temperature 0 --backend cuda
   run c2 --prompt "$PROMPT" --tokens 24 --temperature 0 --backend cuda
+  run c3 --prompt "$PROMPT" --tokens 24 --temperature 0 --backend cuda --samples 3
+  block "$TMP/c3.out" 3/3 >"$TMP/c3.3"
   if grep -q "^$PROMPT" "$TMP/c1.out" && [ "$(wc -c <"$TMP/c1.out")" -gt $((${#PROMPT} + 1)) ] \
-     && cmp -s "$TMP/c1.out" "$TMP/c2.out" && grep -q "backend cuda" "$TMP/c1.err"; then
+     && cmp -s "$TMP/c1.out" "$TMP/c2.out" && grep -q "backend cuda" "$TMP/c1.err" && cmp -s "$TMP/c3.3" "$TMP/c1.out"; then
     echo "ok sample/cuda_greedy"
   else
     echo "FAIL sample/cuda_greedy: $(head -c 200 "$TMP/c1.out") | $(head -c 200 "$TMP/c2.out") | $(tail -1 "$TMP/c1.err")"

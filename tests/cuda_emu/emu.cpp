@@ -204,6 +204,9 @@ static void *e_alloc(size_t n) { void *p = malloc(n ? n : 1); memset(p, 0xff, n)
 static void e_free(void *p) { free(p); }
 static void e_zero(void *p, size_t n) { memset(p, 0, n); }
 static void e_copy(void *d, const void *s, size_t n) { memcpy(d, s, n); }
+static void e_copy_rows(void *d, size_t dp, const void *s, size_t sp, size_t w, size_t rows) {
+    for (size_t r = 0; r < rows; r++) memcpy((char *)d + r * dp, (const char *)s + r * sp, w);
+}
 static void e_sync(void) {}
 static void e_from(pg_act *d, const float *h, size_t n) {
     for (size_t i = 0; i < n; i++) ((uint16_t *)d)[i] = emu_f2bf(h[i]);
@@ -223,7 +226,7 @@ static pg_ops make_ops() {
     o.zero = e_zero;
     o.to_device = e_copy;
     o.to_host = e_copy;
-    o.copy = e_copy;
+    o.copy_rows = e_copy_rows;
     o.sync = e_sync;
     o.act_from_f32 = e_from;
     o.act_to_f32 = e_to;

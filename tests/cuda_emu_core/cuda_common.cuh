@@ -31,6 +31,7 @@ int cudaStreamCreate(cudaStream_t *s);
 int cudaStreamSynchronize(cudaStream_t s);
 enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
 int cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k, cudaStream_t st);
+int cudaMemcpy2DAsync(void *d, size_t dp, const void *s, size_t sp, size_t w, size_t h, cudaMemcpyKind k, cudaStream_t st);
 int cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st);
 /* device intrinsics beyond emu.h */
 static inline float __fadd_rn(float a, float b) { return a + b; }

@@ -16,6 +16,11 @@ int cudaFree(void *p) { free(p); return 0; }
 int cudaStreamCreate(cudaStream_t *s) { *s = (void *)1; return 0; }
 int cudaStreamSynchronize(cudaStream_t) { return 0; }
 int cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind, cudaStream_t) { memmove(d, s, n); return 0; }
+int cudaMemcpy2DAsync(void *d, size_t dp, const void *s, size_t sp, size_t w, size_t h, cudaMemcpyKind, cudaStream_t) {
+    if (w > dp || w > sp) pg_die("EMU cudaMemcpy2DAsync: width %zu exceeds a pitch (%zu, %zu)", w, dp, sp);
+    for (size_t r = 0; r < h; r++) memmove((char *)d + r * dp, (const char *)s + r * sp, w);
+    return 0;
+}
 int cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t) { memset(p, v, n); return 0; }
 struct emu_blas { int x; };
 static emu_blas g_h;
