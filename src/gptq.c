@@ -127,11 +127,8 @@ int gptq_calib_generate(gpt_model *m, int n_seqs, uint64_t seed, double temperat
         for (int i = 0; i + 1 < T && rc == 0; i++) {
             for (int b = 0; b < nb; b++) cur[b] = x[(size_t)b * T + i];
             gpt_decode_step(m, cur, logits);
-            for (size_t j = 0; j < (size_t)nb * V; j++)
-                if (!isfinite(logits[j])) {
-                    rc = pg_err(err, errlen, "int6_gptq self-generated calibration: the model produced a non-finite logit");
-                    break;
-                }
+            if (!sample_logits_finite(logits, (size_t)nb * V))
+                rc = pg_err(err, errlen, "int6_gptq self-generated calibration: the model produced a non-finite logit");
             for (int b = 0; b < nb; b++)
                 x[(size_t)b * T + i + 1] = sample_pick(logits + (size_t)b * V, V, temperature, 0, &r[b]);
         }

@@ -96,6 +96,12 @@ int sample_pick(const float *logits, int V, double temperature, int top_k, sampl
     return pick;
 }
 
+int sample_logits_finite(const float *logits, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(logits[i])) return 0;
+    return 1;
+}
+
 /* ---- the command ---- */
 
 static void sample_usage(void) {
@@ -260,18 +266,18 @@ int cmd_sample(int argc, char **argv) {
     int running = nb;
     for (long g = 0; g < n_tokens && running > 0; g++) {
         for (int b = 0; b < nb; b++) {
-            int32_t next = hist[b * cap + n - 1];
+            int32_t next = hist[b * cap + n - 1]; /* a stopped sample: its last token again */
             if (!stop[b]) {
                 const float *l = logits + (size_t)b * V;
-                for (int v = 0; v < V; v++)
-                    if (!isfinite(l[v])) pg_die("%s: the model produced a non-finite logit", path);
-                next = sample_pick(l, V, temperature, top_k > V ? V : (int)top_k, &rng[b]);
-                if (next == bos || next == eos) {
-                    stop[b] = next == bos ? "BOS" : "EOS";
+                if (!sample_logits_finite(l, (size_t)V)) pg_die("%s: the model produced a non-finite logit", path);
+                const int pick = sample_pick(l, V, temperature, top_k > V ? V : (int)top_k, &rng[b]);
+                if (pick == bos || pick == eos) {
+                    stop[b] = pick == bos ? "BOS" : "EOS";
                     running--;
-                    next = hist[b * cap + n - 1];
-                } else
+                } else {
+                    next = pick;
                     gen[b]++;
+                }
             }
             hist[b * cap + n] = next;
         }

@@ -25,5 +25,7 @@ double sample_rng_uniform(sample_rng *r);
  * otherwise softmax(logits / temperature) restricted to the top_k highest logits (top_k 0 or >= V:
  * all; ties at the cut broken by the lower id), drawn with one uniform from r. */
 int sample_pick(const float *logits, int V, double temperature, int top_k, sample_rng *r);
+/* 1 when all n logits are finite (a diverged model's are not) */
+int sample_logits_finite(const float *logits, size_t n);
 
 #endif
