@@ -156,6 +156,9 @@ typedef struct pg_ops {
     size_t (*muon_work_floats)(int rows, int cols);
     /* sum of squares of n floats (double accumulation), returned on the host */
     double (*sum_squares)(const float *x, size_t n);
+    /* out[i] = sum_squares(x + off[i], n[i]) for k spans, all returned with one host synchronisation
+     * (the global grad-norm clip over several ranks sums ~100 segments per step) */
+    void (*sum_squares_spans)(const float *x, const size_t *off, const size_t *n, int k, double *out);
     /* x *= s */
     void (*scale_inplace)(float *x, size_t n, float s);
     /* EMA of weights: e = e*decay; e = e + (1-decay)*w (two fp32 roundings, as torch's mul_/add_) */

@@ -473,6 +473,20 @@ TEST(cuda_fp32_ops) {
     double sc = C_->sum_squares(w.c, n), sg = G_->sum_squares(w.g, n);
     T_CLOSE(sg, sc, 1e-9, 0, "sum_squares");
     T_CLOSE(G_->sum_squares(w.g, 1), (double)wh[0] * wh[0], 1e-12, 0, "sum_squares of one");
+    { /* spans (unordered, one empty, one overlapping another): each the single-span op's bits on the
+       * device, and the CPU op's sums */
+        const size_t off[5] = {0, n / 2, 7, n - 1, 3}, cnt[5] = {n / 2, n - n / 2, 0, 1, n / 3};
+        double pg[5], pc[5];
+        G_->sum_squares_spans(w.g, off, cnt, 5, pg);
+        C_->sum_squares_spans(w.c, off, cnt, 5, pc);
+        for (int i = 0; i < 5; i++) {
+            T_ASSERT(pg[i] == G_->sum_squares((float *)w.g + off[i], cnt[i]), "sum_squares_spans span %d: %.17g, alone %.17g", i,
+                     pg[i], G_->sum_squares((float *)w.g + off[i], cnt[i]));
+            T_ASSERT(pc[i] == C_->sum_squares((float *)w.c + off[i], cnt[i]), "CPU sum_squares_spans span %d", i);
+            T_CLOSE(pg[i], pc[i], 1e-9, 0, "sum_squares_spans against the CPU op");
+        }
+        T_ASSERT(pg[2] == 0.0, "an empty span sums to %g", pg[2]);
+    }
     free(wh);
     free(eh);
     drop(e);

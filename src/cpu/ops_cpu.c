@@ -827,6 +827,10 @@ static double cpu_sum_squares(const float *x, size_t n) {
     return s;
 }
 
+static void cpu_sum_squares_spans(const float *x, const size_t *off, const size_t *n, int k, double *out) {
+    for (int i = 0; i < k; i++) out[i] = cpu_sum_squares(x + off[i], n[i]);
+}
+
 static void cpu_scale_inplace(float *x, size_t n, float s) {
 #pragma omp parallel for
     for (size_t i = 0; i < n; i++) x[i] *= s;
@@ -898,6 +902,7 @@ const pg_ops pg_cpu_ops = {
     .muon_step = cpu_muon_step,
     .muon_work_floats = cpu_muon_work_floats,
     .sum_squares = cpu_sum_squares,
+    .sum_squares_spans = cpu_sum_squares_spans,
     .scale_inplace = cpu_scale_inplace,
     .ema_update = cpu_ema_update,
     .add_f32 = cpu_add_f32,

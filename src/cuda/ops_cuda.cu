@@ -943,6 +943,20 @@ static double cu_sum_squares(const float *x, size_t n) {
     cu_to_host(&r, g_ss_part + SS_BLOCKS, sizeof(double));
     return r;
 }
+/* each span's sum into its own device double, then one copy back */
+static double *g_ss_spans;
+static int g_ss_spans_n;
+static void cu_sum_squares_spans(const float *x, const size_t *off, const size_t *n, int k, double *out) {
+    pg_cu_init();
+    if (k <= 0) return;
+    if (k > g_ss_spans_n) {
+        if (g_ss_spans) dev_free(g_ss_spans);
+        g_ss_spans_n = k;
+        g_ss_spans = (double *)dev_alloc((size_t)k * sizeof(double));
+    }
+    for (int i = 0; i < k; i++) sumsq_device(x + off[i], n[i], g_ss_spans + i);
+    cu_to_host(out, g_ss_spans, (size_t)k * sizeof(double));
+}
 
 __global__ void __launch_bounds__(T256) scale_kernel(float *x, size_t n, float s) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -1144,6 +1158,7 @@ extern "C" const pg_ops pg_cuda_ops = {
     cu_muon_step,
     cu_muon_work_floats,
     cu_sum_squares,
+    cu_sum_squares_spans,
     cu_scale_inplace,
     cu_ema_update,
     cu_add_f32,
