@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from ref_config import Config
 
 FLT_EPSILON = 1.1920928955078125e-07  # torch.finfo(torch.float32).eps: F.rms_norm(eps=None) (spec §7.2)
+# xcheck.py only: RoPE tables in the model's dtype, without the records' bf16 rounding (spec §7.1)
+EXACT_ROPE = False
 QUANT_Q = 0.9999984  # 99.99984 % (spec §2.9)
 
 
@@ -350,6 +352,12 @@ def rope_table(cfg: Config, T: int, dtype: torch.dtype) -> Tuple[torch.Tensor, t
     and cos/sin in fp32, rounded to bf16 at use."""
     rd = cfg.rope_dims
     base = cfg["ROPE_BASE"]
+    if EXACT_ROPE:  # xcheck.py: the records' formulas in dtype, no bf16 rounding
+        exps = torch.arange(0, rd, 2, dtype=dtype) / rd
+        if cfg["PGOLF_ROPE_NTK"] and T > cfg["PGOLF_ROPE_NTK_REF_LEN"]:
+            base = base * ((T / cfg["PGOLF_ROPE_NTK_REF_LEN"]) ** (rd / (rd - 2)))
+        ang = torch.outer(torch.arange(T, dtype=dtype), 1.0 / (base ** exps))
+        return ang.cos(), ang.sin()
     exps = torch.arange(0, rd, 2, dtype=torch.float32) / rd
     if cfg["PGOLF_ROPE_NTK"] and T > cfg["PGOLF_ROPE_NTK_REF_LEN"]:
         new_base = base * ((T / cfg["PGOLF_ROPE_NTK_REF_LEN"]) ** (rd / (rd - 2)))
