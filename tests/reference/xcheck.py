@@ -62,6 +62,7 @@ def import_record(path: str, env: Dict[str, str]):
     for k, v in env.items():
         os.environ[k] = str(v)
     shims.install()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))  # its own folder, as `python train_gpt.py`
     spec = importlib.util.spec_from_file_location("record_under_test", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["record_under_test"] = mod
