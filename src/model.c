@@ -356,6 +356,10 @@ static const pg_wc *WL(const gpt_model *m, const float *master) {
     if (!m->qat_now) return WC(m, master);
     return (const pg_wc *)((const char *)m->wq + (size_t)(master - m->w) * m->ops->wc_bytes);
 }
+/* the compute weight of a block matrix: as WL, unless the running QAT leaves the blocks alone */
+static const pg_wc *WB(const gpt_model *m, const float *master) {
+    return m->qat_blocks ? WL(m, master) : WC(m, master);
+}
 /* corresponding gradient pointer */
 static float *GR(const gpt_model *m, const float *master) { return m->g + (master - m->w); }
 
@@ -423,6 +427,7 @@ static void set_shape(gpt_model *m, const pg_config *cfg) {
     m->late_after = cfg->lr_warmup_steps > 0 ? (long)cfg->lr_warmup_steps : -1;
     m->late_active = cfg->late_qat_active;
     m->late_low = (int)cfg->late_qat_clamp_low;
+    m->late_side_only = !strcmp(cfg->opt_partition, "banked");
     m->ve_n = cfg->ve_enabled ? config_layer_list(cfg, cfg->ve_layers, m->ve_layer, 16) : 0;
     PG_CHECK(m->ve_n >= 0);
     m->ve_dim = m->ve_n ? (int)cfg->ve_dim : 0;
@@ -661,7 +666,7 @@ void gpt_sync_weights(gpt_model *m) {
 static void refresh_wq(gpt_model *m, int mode) {
     for (int i = 0; i < m->n_params; i++) {
         const param_info *p = &m->params[i];
-        if (!p->linear) continue;
+        if (!p->linear || (p->layer >= 0 && !m->qat_blocks)) continue;
         pg_wc *dst = (pg_wc *)((char *)m->wq + p->offset * m->ops->wc_bytes);
         m->ops->fake_quant_rows(dst, m->w + p->offset, (int)p->shape[0], (int)p->shape[1], mode, m->late_low);
     }
@@ -770,9 +775,9 @@ static void attn_branch_fwd(gpt_model *m, int l, block_acts *a, int N, int B) {
         v = (pg_act *)((char *)m->dec_kv + (size_t)N * kvd * o->act_bytes);
         cs += rope, sn += rope, T = 1;
     }
-    o->matmul_fwd(a->q_raw, a->n1, WL(m, p->c_q), N, d, hd);
-    o->matmul_fwd(a->k_raw, a->n1, WL(m, p->c_k), N, d, kvd);
-    o->matmul_fwd(v, a->n1, WL(m, p->c_v), N, d, kvd);
+    o->matmul_fwd(a->q_raw, a->n1, WB(m, p->c_q), N, d, hd);
+    o->matmul_fwd(a->k_raw, a->n1, WB(m, p->c_k), N, d, kvd);
+    o->matmul_fwd(v, a->n1, WB(m, p->c_v), N, d, kvd);
     if (s != 1.0f) { /* (s*n1) W^T = s*(n1 W^T) */
         o->act_scale(a->q_raw, (size_t)N * hd, s);
         o->act_scale(a->k_raw, (size_t)N * kvd, s);
@@ -793,7 +798,7 @@ static void attn_branch_fwd(gpt_model *m, int l, block_acts *a, int N, int B) {
         o->xsa_fwd(a->att_x, a->att, v, N, m->H, m->Hk, m->D);
         y = a->att_x;
     }
-    o->matmul_fwd(a->a, y, WL(m, p->proj), N, hd, d);
+    o->matmul_fwd(a->a, y, WB(m, p->proj), N, hd, d);
 }
 
 /* the MLP branch of block l: a->m = mlp(s*in) */
@@ -801,11 +806,11 @@ static void mlp_branch_fwd(gpt_model *m, int l, block_acts *a, const pg_act *in,
     const pg_ops *o = m->ops;
     const block_params *p = &m->blk[l];
     const float s = ln_scale(m, l);
-    o->matmul_fwd(a->h, in, WL(m, p->fc), N, m->d, m->hidden);
+    o->matmul_fwd(a->h, in, WB(m, p->fc), N, m->d, m->hidden);
     if (s != 1.0f) o->act_scale(a->h, (size_t)N * m->hidden, s);
     if (m->leaky) o->leaky_relu2_fwd(a->u, a->h, (size_t)N * m->hidden, m->slope);
     else o->relu2_fwd(a->u, a->h, (size_t)N * m->hidden);
-    o->matmul_fwd(a->m, a->u, WL(m, p->mproj), N, m->hidden, m->d);
+    o->matmul_fwd(a->m, a->u, WB(m, p->mproj), N, m->hidden, m->d);
 }
 
 /* block l on the stream x with the activations a (a layer's pass, its recurrence pass, or PR #187's
@@ -856,11 +861,11 @@ static void mlp_branch_bwd(gpt_model *m, int l, block_acts *a, const pg_act *in,
     const pg_ops *o = m->ops;
     const block_params *p = &m->blk[l];
     const float s = ln_scale(m, l);
-    o->matmul_bwd(m->s_hid, GR(m, p->mproj), dm, a->u, WL(m, p->mproj), N, m->hidden, m->d, 0);
+    o->matmul_bwd(m->s_hid, GR(m, p->mproj), dm, a->u, WB(m, p->mproj), N, m->hidden, m->d, 0);
     if (m->leaky) o->leaky_relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden, m->slope);
     else o->relu2_bwd(m->s_hid, m->s_hid, a->h, (size_t)N * m->hidden);
     if (s != 1.0f) o->act_scale(m->s_hid, (size_t)N * m->hidden, s);
-    o->matmul_bwd(d_in, GR(m, p->fc), m->s_hid, in, WL(m, p->fc), N, m->d, m->hidden, accumulate);
+    o->matmul_bwd(d_in, GR(m, p->fc), m->s_hid, in, WB(m, p->fc), N, m->d, m->hidden, accumulate);
 }
 
 /* from da (the gradient wrt a->a): the attention weights' gradients (VE layers accumulate d ve into
@@ -871,7 +876,7 @@ static void attn_branch_bwd(gpt_model *m, int l, block_acts *a, const pg_act *da
     const block_params *p = &m->blk[l];
     const int d = m->d, hd = m->H * m->D, kvd = m->Hk * m->D;
     const float s = ln_scale(m, l);
-    o->matmul_bwd(m->s_hd, GR(m, p->proj), da, a->att_x ? a->att_x : a->att, WL(m, p->proj), N, hd, d, 0);
+    o->matmul_bwd(m->s_hd, GR(m, p->proj), da, a->att_x ? a->att_x : a->att, WB(m, p->proj), N, hd, d, 0);
     if (a->att_x) o->xsa_bwd(m->s_hd, m->s_dv2, m->s_hd, a->att, a->v, N, m->H, m->Hk, m->D); /* XSA */
     o->attn_bwd(m->s_dq, m->s_dk, m->s_dv, m->s_hd, a->q, a->k, a->v, a->att, a->lse, B, m->T, m->H, m->Hk, m->D);
     if (a->att_x) o->add_inplace(m->s_dv, m->s_dv2, (size_t)N * kvd);
@@ -884,9 +889,9 @@ static void attn_branch_bwd(gpt_model *m, int l, block_acts *a, const pg_act *da
         o->act_scale(m->s_dkr, (size_t)N * kvd, s);
         o->act_scale(m->s_dv, (size_t)N * kvd, s);
     }
-    o->matmul_bwd(d_n1, GR(m, p->c_q), m->s_dqr, a->n1, WL(m, p->c_q), N, d, hd, accumulate);
-    o->matmul_bwd(d_n1, GR(m, p->c_k), m->s_dkr, a->n1, WL(m, p->c_k), N, d, kvd, 1);
-    o->matmul_bwd(d_n1, GR(m, p->c_v), m->s_dv, a->n1, WL(m, p->c_v), N, d, kvd, 1);
+    o->matmul_bwd(d_n1, GR(m, p->c_q), m->s_dqr, a->n1, WB(m, p->c_q), N, d, hd, accumulate);
+    o->matmul_bwd(d_n1, GR(m, p->c_k), m->s_dkr, a->n1, WB(m, p->c_k), N, d, kvd, 1);
+    o->matmul_bwd(d_n1, GR(m, p->c_v), m->s_dv, a->n1, WB(m, p->c_v), N, d, kvd, 1);
 }
 
 /* dxo: gradient wrt the block output on entry; on return it holds the gradient wrt the block
@@ -1136,6 +1141,7 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
      * is the straight-through estimator's gradient wrt the masters */
     const int qmode = grad_scale == 0.0f ? 0 : m->qat_mode ? m->qat_mode : (m->late_qat && m->late_active) ? 3 : 0;
     m->qat_now = qmode != 0;
+    m->qat_blocks = m->qat_now && !(qmode == 3 && m->late_side_only);
     if (qmode && m->wq_mode != qmode) refresh_wq(m, qmode);
 
     embed_fwd(m, x, N);
@@ -1221,7 +1227,7 @@ void gpt_decode_step(gpt_model *m, const int32_t *toks, float *logits) {
     const int nb = m->dec_nb;
     PG_CHECK(nb >= 1 && nb <= m->B && m->dec_pos >= 0 && m->dec_pos < m->T);
     for (int b = 0; b < nb; b++) PG_CHECK(toks[b] >= 0 && toks[b] < m->V);
-    m->qat_now = 0;
+    m->qat_now = m->qat_blocks = 0;
     m->decoding = 1;
     o->to_device(m->idx, toks, (size_t)nb * sizeof(int32_t));
     embed_fwd(m, toks, nb);

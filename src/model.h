@@ -76,10 +76,13 @@ typedef struct {
     long late_after; /* late QAT only at updates after this one (PR #1311: LR_WARMUP_STEPS; -1: any) */
     int late_active; /* late QAT fake-quantises once switched on (PGOLF_LATE_QAT_ACTIVE) */
     int late_low;    /* lowest code of the late grid */
+    int late_side_only; /* the banked records (PR #1311, #1392) apply F.linear to their banks: late QAT
+                         * reaches only their side CastedLinears (bigram.proj, ve_shared.proj) */
     int late_qat;    /* late QAT has switched on (the records' class flag) */
     pg_wc *wq;       /* fake-quantised compute copies of the linear weights (NULL: no QAT configured) */
     int wq_mode;     /* grid that wq holds for the current weights (0: stale) */
     int qat_now;     /* the running forward reads the linear weights from wq */
+    int qat_blocks;  /* ... and so do the blocks' matrices */
     /* value embeddings (PR #1311/#1392): ve (N, Hk*D) = scale * proj(embed[idx]), added to c_v's output */
     int ve_dim, ve_n;
     int ve_layer[16];

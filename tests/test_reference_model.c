@@ -448,6 +448,22 @@ TEST(refmodel_qat_late_active) {
              {"PGOLF_LATE_QAT_CLAMP_LOW", "-31"});
 }
 
+/* late QAT switched on in a banked record (PR #1392's form): the records call F.linear on their banks,
+ * so only the side CastedLinears (here ve_shared.proj and bigram.proj) are fake-quantised, not the
+ * block matrices (tests/reference/xcheck.py's pr1392_qat checks this against the record's code) */
+TEST(refmodel_qat_late_active_banked) {
+    GRADS_ST("late QAT (active), banked", ST_LATE_QAT | ST_RECUR, 2, 1,
+             "recur_scales.0,recur_scales.1,ve_shared.embed.weight,ve_shared.proj.weight,ve_shared.scale,"
+             "ve_layer_scales.0,ve_layer_scales.1,bigram.proj.weight",
+             {"NUM_LAYERS", "5"}, {"MODEL_DIM", "32"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"MLP_MULT", "4.0"},
+             {"VOCAB_SIZE", "64"}, {"TRAIN_SEQ_LEN", "16"}, {"XSA_LAST_N", "5"}, {"QK_GAIN_INIT", "5.0"},
+             {"ROPE_DIMS", "4"}, {"LN_SCALE", "1"}, {"PGOLF_SMEAR_MODE", "post"}, {"BIGRAM_VOCAB_SIZE", "37"},
+             {"BIGRAM_DIM", "8"}, {"PGOLF_MLP_ACTIVATION", "leaky_relu2"}, {"VE_ENABLED", "1"}, {"VE_DIM", "8"},
+             {"VE_LAYERS", "1,4"}, {"PARALLEL_START_LAYER", "3"}, {"RECUR_LAYERS", "1,3"}, {"RECUR_START_STEP", "7"},
+             {"PGOLF_OPT_PARTITION", "banked"}, {"LATE_QAT_THRESHOLD", "0.15"}, {"PGOLF_LATE_QAT_ACTIVE", "1"},
+             {"PGOLF_LATE_QAT_CLAMP_LOW", "-31"});
+}
+
 /* ---- PR #1311 / PR #1392: value embeddings, parallel residuals, depth recurrence ---- */
 
 /* PR #1392's trunk at small size, recurrence on: 5 layers (encoder 0-1, decoder 2-4); layer 1 (the
