@@ -4,6 +4,8 @@ SMALL = dict(VOCAB_SIZE=1024, NUM_LAYERS=5, MODEL_DIM=64, NUM_HEADS=4, NUM_KV_HE
              TRAIN_SEQ_LEN=32)
 BATCH = (2, 32)
 
+from records.common import rec_name, train_mode  # noqa: E402,F401
+
 
 def build(mod, cfg):
     a = mod.Hyperparameters()
@@ -11,14 +13,6 @@ def build(mod, cfg):
                    num_kv_heads=a.num_kv_heads, mlp_mult=a.mlp_mult, tie_embeddings=a.tie_embeddings,
                    tied_embed_init_std=a.tied_embed_init_std, logit_softcap=a.logit_softcap, rope_base=a.rope_base,
                    qk_gain_init=a.qk_gain_init)
-
-
-def rec_name(ref_name):
-    return ref_name
-
-
-def train_mode(mod, model):
-    model.train()
 
 
 def loss(mod, model, x, y):

@@ -26,10 +26,9 @@ default check runs the record as written; its worst difference is that noise, la
 gradients that sum many cancelling terms (bigram.sc, ve_scales): ~2e-7 to 3e-6 over seeds 1-10
 (seed 1: 1.9e-7).
 """
-import contextlib
-import os
-
 import torch
+
+from records.common import exact
 
 PRESET = "configs/pr1311.env"
 SMALL = dict(VOCAB_SIZE=256, NUM_LAYERS=6, MODEL_DIM=64, NUM_HEADS=4, NUM_KV_HEADS=2, MLP_MULT=3,
@@ -42,7 +41,6 @@ BATCH = (2, 32)
 NTK_REF_LEN = 16
 BANKS = ("qo_bank", "kv_bank", "mlp_up_bank", "mlp_down_bank")
 _L = [0]
-TENSOR_FLOAT = torch.Tensor.float
 
 
 def build(mod, cfg):
@@ -87,29 +85,8 @@ def train_mode(mod, model):
     model.train()
 
 
-@contextlib.contextmanager
-def _exact():
-    """XCHECK_EXACT=1: float32 casts of float64 tensors and float32 aranges become float64."""
-    if not os.environ.get("XCHECK_EXACT"):
-        yield
-        return
-    f, ar = TENSOR_FLOAT, torch.arange
-
-    def arange(*a, **k):
-        if k.get("dtype") == torch.float32:
-            k["dtype"] = torch.float64
-        return ar(*a, **k)
-
-    torch.Tensor.float = lambda t: t if t.dtype == torch.float64 else f(t)
-    torch.arange = arange
-    try:
-        yield
-    finally:
-        torch.Tensor.float, torch.arange = f, ar
-
-
 def loss(mod, model, x, y):
     for b in BANKS:
         setattr(model, b, torch.stack(list(getattr(model, b + "_slices"))))
-    with _exact():
+    with exact():
         return model(x, y)

@@ -24,12 +24,7 @@ cancelling terms (bigram.scale): ~1e-7 over most seeds, 2.6e-6 at seed 3.
 XCHECK_EXACT=1 (this adapter and its variants): lift that `.float()` of float64 tensors to float64
 during the forward too, to see the agreement without the noise.
 """
-import contextlib
-import os
-
-import torch
-
-TENSOR_FLOAT = torch.Tensor.float
+from records.common import exact, f64_aranges, rec_name, train_mode  # noqa: F401
 
 PRESET = "configs/pr315.env"
 SMALL = dict(VOCAB_SIZE=256, NUM_LAYERS=6, MODEL_DIM=64, NUM_HEADS=4, NUM_KV_HEADS=2, MLP_MULT=3.0,
@@ -62,43 +57,13 @@ def _patch_rotary(mod):
         return
 
     def forward(self, *args, **kwargs):
-        ar = torch.arange
-
-        def arange(*a, **k):
-            if k.get("dtype") == torch.float32:
-                k["dtype"] = torch.float64
-            return ar(*a, **k)
-
-        torch.arange = arange
-        try:
+        with f64_aranges():
             return orig(self, *args, **kwargs)
-        finally:
-            torch.arange = ar
 
     forward._xcheck_f64 = True
     mod.Rotary.forward = forward
 
 
-def rec_name(ref_name):
-    return ref_name
-
-
-def train_mode(mod, model):
-    model.train()
-
-
-@contextlib.contextmanager
-def _exact():
-    if not os.environ.get("XCHECK_EXACT"):
-        yield
-        return
-    torch.Tensor.float = lambda t: t if t.dtype == torch.float64 else TENSOR_FLOAT(t)
-    try:
-        yield
-    finally:
-        torch.Tensor.float = TENSOR_FLOAT
-
-
 def loss(mod, model, x, y):
-    with _exact():
+    with exact():
         return model(x, y)

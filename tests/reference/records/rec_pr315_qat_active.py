@@ -14,41 +14,15 @@ CastedLinear.forward with the flag on, a float32 -> float64 `.to` (only the w_q 
 already float64) is rounded through bf16 by a TorchFunctionMode. (With XCHECK_EXACT=1 the grid's
 `self.weight.float()` stays float32, as the reference's.)
 """
-import torch
-from torch.overrides import TorchFunctionMode
-
+from records.common import bf16_qat_forward
 from records.rec_pr315 import (PRESET, SMALL, RECORD_ENV, BATCH, NTK_REF_LEN,  # noqa: F401
-                               REF_ONLY as _REF_ONLY, build, rec_name, loss, TENSOR_FLOAT)
+                               REF_ONLY as _REF_ONLY, build, rec_name, loss)
 
 REF_ONLY = dict(_REF_ONLY, PGOLF_LATE_QAT_ACTIVE=1, PGOLF_LATE_QAT_CLAMP_LOW=-32)
 RUN_STATE = dict(late_qat=True)
 
 
-class _Bf16Wq(TorchFunctionMode):
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.Tensor.to and isinstance(args[0], torch.Tensor) and args[0].dtype == torch.float32 \
-                and (torch.float64 in args[1:] or kwargs.get("dtype") == torch.float64):
-            return func(args[0].bfloat16(), *args[1:], **kwargs)
-        return func(*args, **kwargs)
-
-
 def train_mode(mod, model):
     model.train()
     mod.CastedLinear._qat_enabled = True  # as main() at `late_qat:enabled`, here really running
-    orig = mod.CastedLinear.forward
-    if getattr(orig, "_xcheck_bf16_wq", False):
-        return
-
-    def forward(self, x):
-        if not (mod.CastedLinear._qat_enabled and self.training):
-            return orig(self, x)
-        lifted, torch.Tensor.float = torch.Tensor.float, TENSOR_FLOAT  # XCHECK_EXACT: keep the fp32 grid
-        try:
-            with _Bf16Wq():
-                return orig(self, x)
-        finally:
-            torch.Tensor.float = lifted
-
-    forward._xcheck_bf16_wq = True
-    mod.CastedLinear.forward = forward
+    bf16_qat_forward(mod.CastedLinear, lambda: mod.CastedLinear._qat_enabled)

@@ -22,11 +22,10 @@ the forward, to see the agreement without their noise (then exactly 0). The defa
 record as written; its worst difference is that noise, largest on the scalar gradients that sum many
 cancelling terms (bigram.scale, q_gain): ~1e-7 to 1.5e-6 over seeds.
 """
-import contextlib
 import os
 import sys
 
-import torch
+from records.common import exact, rec_name, train_mode  # noqa: F401
 
 PRESET = "configs/pr453.env"
 SMALL = dict(VOCAB_SIZE=256, NUM_LAYERS=6, MODEL_DIM=64, NUM_HEADS=4, NUM_KV_HEADS=2, MLP_MULT=3.0,
@@ -58,35 +57,6 @@ def build(mod, cfg):
     return m
 
 
-def rec_name(ref_name):
-    return ref_name
-
-
-def train_mode(mod, model):
-    model.train()
-
-
-@contextlib.contextmanager
-def _exact():
-    """XCHECK_EXACT=1: float32 casts of float64 tensors and float32 aranges become float64."""
-    if not os.environ.get("XCHECK_EXACT"):
-        yield
-        return
-    f, ar = torch.Tensor.float, torch.arange
-
-    def arange(*a, **k):
-        if k.get("dtype") == torch.float32:
-            k["dtype"] = torch.float64
-        return ar(*a, **k)
-
-    torch.Tensor.float = lambda t: t if t.dtype == torch.float64 else f(t)
-    torch.arange = arange
-    try:
-        yield
-    finally:
-        torch.Tensor.float, torch.arange = f, ar
-
-
 def loss(mod, model, x, y):
-    with _exact():
+    with exact():
         return model(x, y)

@@ -19,6 +19,8 @@ record's bf16 cast) and the float32 -> float64 `.to` of w_q. Everything else run
 import torch
 from torch.overrides import TorchFunctionMode
 
+from records.common import rec_name, train_mode  # noqa: F401
+
 PRESET = "configs/pr65.env"
 SMALL = dict(VOCAB_SIZE=256, NUM_LAYERS=5, MODEL_DIM=64, NUM_HEADS=4, NUM_KV_HEADS=2, MLP_MULT=3,
              TRAIN_SEQ_LEN=32, BIGRAM_HASH_BUCKETS=64, BIGRAM_HASH_DIM=32)
@@ -74,14 +76,6 @@ def _patch_casted_linear(mod):
 
     forward._xcheck_bf16 = True
     mod.CastedLinear.forward = forward
-
-
-def rec_name(ref_name):
-    return ref_name
-
-
-def train_mode(mod, model):
-    model.train()
 
 
 def loss(mod, model, x, y):
