@@ -363,6 +363,14 @@ static const pg_wc *WB(const gpt_model *m, const float *master) {
 /* corresponding gradient pointer */
 static float *GR(const gpt_model *m, const float *master) { return m->g + (master - m->w); }
 
+/* backend memory of the model: every allocation of gpt_build counted in m->dev_bytes */
+static void *balloc(gpt_model *m, size_t bytes) {
+    m->dev_bytes += bytes;
+    return m->ops->alloc(bytes);
+}
+static pg_act *aalloc(gpt_model *m, size_t n) { return balloc(m, n * m->ops->act_bytes); }
+static float *falloc(gpt_model *m, size_t n) { return balloc(m, n * sizeof(float)); }
+
 /* cos/sin (T, rope_dims/2). The baseline's tables (spec §2.3, §7.1): bf16 inv_freq and bf16
  * positions. PR #315's Rotary for T above its hard-coded 1024 (spec §4.2): the NTK base
  * base*(T/1024)^(rd/(rd-2)), fp32 inv_freq and positions. cos/sin are rounded to bf16 at use. */
@@ -388,16 +396,14 @@ static void build_rope(gpt_model *m, const pg_config *cfg) {
         }
     }
     size_t bytes = (size_t)T * half * sizeof(float);
-    m->rope_cos = m->ops->alloc(bytes);
-    m->rope_sin = m->ops->alloc(bytes);
+    m->rope_cos = balloc(m, bytes);
+    m->rope_sin = balloc(m, bytes);
     m->ops->to_device(m->rope_cos, c, bytes);
     m->ops->to_device(m->rope_sin, s, bytes);
     free(c);
     free(s);
 }
 
-static pg_act *aalloc(const gpt_model *m, size_t n) { return m->ops->alloc(n * m->ops->act_bytes); }
-static float *falloc(const gpt_model *m, size_t n) { return m->ops->alloc(n * sizeof(float)); }
 
 /* the shape fields of m from the configuration (everything build_table needs) */
 static void set_shape(gpt_model *m, const pg_config *cfg) {
@@ -460,7 +466,10 @@ size_t gpt_param_count_cfg(const pg_config *cfg) {
     return m.n_count;
 }
 
-void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T) {
+/* gpt_build and gpt_build_decoder: a decoder holds the parameters, the key/value caches (B*T rows of
+ * each pass's a->k, a->v) and one row per sequence of every other forward activation; no gradients,
+ * no QAT copies, no backward scratch */
+static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T, int decoder) {
     memset(m, 0, sizeof(*m));
     m->ops = ops;
     set_shape(m, cfg);
@@ -471,27 +480,32 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
         pg_die("PGOLF_PARALLEL_MODE=lanes1289 (PR #1289's lane routing) is not implemented on the %s backend", ops->name);
     m->B = B;
     m->T = T;
+    m->decoder = decoder;
     build_table(m, cfg);
 
     m->w = falloc(m, m->n_floats);
-    m->g = falloc(m, m->n_floats);
     ops->zero(m->w, m->n_floats * sizeof(float));
-    ops->zero(m->g, m->n_floats * sizeof(float));
+    if (!decoder) {
+        m->g = falloc(m, m->n_floats);
+        ops->zero(m->g, m->n_floats * sizeof(float));
+    }
     if (ops->wc_bytes == sizeof(float) && !strcmp(ops->name, "cpu")) {
         m->wc = (pg_wc *)m->w;
         m->wc_owned = 0;
     } else {
-        m->wc = ops->alloc(m->n_floats * ops->wc_bytes);
+        m->wc = balloc(m, m->n_floats * ops->wc_bytes);
         m->wc_owned = 1;
     }
-    if (m->qat_mode || (m->late_thr > 0 && m->late_active)) m->wq = ops->alloc(m->n_floats * ops->wc_bytes);
+    if (!decoder && (m->qat_mode || (m->late_thr > 0 && m->late_active))) m->wq = balloc(m, m->n_floats * ops->wc_bytes);
     set_views(m);
     build_rope(m, cfg);
 
-    const size_t N = (size_t)B * T, d = (size_t)m->d, hd = (size_t)m->H * m->D, kvd = (size_t)m->Hk * m->D,
-                 hid = (size_t)m->hidden;
-    m->idx = ops->alloc(N * sizeof(int32_t));
-    m->tgt = ops->alloc(N * sizeof(int32_t));
+    /* N: rows of the per-token activations; the caches a->k, a->v always have B*T */
+    const size_t N = decoder ? (size_t)B : (size_t)B * T, NT = (size_t)B * T, d = (size_t)m->d,
+                 hd = (size_t)m->H * m->D, kvd = (size_t)m->Hk * m->D, hid = (size_t)m->hidden;
+    const int bwd = !decoder;
+    m->idx = balloc(m, N * sizeof(int32_t));
+    m->tgt = balloc(m, N * sizeof(int32_t));
     m->emb = aalloc(m, N * d);
     m->x0 = aalloc(m, N * d);
     m->nf = aalloc(m, N * d);
@@ -505,25 +519,27 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
     m->dec_kv = aalloc(m, (size_t)B * 2 * m->Hk * m->D);
     m->dec_prev = xmalloc((size_t)B * sizeof(int32_t));
     if (m->bigram) {
-        m->bidx = ops->alloc(N * sizeof(int32_t));
+        m->bidx = balloc(m, N * sizeof(int32_t));
         m->bidx_host = xmalloc(N * sizeof(int32_t));
         m->bg_e = aalloc(m, N * (size_t)m->db);
         m->bg_p = m->bigram_proj ? aalloc(m, N * d) : NULL;
-        m->s_bg = aalloc(m, N * (size_t)m->db);
+        m->s_bg = bwd ? aalloc(m, N * (size_t)m->db) : NULL;
     }
     if (m->ve_dim) {
         m->ve_e = aalloc(m, N * (size_t)m->ve_dim);
         m->ve_p = m->ve_proj ? aalloc(m, N * kvd) : NULL;
         m->ve = aalloc(m, N * kvd);
-        m->s_dve = aalloc(m, N * kvd);
-        m->s_dvp = aalloc(m, N * kvd);
-        m->s_dvee = aalloc(m, N * (size_t)m->ve_dim);
+        if (bwd) {
+            m->s_dve = aalloc(m, N * kvd);
+            m->s_dvp = aalloc(m, N * kvd);
+            m->s_dvee = aalloc(m, N * (size_t)m->ve_dim);
+        }
     }
     m->acts = xcalloc((size_t)m->L, sizeof(block_acts));
     m->racts = xcalloc((size_t)(m->recur_n ? m->recur_n : 1), sizeof(block_acts));
     m->rec_out = xcalloc((size_t)(m->recur_n ? m->recur_n : 1), sizeof(pg_act *));
     for (int k = 0; k < m->recur_n; k++) m->rec_out[k] = aalloc(m, N * d);
-    m->s_rec = m->recur_n ? aalloc(m, N * d) : NULL;
+    m->s_rec = m->recur_n && bwd ? aalloc(m, N * d) : NULL;
     m->eacts = xcalloc((size_t)(m->enc_recur && m->n_enc ? m->n_enc : 1), sizeof(block_acts));
     const int n_eacts = m->enc_recur ? m->n_enc : 0;
     for (int l = 0; l < m->L + m->recur_n + n_eacts; l++) {
@@ -536,9 +552,9 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
         a->n1 = aalloc(m, N * d);
         a->q_raw = aalloc(m, N * hd);
         a->k_raw = aalloc(m, N * kvd);
-        a->v = aalloc(m, N * kvd);
+        a->v = aalloc(m, NT * kvd);
         a->q = aalloc(m, N * hd);
-        a->k = aalloc(m, N * kvd);
+        a->k = aalloc(m, NT * kvd);
         a->att = aalloc(m, N * hd);
         a->att_x = lay >= m->xsa_from ? aalloc(m, N * hd) : NULL;
         a->a = aalloc(m, N * d);
@@ -574,16 +590,19 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
         m->pe_h = aalloc(m, N * pe);
         m->pe_g = aalloc(m, N * pe);
         m->pe_out = aalloc(m, N * d);
-        m->s_pe = aalloc(m, N * pe);
+        m->s_pe = bwd ? aalloc(m, N * pe) : NULL;
     }
     if (m->lanes) {
         m->lane_out = aalloc(m, N * d);
-        m->dx2 = aalloc(m, N * d);
-        m->s_d3 = aalloc(m, N * d);
+        if (bwd) {
+            m->dx2 = aalloc(m, N * d);
+            m->s_d3 = aalloc(m, N * d);
+        }
     }
+    m->dskip = xcalloc((size_t)(m->n_skip ? m->n_skip : 1), sizeof(pg_act *));
+    if (decoder) return;
     m->dx = aalloc(m, N * d);
     m->dx0 = aalloc(m, N * d);
-    m->dskip = xcalloc((size_t)(m->n_skip ? m->n_skip : 1), sizeof(pg_act *));
     for (int j = 0; j < m->n_skip; j++) m->dskip[j] = aalloc(m, N * d);
     m->s_d = aalloc(m, N * d);
     m->s_d2 = aalloc(m, N * d);
@@ -595,6 +614,12 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
     m->s_dv2 = m->xsa_from < m->L ? aalloc(m, N * kvd) : NULL;
     m->s_dqr = aalloc(m, N * hd);
     m->s_dkr = aalloc(m, N * kvd);
+}
+
+void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T) { build(m, cfg, ops, B, T, 0); }
+
+void gpt_build_decoder(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int nb, int T) {
+    build(m, cfg, ops, nb, T, 1);
 }
 
 void gpt_free(gpt_model *m) {
@@ -720,7 +745,10 @@ void gpt_init(gpt_model *m, const pg_config *cfg, uint64_t seed) {
     gpt_sync_weights(m);
 }
 
-void gpt_zero_grad(gpt_model *m) { m->ops->zero(m->g, m->n_floats * sizeof(float)); }
+void gpt_zero_grad(gpt_model *m) {
+    PG_CHECK(!m->decoder);
+    m->ops->zero(m->g, m->n_floats * sizeof(float));
+}
 
 /* ---- forward / backward ---- */
 
@@ -1132,7 +1160,7 @@ static void trunk_fwd(gpt_model *m, int N, int B_run) {
 double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, int B_run, float grad_scale,
                             float *per_token_loss) {
     const pg_ops *o = m->ops;
-    PG_CHECK(B_run >= 1 && B_run <= m->B);
+    PG_CHECK(B_run >= 1 && B_run <= m->B && !m->decoder);
     const int N = B_run * m->T, d = m->d;
     o->to_device(m->idx, x, (size_t)N * sizeof(int32_t));
     o->to_device(m->tgt, y, (size_t)N * sizeof(int32_t));

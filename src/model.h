@@ -101,6 +101,8 @@ typedef struct {
     float *recur_scale[8];
     long recur_start;
     int B, T; /* activation capacity: B sequences of T tokens */
+    int decoder;      /* built by gpt_build_decoder: decoding only */
+    size_t dev_bytes; /* backend memory allocated by the build */
 
     /* parameter table */
     param_info *params;
@@ -159,6 +161,11 @@ typedef struct {
 
 /* Build the parameter table and allocate parameters and activations for B sequences of T. */
 void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T);
+/* A model for incremental decoding only (gpt_decode_step of up to nb sequences of T positions):
+ * the parameters, each pass's key/value caches and one row per sequence of the other activations;
+ * no gradients and no full forward (gpt_forward_backward refuses it). The same logits as a
+ * gpt_build model decoding the same tokens, bit for bit. */
+void gpt_build_decoder(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int nb, int T);
 void gpt_free(gpt_model *m);
 size_t gpt_param_count(const gpt_model *m);
 /* Training FLOPs per token for MFU: 6 * model_params (every weight's multiply-adds, forward and

@@ -231,10 +231,11 @@ int cmd_sample(int argc, char **argv) {
     const int bos = spm_bos_id(sp), eos = spm_eos_id(sp);
     if (bos < 0 || bos >= V) pg_die("%s: the tokenizer has no BOS piece (bos_id %d)", tok_path, bos);
 
-    /* one sequence of TRAIN_SEQ_LEN per sample: its activations hold the key/value caches */
+    /* a decoder of one sequence of TRAIN_SEQ_LEN per sample: key/value caches of that length, one row
+     * per sample of everything else */
     const int nb = (int)n_samples;
     gpt_model model;
-    gpt_build(&model, &cfg, backend_select(backend ? backend : cfg.backend), nb, (int)cfg.train_seq_len);
+    gpt_build_decoder(&model, &cfg, backend_select(backend ? backend : cfg.backend), nb, (int)cfg.train_seq_len);
     if (gpt_from_statedict(&model, &sd, path, err, sizeof(err)) != 0) pg_die("%s", err);
     sd_free(&sd);
     model.recur_on = model.recur_n > 0; /* the records' final evaluation runs the recurrence */
@@ -305,8 +306,9 @@ int cmd_sample(int argc, char **argv) {
     const double fed = (double)nb * (n_prompt - 1) + (double)total; /* tokens through the model */
     fprintf(stderr,
             "sample: backend %s, prompt %ld tokens (with BOS), %sgenerated %ld tokens (stop: %s), %ld context slides, "
-            "%.1f tokens/s\n",
-            model.ops->name, n_prompt, what, total, stops, slides, fed / (dt > 1e-9 ? dt : 1e-9));
+            "%.1f tokens/s, model memory %.1f MiB\n",
+            model.ops->name, n_prompt, what, total, stops, slides, fed / (dt > 1e-9 ? dt : 1e-9),
+            (double)model.dev_bytes / (1024.0 * 1024.0));
     free(logits);
     free(hist);
     free(tok);

@@ -622,7 +622,9 @@ TEST(cuda_model_step_matches_cpu) {
  * where bf16 activations alone move log p by ~0.1 nats (emulator: GPU forward vs CPU 0.10, GPU
  * decoder vs CPU 0.08, GPU decoder vs GPU forward 0.10). The bands: 0.25 nats, and the GPU decoder no
  * further from the fp32 decoder than twice the GPU forward is (+0.02); a wrong cache, position or
- * carried state is off by nats. */
+ * carried state is off by nats. The CPU decoder and a second GPU decoder are gpt_build_decoder models
+ * (what `pgolf sample` uses); the second must give the logits of the GPU training model's decoder,
+ * the same kernels on the same shapes (within 1e-3 nats). */
 static void decode_case(t_state *t__, const char *const kv[][2], int nkv, int nb) {
     pg_config c;
     config_defaults(&c);
@@ -635,28 +637,35 @@ static void decode_case(t_state *t__, const char *const kv[][2], int nkv, int nb
     T_ASSERT(config_validate(&c, err, sizeof(err)) == 0, "%s", err);
     const int T = (int)c.train_seq_len, V = (int)c.vocab_size;
     T_ASSERT(nb <= 3 && T <= 40, "decode_case holds 3 sequences of 40");
-    gpt_model mc, mg;
-    gpt_build(&mc, &c, C_, nb, T);
+    gpt_model mc, mg, md;
+    gpt_build_decoder(&mc, &c, C_, nb, T);
     gpt_build(&mg, &c, G_, nb + 1, T); /* nb of nb + 1 sequences */
+    gpt_build_decoder(&md, &c, G_, nb, T);
     randomize_weights(&mc, 77);
     for (size_t i = 0; i < mc.n_floats; i++) mc.w[i] = pg_round_bf16(mc.w[i]); /* both see the same values */
     gpt_sync_weights(&mc);
     G_->to_device(mg.w, mc.w, mc.n_floats * 4);
     gpt_sync_weights(&mg);
+    G_->to_device(md.w, mc.w, mc.n_floats * 4);
+    gpt_sync_weights(&md);
     mc.recur_on = mc.recur_n > 0;
     mg.recur_on = mg.recur_n > 0;
+    md.recur_on = md.recur_n > 0;
     int32_t x[120], y[120], tok[3];
     for (int i = 0; i < nb * T; i++) x[i] = (int32_t)((i * 37 + 11 + i / T * 5) % V);
     for (int i = 0; i < nb * T; i++) y[i] = (i + 1) % T ? x[i + 1] : 5;
     float loss[120], *lc = xmalloc((size_t)nb * V * 4), *lg = xmalloc((size_t)nb * V * 4);
+    float *ld = xmalloc((size_t)nb * V * 4);
     gpt_forward_backward(&mg, x, y, nb, 0.0f, loss);
     gpt_decode_reset(&mc, nb);
     gpt_decode_reset(&mg, nb);
-    double worst_fwd = 0, worst_cpu = 0, spread = 0, worst_fc = 0;
+    gpt_decode_reset(&md, nb);
+    double worst_fwd = 0, worst_cpu = 0, spread = 0, worst_fc = 0, worst_dec = 0;
     for (int t = 0; t < T; t++) {
         for (int b = 0; b < nb; b++) tok[b] = x[b * T + t];
         gpt_decode_step(&mc, tok, lc);
         gpt_decode_step(&mg, tok, lg);
+        gpt_decode_step(&md, tok, ld);
         for (int b = 0; b < nb; b++) {
             const float *pc_ = lc + (size_t)b * V, *pg_ = lg + (size_t)b * V;
             const int i = b * T + t;
@@ -667,15 +676,25 @@ static void decode_case(t_state *t__, const char *const kv[][2], int nkv, int nb
             double d1 = fabs(pg + loss[i]), d2 = fabs(pg - pc);
             if (!(d1 <= worst_fwd)) worst_fwd = d1; /* NaN propagates */
             if (!(d2 <= worst_cpu)) worst_cpu = d2;
+            const float *pd_ = ld + (size_t)b * V;
+            double mxd = -INFINITY, sd = 0;
+            for (int v = 0; v < V; v++) mxd = fmax(mxd, pd_[v]);
+            for (int v = 0; v < V; v++) sd += exp((double)pd_[v] - mxd);
+            const double d3 = fabs(pd_[y[i]] - mxd - log(sd) - pg);
+            if (!(d3 <= worst_dec)) worst_dec = d3;
             spread = fmax(spread, fabs(pc + log((double)V)));
             worst_fc = fmax(worst_fc, fabs(pc + loss[i]));
         }
     }
     free(lc);
     free(lg);
+    free(ld);
     gpt_free(&mc);
     gpt_free(&mg);
+    gpt_free(&md);
     config_free(&c);
+    T_ASSERT(worst_dec < 1e-3, "GPU decoder build vs the GPU training model's decoder (%d sequences): max |log p "
+             "diff| %.3g", nb, worst_dec);
     T_ASSERT(spread > 1.0, "the test model's distributions are too flat to test anything (%.3g)", spread);
     T_ASSERT(worst_fwd < 0.25, "GPU decoder vs GPU forward (%d sequences): max |log p diff| %.3g", nb, worst_fwd);
     T_ASSERT(worst_cpu < 0.25 && worst_cpu <= 2 * worst_fc + 0.02,

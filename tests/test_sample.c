@@ -172,6 +172,61 @@ TEST(sample_decoder_recur_off) {
     T_ASSERT(worst < SAMPLE_TOL, "max |log p diff| %.3g", worst);
 }
 
+/* gpt_build_decoder (what `pgolf sample` decodes with: caches of T rows, one row per sequence of the
+ * rest) gives the logits of the training model's decoder bit for bit, every model form, three
+ * sequences; its memory grows with T only by its key/value caches (and the RoPE tables) */
+TEST(sample_decoder_build) {
+    const int nb = 3;
+    for (int ci = 0; ci < N_CASES && !t__->failed; ci++) {
+        char err[512];
+        pg_config c;
+        T_ASSERT(case_config(&c, &CASES[ci], err, sizeof(err)) == 0, "case %s: %s", CASES[ci].name, err);
+        const int T = (int)c.train_seq_len, V = (int)c.vocab_size;
+        gpt_model mt, md;
+        gpt_build(&mt, &c, &pg_cpu_ops, nb + 1, T);
+        gpt_build_decoder(&md, &c, &pg_cpu_ops, nb, T);
+        T_ASSERT(md.n_floats == mt.n_floats, "case %s: parameter arenas differ", CASES[ci].name);
+        randomize_weights(&mt, 31 + (uint64_t)ci);
+        memcpy(md.w, mt.w, mt.n_floats * sizeof(float));
+        gpt_sync_weights(&md);
+        mt.recur_on = md.recur_on = mt.recur_n > 0;
+        int32_t tok[3];
+        float *lt = xmalloc((size_t)nb * V * sizeof(float)), *ld = xmalloc((size_t)nb * V * sizeof(float));
+        rng_s = 5 + (uint64_t)ci;
+        gpt_decode_reset(&mt, nb);
+        gpt_decode_reset(&md, nb);
+        int same = 1, at = -1;
+        for (int t = 0; t < T && same; t++) {
+            random_tokens(tok, (size_t)nb, V);
+            gpt_decode_step(&mt, tok, lt);
+            gpt_decode_step(&md, tok, ld);
+            same = !memcmp(lt, ld, (size_t)nb * V * sizeof(float));
+            if (!same) at = t;
+        }
+        /* a second decoder of twice the length: the difference is exactly its longer caches and tables */
+        pg_config c2;
+        T_ASSERT(case_config(&c2, &CASES[ci], err, sizeof(err)) == 0, "%s", err);
+        gpt_model m2;
+        gpt_build_decoder(&m2, &c2, &pg_cpu_ops, nb, 2 * T);
+        const int passes = md.L + md.recur_n + (md.enc_recur ? md.n_enc : 0);
+        const size_t caches = (size_t)passes * 2 * nb * T * md.Hk * md.D * sizeof(float);
+        const size_t rope = (size_t)2 * T * (md.rope_dims / 2) * sizeof(float);
+        const size_t grow = m2.dev_bytes - md.dev_bytes, full = mt.dev_bytes, dec = md.dev_bytes;
+        gpt_free(&m2);
+        gpt_free(&mt);
+        gpt_free(&md);
+        free(lt);
+        free(ld);
+        config_free(&c);
+        config_free(&c2);
+        T_ASSERT(same, "case %s: the decoder build's logits differ from the training model's at position %d",
+                 CASES[ci].name, at);
+        T_ASSERT(grow == caches + rope, "case %s: doubling T adds %zu bytes, the caches and RoPE tables %zu",
+                 CASES[ci].name, grow, caches + rope);
+        T_ASSERT(dec < full, "case %s: the decoder holds %zu bytes, the training model %zu", CASES[ci].name, dec, full);
+    }
+}
+
 /* the test itself can fail: a decoder that disagrees with the model gives a large difference. The
  * decoder reads the model's recurrence flag; a model whose flag differs from the full forward's
  * must be caught. */
