@@ -110,8 +110,9 @@ double *get_f64(const statedict *sd, const char *name, size_t n) {
 }
 
 /* max|a-b| / max|b| in double; a is pgolf's (float), b the reference's */
-double rel_err_fd(const float *a, const double *b, size_t n) {
-    double md = 0, mb = 0;
+double rel_err_fd(const float *a, const double *b, size_t n) { return rel_err_fd_floor(a, b, n, 0); }
+double rel_err_fd_floor(const float *a, const double *b, size_t n, double floor) {
+    double md = 0, mb = floor;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - b[i]);
         if (!(d <= md)) md = d;

@@ -37,6 +37,8 @@ int write_tokens(const char *path, const int32_t *x, const int32_t *y, int ndim,
 double *get_f64(const statedict *sd, const char *name, size_t n);
 /* max|a-b| / max|b| in double; a is pgolf's, b the reference's */
 double rel_err_fd(const float *a, const double *b, size_t n);
+/* the same with the denominator at least `floor` */
+double rel_err_fd_floor(const float *a, const double *b, size_t n, double floor);
 double rel_err_dd(const double *a, const double *b, size_t n);
 
 #endif
