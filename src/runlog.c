@@ -467,6 +467,9 @@ void runlog_free(runlog *r) {
     memset(r, 0, sizeof(*r));
 }
 
+/* the automatic choice, in order: the last final_*sliding*_exact line, final_*sliding* (the logs of
+ * PR #1392's era print the sliding score with 8 decimals but no _exact line), final_*roundtrip*_exact,
+ * final_*roundtrip*; else the last final score line */
 const rl_final *runlog_final(const runlog *r, const char *metric) {
     const rl_final *best = NULL;
     if (metric && strcmp(metric, "auto")) {
@@ -474,16 +477,18 @@ const rl_final *runlog_final(const runlog *r, const char *metric) {
             if (!strcmp(r->finals[i].name, metric)) best = &r->finals[i];
         return best;
     }
-    for (size_t i = 0; i < r->n_final; i++) {
-        const char *n = r->finals[i].name;
-        if (starts(n, "final_") && strstr(n, "sliding") && ends(n, "_exact")) best = &r->finals[i];
+    static const struct {
+        const char *part;
+        int exact;
+    } order[] = {{"sliding", 1}, {"sliding", 0}, {"roundtrip", 1}, {"roundtrip", 0}};
+    for (size_t k = 0; k < sizeof(order) / sizeof(order[0]); k++) {
+        for (size_t i = 0; i < r->n_final; i++) {
+            const char *n = r->finals[i].name;
+            if (starts(n, "final_") && strstr(n, order[k].part) && (!order[k].exact || ends(n, "_exact")))
+                best = &r->finals[i];
+        }
+        if (best) return best;
     }
-    if (best) return best;
-    for (size_t i = 0; i < r->n_final; i++) {
-        const char *n = r->finals[i].name;
-        if (starts(n, "final_") && strstr(n, "roundtrip") && ends(n, "_exact")) best = &r->finals[i];
-    }
-    if (best) return best;
     return r->n_final ? &r->finals[r->n_final - 1] : NULL;
 }
 

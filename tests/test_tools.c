@@ -97,6 +97,24 @@ TEST(tools_runlog_formats) {
     T_ASSERT(!strcmp(runlog_cfg(&r, "NUM_LAYERS"), "11") && r.seed == 7 && r.stopped_early, "pr1392 config");
     T_ASSERT(!strcmp(runlog_final(&r, NULL)->name, "quantized_ttt"), "pr1392 metric");
     runlog_free(&r);
+    /* the records of early April (e.g. 2026-04-04_SP4096_DepthRecurrence_ParallelResid_MuonEqR): the
+     * sliding score has 8 decimals but no _exact line, and a test-time-training score follows that
+     * was not submitted (worse); the submission's score is the sliding one. An _exact sliding line
+     * wins over it. */
+    const char *c = "step:5453/20000 val_loss:2.5257 val_bpb:1.0976 train_time:590000ms step_avg:108.20ms\n"
+                    "final_int6_roundtrip_exact val_loss:2.54952146 val_bpb:1.10799265\n"
+                    "final_int6_sliding_window val_loss:2.50671564 val_bpb:1.08938974 eval_time:76195ms\n"
+                    "final_int6_ttt val_loss:3.07421378 val_bpb:1.33603200 eval_time:405410ms\n";
+    T_ASSERT(parse(c, &r, err) == 0, "%s", err);
+    T_ASSERT(!strcmp(runlog_final(&r, NULL)->name, "final_int6_sliding_window") &&
+                 runlog_final(&r, NULL)->val_bpb == 1.08938974,
+             "sliding score without _exact: auto metric %s", runlog_final(&r, NULL)->name);
+    runlog_free(&r);
+    char d[512];
+    snprintf(d, sizeof(d), "%sfinal_int6_sliding_window_exact val_loss:2.50671500 val_bpb:1.08938900\n", c);
+    T_ASSERT(parse(d, &r, err) == 0, "%s", err);
+    T_ASSERT(!strcmp(runlog_final(&r, NULL)->name, "final_int6_sliding_window_exact"), "the _exact sliding line first");
+    runlog_free(&r);
 }
 
 TEST(tools_runlog_appended_run_and_errors) {
