@@ -404,7 +404,6 @@ static void build_rope(gpt_model *m, const pg_config *cfg) {
     free(s);
 }
 
-
 /* the shape fields of m from the configuration (everything build_table needs) */
 static void set_shape(gpt_model *m, const pg_config *cfg) {
     m->V = (int)cfg->vocab_size;
@@ -503,7 +502,6 @@ static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, 
     /* N: rows of the per-token activations; the caches a->k, a->v always have B*T */
     const size_t N = decoder ? (size_t)B : (size_t)B * T, NT = (size_t)B * T, d = (size_t)m->d,
                  hd = (size_t)m->H * m->D, kvd = (size_t)m->Hk * m->D, hid = (size_t)m->hidden;
-    const int bwd = !decoder;
     m->idx = balloc(m, N * sizeof(int32_t));
     m->tgt = balloc(m, N * sizeof(int32_t));
     m->emb = aalloc(m, N * d);
@@ -523,13 +521,13 @@ static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, 
         m->bidx_host = xmalloc(N * sizeof(int32_t));
         m->bg_e = aalloc(m, N * (size_t)m->db);
         m->bg_p = m->bigram_proj ? aalloc(m, N * d) : NULL;
-        m->s_bg = bwd ? aalloc(m, N * (size_t)m->db) : NULL;
+        m->s_bg = !decoder ? aalloc(m, N * (size_t)m->db) : NULL;
     }
     if (m->ve_dim) {
         m->ve_e = aalloc(m, N * (size_t)m->ve_dim);
         m->ve_p = m->ve_proj ? aalloc(m, N * kvd) : NULL;
         m->ve = aalloc(m, N * kvd);
-        if (bwd) {
+        if (!decoder) {
             m->s_dve = aalloc(m, N * kvd);
             m->s_dvp = aalloc(m, N * kvd);
             m->s_dvee = aalloc(m, N * (size_t)m->ve_dim);
@@ -539,7 +537,7 @@ static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, 
     m->racts = xcalloc((size_t)(m->recur_n ? m->recur_n : 1), sizeof(block_acts));
     m->rec_out = xcalloc((size_t)(m->recur_n ? m->recur_n : 1), sizeof(pg_act *));
     for (int k = 0; k < m->recur_n; k++) m->rec_out[k] = aalloc(m, N * d);
-    m->s_rec = m->recur_n && bwd ? aalloc(m, N * d) : NULL;
+    m->s_rec = m->recur_n && !decoder ? aalloc(m, N * d) : NULL;
     m->eacts = xcalloc((size_t)(m->enc_recur && m->n_enc ? m->n_enc : 1), sizeof(block_acts));
     const int n_eacts = m->enc_recur ? m->n_enc : 0;
     for (int l = 0; l < m->L + m->recur_n + n_eacts; l++) {
@@ -590,11 +588,11 @@ static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, 
         m->pe_h = aalloc(m, N * pe);
         m->pe_g = aalloc(m, N * pe);
         m->pe_out = aalloc(m, N * d);
-        m->s_pe = bwd ? aalloc(m, N * pe) : NULL;
+        m->s_pe = !decoder ? aalloc(m, N * pe) : NULL;
     }
     if (m->lanes) {
         m->lane_out = aalloc(m, N * d);
-        if (bwd) {
+        if (!decoder) {
             m->dx2 = aalloc(m, N * d);
             m->s_d3 = aalloc(m, N * d);
         }
