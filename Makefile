@@ -109,11 +109,12 @@ clean:
 FUZZ_CC      ?= clang-14
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= spm artifact checkpoint shard safetensors
+# the targets: every fuzz/fuzz_<target>.c but the support code
+FUZZ_TARGETS ?= $(patsubst fuzz/fuzz_%.c,%,$(filter-out fuzz/fuzz_support.c,$(sort $(wildcard fuzz/fuzz_*.c))))
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS  := -std=c11 -g -O1 -Wall -Wextra $(WERROR) -Wno-unknown-pragmas -D_GNU_SOURCE -Isrc -Ifuzz -I$(BLAS_INC) -MMD -MP
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/fz/%.o,$(addprefix src/,common.c json.c config.c codec.c quant.c statedict.c \
-                artifact.c model.c eval.c checkpoint.c data.c spm.c dist.c) fuzz/fuzz_support.c)
+                artifact.c model.c eval.c checkpoint.c data.c spm.c dist.c runlog.c) fuzz/fuzz_support.c)
 FUZZ_LIBS    := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lz -lzstd -llzma -lbrotlienc -lbrotlidec -lm -lpthread
 .PHONY: fuzz fuzz-run
 fuzz: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%) $(FUZZ_BUILD)/gen_seeds

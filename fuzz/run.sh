@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 FB="${FUZZ_BUILD:-build-fuzz}"
 secs="${1:-60}"; shift || true
-targets="${*:-spm artifact checkpoint shard safetensors}"
+targets="${*:-$(ls fuzz/fuzz_*.c | sed -n 's|^fuzz/fuzz_\(.*\)\.c$|\1|p' | grep -v '^support$')}"
 [ -d "$FB/seeds" ] || FUZZ_BUILD="$FB" bash fuzz/seeds.sh
 mkdir -p "$FB/crashes" "$FB/logs"
 bad=0
@@ -24,9 +24,10 @@ for t in $targets; do
   dirs=("$FB/corpus/$t" "$seeds")
   [ -d "fuzz/regressions/$t" ] && dirs+=("fuzz/regressions/$t")
   log="$FB/logs/$t.log"
+  dict=(); [ -f "fuzz/$t.dict" ] && dict=(-dict="fuzz/$t.dict") # the words of a text format
   start=$(date +%s)
   nice -n 19 "$FB/fuzz_$t" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=20 -print_final_stats=1 \
-    -artifact_prefix="$FB/crashes/$t-" "${dirs[@]}" >"$log" 2>&1
+    "${dict[@]}" -artifact_prefix="$FB/crashes/$t-" "${dirs[@]}" >"$log" 2>&1
   rc=$?
   end=$(date +%s)
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)

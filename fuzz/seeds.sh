@@ -22,4 +22,5 @@ if [ -x "$PG" ]; then
     echo "seeds: $PG export failed; artifact seeds are the synthetic ones only" >&2
 fi
 mv "$S/tiny_model.safetensors" "$S/safetensors/"
+mkdir -p "$S/runlog" && cp tests/data/logs/* "$S/runlog/" # pgolf's and the records' log formats
 for t in "$S"/*/; do printf '%s: %s files\n' "$(basename "$t")" "$(ls "$t" | wc -l)"; done

@@ -69,8 +69,9 @@ int runlog_parse(const char *path, const char *buf, size_t len, runlog *r, char 
 void runlog_free(runlog *r);
 
 /* The run's final score. metric NULL or "auto": the last final_*sliding_window*_exact line, else
- * the last final_*_roundtrip_exact line, else the last final or quantized* line of any kind;
- * otherwise the last line with exactly that name. NULL if none. */
+ * the last final_*sliding_window* line, else the last final_*_roundtrip_exact, then final_*_roundtrip
+ * line, else the last final or quantized* line of any kind; otherwise the last line with exactly
+ * that name. NULL if none. */
 const rl_final *runlog_final(const runlog *r, const char *metric);
 /* The configuration value of key (exact match), or NULL. */
 const char *runlog_cfg(const runlog *r, const char *key);

@@ -7,7 +7,7 @@
 cd "$(dirname "$0")/../.."
 . tests/cli_lib.sh
 FB="${FUZZ_BUILD:-${BUILD:-build}/fuzz}"
-TARGETS="spm artifact checkpoint shard safetensors"
+TARGETS=$(ls fuzz/fuzz_*.c | sed -n 's|^fuzz/fuzz_\(.*\)\.c$|\1|p' | grep -v '^support$') # as the Makefile's FUZZ_TARGETS
 probe='int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }'
 if ! command -v clang-14 >/dev/null 2>&1 ||
    ! printf '%s\n' "$probe" | clang-14 -x c -fsanitize=fuzzer,address,undefined -o "$TMP/probe" - >/dev/null 2>&1; then
@@ -35,7 +35,8 @@ for t in $TARGETS; do
   fi
   # a few mutations, reproducible (fixed seed), into a scratch corpus (the seeds stay as they are)
   mkdir -p "$TMP/corpus_$t"
-  if ! "$FB/fuzz_$t" -runs=300 -seed=1 -rss_limit_mb=2048 -timeout=60 -artifact_prefix="$TMP/$t-" \
+  dict=(); [ -f "fuzz/$t.dict" ] && dict=(-dict="fuzz/$t.dict")
+  if ! "$FB/fuzz_$t" -runs=300 -seed=1 -rss_limit_mb=2048 -timeout=60 "${dict[@]}" -artifact_prefix="$TMP/$t-" \
        "$TMP/corpus_$t" "${dirs[@]}" >"$log" 2>&1; then
     echo "FAIL fuzz_replay_$t: mutation run: $(grep -m1 -E '^==[0-9]+==ERROR|runtime error|^SUMMARY|failed|deadly signal' "$log")"
     continue
