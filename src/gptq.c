@@ -130,7 +130,7 @@ int gptq_calib_generate(gpt_model *m, int n_seqs, uint64_t seed, double temperat
             if (!sample_logits_finite(logits, (size_t)nb * V))
                 rc = pg_err(err, errlen, "int6_gptq self-generated calibration: the model produced a non-finite logit");
             for (int b = 0; b < nb; b++)
-                x[(size_t)b * T + i + 1] = sample_pick(logits + (size_t)b * V, V, temperature, 0, &r[b]);
+                x[(size_t)b * T + i + 1] = sample_pick(logits + (size_t)b * V, V, temperature, 0, 1.0, &r[b]);
         }
     }
     m->recur_on = recur_on;

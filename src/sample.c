@@ -62,7 +62,7 @@ static int by_logit_desc(const void *a, const void *b) {
     return i - j;
 }
 
-int sample_pick(const float *logits, int V, double temperature, int top_k, sample_rng *r) {
+int sample_pick(const float *logits, int V, double temperature, int top_k, double top_p, sample_rng *r) {
     if (temperature <= 0) { /* greedy */
         int best = 0;
         for (int v = 1; v < V; v++)
@@ -72,15 +72,23 @@ int sample_pick(const float *logits, int V, double temperature, int top_k, sampl
     int *ids = xmalloc((size_t)V * sizeof(int));
     for (int v = 0; v < V; v++) ids[v] = v;
     int n = V;
-    if (top_k > 0 && top_k < V) {
+    const int nucleus = top_p < 1.0;
+    if ((top_k > 0 && top_k < V) || nucleus) { /* the most likely first */
         g_sort_logits = logits;
         qsort(ids, (size_t)V, sizeof(int), by_logit_desc);
-        n = top_k;
+        if (top_k > 0 && top_k < V) n = top_k;
     }
     double mx = -INFINITY;
     for (int i = 0; i < n; i++) mx = fmax(mx, (double)logits[ids[i]]);
     double *pr = xmalloc((size_t)n * sizeof(double)), sum = 0;
     for (int i = 0; i < n; i++) sum += pr[i] = exp(((double)logits[ids[i]] - mx) / temperature);
+    if (nucleus) { /* the shortest prefix holding top_p of the mass (at least one token) */
+        double acc = 0;
+        int keep = 0;
+        while (keep < n && acc < top_p * sum) acc += pr[keep++]; /* top_p > 0: one at least */
+        n = keep;
+        sum = acc;
+    }
     const double u = sample_rng_uniform(r) * sum;
     double acc = 0;
     int pick = ids[n - 1];
@@ -106,7 +114,7 @@ int sample_logits_finite(const float *logits, size_t n) {
 
 static void sample_usage(void) {
     printf("usage: pgolf sample ARTIFACT [--prompt TEXT] [--tokens N] [--samples S] [--temperature T] [--top-k K]\n"
-           "                    [--seed S] [--tokenizer PATH] [--backend cpu|cuda|auto]\n\n"
+           "                    [--top-p P] [--seed S] [--tokenizer PATH] [--backend cpu|cuda|auto]\n\n"
            "Generates text with the model packed in ARTIFACT (a pgolf artifact). The prompt is encoded with\n"
            "the SentencePiece tokenizer (--tokenizer, else the artifact's TOKENIZER_PATH; its vocabulary must\n"
            "be the model's) and fed after a BOS token, as every document of the training data starts; then N\n"
@@ -120,6 +128,8 @@ static void sample_usage(void) {
            "                      stream of the seed, so sample 1 is the text of --samples 1\n"
            "  --temperature T     softmax temperature of the softcapped logits; 0: greedy (default 1.0)\n"
            "  --top-k K           sample among the K most likely tokens; 0: all (default 0)\n"
+           "  --top-p P           then among the fewest most likely tokens whose probabilities sum to at\n"
+           "                      least P (nucleus sampling, 0 < P <= 1; default 1: all)\n"
            "  --seed S            seed of the sampler's generator (default 1337): the same seed, prompt and\n"
            "                      settings give the same text\n"
            "  --tokenizer PATH    SentencePiece .model file\n"
@@ -168,7 +178,7 @@ static void ctx_push(gpt_model *m, const int32_t *hist, long cap, int nb, long n
 int cmd_sample(int argc, char **argv) {
     const char *path = NULL, *prompt = "", *tok_path = NULL, *backend = NULL;
     long long n_tokens = 128, top_k = 0, n_samples = 1;
-    double temperature = 1.0;
+    double temperature = 1.0, top_p = 1.0;
     uint64_t seed = 1337;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -178,7 +188,8 @@ int cmd_sample(int argc, char **argv) {
         }
         const int has_val = i + 1 < argc;
         if (!strcmp(a, "--prompt") || !strcmp(a, "--tokens") || !strcmp(a, "--temperature") || !strcmp(a, "--top-k") ||
-            !strcmp(a, "--seed") || !strcmp(a, "--tokenizer") || !strcmp(a, "--backend") || !strcmp(a, "--samples")) {
+            !strcmp(a, "--seed") || !strcmp(a, "--tokenizer") || !strcmp(a, "--backend") || !strcmp(a, "--samples") ||
+            !strcmp(a, "--top-p")) {
             if (!has_val) pg_die("sample: %s needs a value", a);
             const char *v = argv[++i];
             if (!strcmp(a, "--prompt")) prompt = v;
@@ -197,6 +208,9 @@ int cmd_sample(int argc, char **argv) {
             } else if (!strcmp(a, "--top-k")) {
                 top_k = parse_int(a, v);
                 if (top_k < 0) pg_die("sample: --top-k must be >= 0 (0: off), got %s", v);
+            } else if (!strcmp(a, "--top-p")) {
+                top_p = parse_float(a, v);
+                if (!(top_p > 0 && top_p <= 1)) pg_die("sample: --top-p must be in (0, 1] (1: off), got %s", v);
             } else if (!strcmp(a, "--temperature")) {
                 temperature = parse_float(a, v);
                 if (temperature < 0) pg_die("sample: --temperature must be >= 0 (0: greedy), got %s", v);
@@ -271,7 +285,7 @@ int cmd_sample(int argc, char **argv) {
             if (!stop[b]) {
                 const float *l = logits + (size_t)b * V;
                 if (!sample_logits_finite(l, (size_t)V)) pg_die("%s: the model produced a non-finite logit", path);
-                const int pick = sample_pick(l, V, temperature, top_k > V ? V : (int)top_k, &rng[b]);
+                const int pick = sample_pick(l, V, temperature, top_k > V ? V : (int)top_k, top_p, &rng[b]);
                 if (pick == bos || pick == eos) {
                     stop[b] = pick == bos ? "BOS" : "EOS";
                     running--;

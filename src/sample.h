@@ -1,6 +1,6 @@
 /* sample.h: text generation from a trained model (`pgolf sample`). The model decodes one token at a
  * time with key/value caches (model.h: gpt_decode_step, on any backend); the sampler here picks the
- * next token (greedy, temperature, top-k) with its own seeded generator. */
+ * next token (greedy, temperature, top-k, top-p) with its own seeded generator. */
 #ifndef PGOLF_SAMPLE_H
 #define PGOLF_SAMPLE_H
 
@@ -23,8 +23,10 @@ double sample_rng_uniform(sample_rng *r);
 
 /* The next token from logits (V): temperature 0 picks the argmax (the lowest id among ties);
  * otherwise softmax(logits / temperature) restricted to the top_k highest logits (top_k 0 or >= V:
- * all; ties at the cut broken by the lower id), drawn with one uniform from r. */
-int sample_pick(const float *logits, int V, double temperature, int top_k, sample_rng *r);
+ * all; ties at the cut broken by the lower id), then to the nucleus of top_p (0 < top_p <= 1; 1:
+ * off): the fewest most likely of those tokens whose probabilities sum to at least top_p, drawn
+ * with one uniform from r. */
+int sample_pick(const float *logits, int V, double temperature, int top_k, double top_p, sample_rng *r);
 /* 1 when all n logits are finite (a diverged model's are not) */
 int sample_logits_finite(const float *logits, size_t n);
 

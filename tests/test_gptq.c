@@ -896,7 +896,7 @@ TEST(gptq_ar_generation) {
         gpt_decode_reset(&m, 1);
         for (int i = 1; i < T; i++) {
             gpt_decode_step(&m, &tok, lg);
-            tok = sample_pick(lg, V, 0.8, 0, &r);
+            tok = sample_pick(lg, V, 0.8, 0, 1.0, &r);
             same &= tok == a[s * T + i];
         }
     }

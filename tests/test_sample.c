@@ -324,9 +324,9 @@ TEST(sample_pick_greedy) {
         if (l[v] > l[best]) best = v;
     sample_rng r;
     sample_rng_seed(&r, 1);
-    for (int i = 0; i < 20; i++) T_ASSERT(sample_pick(l, 50, 0.0, 0, &r) == best, "greedy is not the argmax");
+    for (int i = 0; i < 20; i++) T_ASSERT(sample_pick(l, 50, 0.0, 0, 1.0, &r) == best, "greedy is not the argmax");
     l[7] = l[31] = l[best] + 1.0f; /* ties: the lowest id */
-    T_ASSERT(sample_pick(l, 50, 0.0, 0, &r) == 7, "greedy tie not broken by the lowest id");
+    T_ASSERT(sample_pick(l, 50, 0.0, 0, 1.0, &r) == 7, "greedy tie not broken by the lowest id");
 }
 
 TEST(sample_pick_topk1_is_greedy) {
@@ -335,8 +335,8 @@ TEST(sample_pick_topk1_is_greedy) {
         rand_logits(l, 64, s);
         sample_rng r;
         sample_rng_seed(&r, s);
-        const int g = sample_pick(l, 64, 0.0, 0, &r);
-        for (int i = 0; i < 10; i++) T_ASSERT(sample_pick(l, 64, 1.5, 1, &r) == g, "top-k 1 differs from greedy");
+        const int g = sample_pick(l, 64, 0.0, 0, 1.0, &r);
+        for (int i = 0; i < 10; i++) T_ASSERT(sample_pick(l, 64, 1.5, 1, 1.0, &r) == g, "top-k 1 differs from greedy");
     }
 }
 
@@ -349,9 +349,9 @@ TEST(sample_pick_seed_deterministic) {
     sample_rng_seed(&r2, 42);
     sample_rng_seed(&r3, 43);
     for (int i = 0; i < 200; i++) {
-        a[i] = sample_pick(l, 64, 1.0, 0, &r1);
-        b[i] = sample_pick(l, 64, 1.0, 0, &r2);
-        c[i] = sample_pick(l, 64, 1.0, 0, &r3);
+        a[i] = sample_pick(l, 64, 1.0, 0, 1.0, &r1);
+        b[i] = sample_pick(l, 64, 1.0, 0, 1.0, &r2);
+        c[i] = sample_pick(l, 64, 1.0, 0, 1.0, &r3);
     }
     T_ASSERT(!memcmp(a, b, sizeof(a)), "the same seed gives different draws");
     T_ASSERT(memcmp(a, c, sizeof(a)) != 0, "different seeds give the same 200 draws");
@@ -364,17 +364,49 @@ TEST(sample_pick_topk_distribution) {
     int cnt[10] = {0};
     sample_rng r;
     sample_rng_seed(&r, 7);
-    for (int i = 0; i < N; i++) cnt[sample_pick(l, V, 1.0, K, &r)]++;
+    for (int i = 0; i < N; i++) cnt[sample_pick(l, V, 1.0, K, 1.0, &r)]++;
     T_ASSERT(cnt[1] + cnt[3] + cnt[9] == N, "a token outside the top 3 was drawn");
     const double z = exp(2.0) + exp(1.5) + exp(1.2);
     T_CLOSE(cnt[1] / (double)N, exp(2.0) / z, 0, 0.015, "p(1)");
     T_CLOSE(cnt[3] / (double)N, exp(1.5) / z, 0, 0.015, "p(3)");
     /* temperature 0.5 sharpens: p ~ exp(2l) */
     memset(cnt, 0, sizeof(cnt));
-    for (int i = 0; i < N; i++) cnt[sample_pick(l, V, 0.5, 0, &r)]++;
+    for (int i = 0; i < N; i++) cnt[sample_pick(l, V, 0.5, 0, 1.0, &r)]++;
     double z2 = 0;
     for (int v = 0; v < V; v++) z2 += exp(2.0 * l[v]);
     T_CLOSE(cnt[1] / (double)N, exp(4.0) / z2, 0, 0.015, "p(1) at temperature 0.5");
+}
+
+/* top-p: only the nucleus (the fewest most likely tokens holding top_p of the mass, after top-k) is
+ * ever drawn, each of its tokens sometimes, with the softmax's frequencies renormalised over it;
+ * temperature comes first; a tiny top_p is greedy */
+TEST(sample_pick_topp_distribution) {
+    const int V = 10, N = 30000;
+    const float l[10] = {0.1f, 2.0f, -1.0f, 1.5f, 0.0f, 1.0f, -3.0f, 0.5f, 0.2f, 1.2f}; /* order: 1, 3, 9, 5, ... */
+    double z = 0, p[10];
+    for (int v = 0; v < V; v++) z += exp(l[v]);
+    for (int v = 0; v < V; v++) p[v] = exp(l[v]) / z;
+    /* top_p just above p1 + p3: the nucleus is {1, 3, 9} (p1 + p3 < top_p <= p1 + p3 + p9) */
+    const double top_p = p[1] + p[3] + 0.5 * p[9];
+    int cnt[10] = {0};
+    sample_rng r;
+    sample_rng_seed(&r, 11);
+    for (int i = 0; i < N; i++) cnt[sample_pick(l, V, 1.0, 0, top_p, &r)]++;
+    T_ASSERT(cnt[1] + cnt[3] + cnt[9] == N && cnt[9] > 0, "outside the nucleus {1, 3, 9}: %d draws, 9 drawn %d times",
+             N - cnt[1] - cnt[3] - cnt[9], cnt[9]);
+    const double zn = p[1] + p[3] + p[9];
+    T_CLOSE(cnt[1] / (double)N, p[1] / zn, 0, 0.015, "p(1) in the nucleus");
+    T_CLOSE(cnt[9] / (double)N, p[9] / zn, 0, 0.015, "p(9) in the nucleus");
+    /* after top-k 2 the nucleus of 0.99 is those two */
+    memset(cnt, 0, sizeof(cnt));
+    for (int i = 0; i < N; i++) cnt[sample_pick(l, V, 1.0, 2, 0.99, &r)]++;
+    T_ASSERT(cnt[1] + cnt[3] == N && cnt[3] > 0, "top-k 2 then top-p 0.99 drew outside {1, 3}");
+    T_CLOSE(cnt[1] / (double)N, p[1] / (p[1] + p[3]), 0, 0.015, "p(1) in top-k 2");
+    /* temperature before the nucleus: at 0.25 token 1 alone holds > 0.8 of the mass */
+    for (int i = 0; i < 200; i++) T_ASSERT(sample_pick(l, V, 0.25, 0, 0.8, &r) == 1, "temperature not applied first");
+    sample_rng a;
+    sample_rng_seed(&a, 5);
+    for (int i = 0; i < 500; i++) T_ASSERT(sample_pick(l, V, 1.0, 0, 1e-9, &a) == 1, "a tiny top-p is not greedy");
 }
 
 /* greedy generation through the decoder is deterministic (two models with the same weights) */
@@ -399,7 +431,7 @@ TEST(sample_greedy_generation_deterministic) {
         int32_t tok = 1;
         for (int i = 0; i < 32; i++) {
             gpt_decode_step(&ms[k], &tok, l);
-            tok = ss[k][i] = sample_pick(l, V, 0.0, 0, &r);
+            tok = ss[k][i] = sample_pick(l, V, 0.0, 0, 1.0, &r);
         }
         gpt_free(&ms[k]);
     }

@@ -18,7 +18,8 @@ NAMES="sample/prompt sample/greedy_deterministic sample/seed_deterministic sampl
   sample/missing_artifact sample/corrupt_artifact sample/not_an_artifact sample/negative_tokens
   sample/negative_temperature sample/bad_number sample/tokenizer_vocab sample/config_mismatch
   sample/form_pr187 sample/form_lanes1289 sample/bad_backend sample/samples sample/samples_greedy
-  sample/samples_slide sample/bad_samples sample/cuda_greedy"
+  sample/samples_slide sample/bad_samples sample/topp_tiny_is_greedy sample/topp_seed_deterministic
+  sample/bad_top_p sample/cuda_greedy"
 
 if "$PG" sample --help 2>&1 | grep -q "usage: pgolf sample"; then echo "ok sample/help"; else echo "FAIL sample/help: no usage"; fi
 if [ ! -e "$VAL" ] || [ ! -e "$TOK" ] || [ ! -e "$TOK4K" ]; then
@@ -81,6 +82,19 @@ else
   echo "FAIL sample/slide: $(tail -1 "$TMP/l1.err")"
 fi
 
+# --top-p: a nucleus of (nearly) nothing is the most likely token, i.e. greedy; a real nucleus is
+# reproducible per seed, and another seed draws another text
+run t1 --prompt "$PROMPT" --tokens 24 --temperature 0.9 --top-p 1e-9 --seed 4
+if [ -s "$TMP/t1.out" ] && cmp -s "$TMP/t1.out" "$TMP/g1.out"; then echo "ok sample/topp_tiny_is_greedy"
+else echo "FAIL sample/topp_tiny_is_greedy: $(head -c 200 "$TMP/t1.out") | greedy: $(head -c 200 "$TMP/g1.out")"; fi
+run t2 --tokens 30 --temperature 1.2 --top-p 0.9 --seed 7 && run t3 --tokens 30 --temperature 1.2 --top-p 0.9 --seed 7 \
+  && run t4 --tokens 30 --temperature 1.2 --top-p 0.9 --seed 8
+if [ -s "$TMP/t2.out" ] && cmp -s "$TMP/t2.out" "$TMP/t3.out" && ! cmp -s "$TMP/t2.out" "$TMP/t4.out"; then
+  echo "ok sample/topp_seed_deterministic"
+else
+  echo "FAIL sample/topp_seed_deterministic: $(head -c 120 "$TMP/t2.out") | again: $(head -c 120 "$TMP/t3.out") | seed 8: $(head -c 120 "$TMP/t4.out")"
+fi
+
 # --samples S: S continuations decoded together, each after a '=== sample i/S ===' line; sample i
 # draws from stream i of the seed, so sample 1 is the text of --samples 1 with the same seed
 block() { awk -v h="=== sample $2 ===" '$0 == h {f = 1; next} /^=== sample [0-9]+\/[0-9]+ ===$/ {f = 0} f' "$1"; }
@@ -139,6 +153,12 @@ expect_error sample/tokenizer_vocab "vocabulary 4096" "$PG" sample "$A" --tokeni
 expect_error sample/config_mismatch "has shape" env MODEL_DIM=32 "$PG" sample "$A"
 expect_error sample/bad_backend "--backend" "$PG" sample "$A" --backend tpu
 expect_error sample/bad_samples "--samples" "$PG" sample "$A" --samples 0
+bad_top_p=""
+for v in 0 1.5 -0.1 nan x; do
+  r=$(expect_error sample/bad_top_p "--top-p" "$PG" sample "$A" --top-p "$v")
+  case "$r" in ok*) ;; *) bad_top_p="$bad_top_p [$v] $r";; esac
+done
+if [ -z "$bad_top_p" ]; then echo "ok sample/bad_top_p"; else echo "FAIL sample/bad_top_p:$bad_top_p"; fi
 
 # the CUDA backend: where no GPU answers, one error line
 "$PG" sample "$A" --backend cuda --tokens 0 >"$TMP/cu0.out" 2>"$TMP/cu0.err"
