@@ -72,11 +72,11 @@ int sample_pick(const float *logits, int V, double temperature, int top_k, doubl
     int *ids = xmalloc((size_t)V * sizeof(int));
     for (int v = 0; v < V; v++) ids[v] = v;
     int n = V;
-    const int nucleus = top_p < 1.0;
-    if ((top_k > 0 && top_k < V) || nucleus) { /* the most likely first */
+    const int cut = top_k > 0 && top_k < V, nucleus = top_p < 1.0;
+    if (cut || nucleus) { /* the most likely first */
         g_sort_logits = logits;
         qsort(ids, (size_t)V, sizeof(int), by_logit_desc);
-        if (top_k > 0 && top_k < V) n = top_k;
+        if (cut) n = top_k;
     }
     double mx = -INFINITY;
     for (int i = 0; i < n; i++) mx = fmax(mx, (double)logits[ids[i]]);
