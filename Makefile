@@ -109,8 +109,8 @@ clean:
 FUZZ_CC      ?= clang-14
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
-# the targets: every fuzz/fuzz_<target>.c but the support code
-FUZZ_TARGETS ?= $(patsubst fuzz/fuzz_%.c,%,$(filter-out fuzz/fuzz_support.c,$(sort $(wildcard fuzz/fuzz_*.c))))
+# the targets: every fuzz/fuzz_<target>.c but the support code (fuzz/targets.sh)
+FUZZ_TARGETS ?= $(shell bash fuzz/targets.sh)
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS  := -std=c11 -g -O1 -Wall -Wextra $(WERROR) -Wno-unknown-pragmas -D_GNU_SOURCE -Isrc -Ifuzz -I$(BLAS_INC) -MMD -MP
 FUZZ_LIB_OBJ := $(patsubst %.c,$(FUZZ_BUILD)/fz/%.o,$(addprefix src/,common.c json.c config.c codec.c quant.c statedict.c \

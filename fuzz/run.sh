@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 FB="${FUZZ_BUILD:-build-fuzz}"
 secs="${1:-60}"; shift || true
-targets="${*:-$(ls fuzz/fuzz_*.c | sed -n 's|^fuzz/fuzz_\(.*\)\.c$|\1|p' | grep -v '^support$')}"
+targets="${*:-$(bash fuzz/targets.sh)}"
 [ -d "$FB/seeds" ] || FUZZ_BUILD="$FB" bash fuzz/seeds.sh
 mkdir -p "$FB/crashes" "$FB/logs"
 bad=0

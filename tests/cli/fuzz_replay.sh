@@ -7,7 +7,7 @@
 cd "$(dirname "$0")/../.."
 . tests/cli_lib.sh
 FB="${FUZZ_BUILD:-${BUILD:-build}/fuzz}"
-TARGETS=$(ls fuzz/fuzz_*.c | sed -n 's|^fuzz/fuzz_\(.*\)\.c$|\1|p' | grep -v '^support$') # as the Makefile's FUZZ_TARGETS
+TARGETS=$(bash fuzz/targets.sh)
 probe='int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }'
 if ! command -v clang-14 >/dev/null 2>&1 ||
    ! printf '%s\n' "$probe" | clang-14 -x c -fsanitize=fuzzer,address,undefined -o "$TMP/probe" - >/dev/null 2>&1; then
