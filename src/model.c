@@ -202,6 +202,7 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
     char nm[96];
     param_init in;
     float ia;
+    m->i_bg_proj = m->i_ve_proj = -1;
     /* PyTorch state-dict order: a module's own parameters, then its children in registration order */
     for (int k = 0; k < m->recur_n; k++) { /* PR #1392: fixed at 0.5, in no optimizer group */
         snprintf(nm, sizeof(nm), "recur_scales.%d", k);
@@ -223,14 +224,16 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
         in = INIT_ZERO, ia = 0;
         if (pr187)
             linear_init(cfg, m, "bigram_hash.proj", d, m->db, INIT_UNIFORM, 1.0f / sqrtf((float)m->db), &in, &ia);
-        m->params[add_param(m, cap, "bigram_hash.proj.weight", 2, d, m->db, GROUP_MUON, in, ia, DT_F32)].linear = 1;
+        m->i_bg_proj = add_param(m, cap, "bigram_hash.proj.weight", 2, d, m->db, GROUP_MUON, in, ia, DT_F32);
+        m->params[m->i_bg_proj].linear = 1;
     } else if (m->bigram == 2) { /* PR #315 BigramHashEmbedding: scale 0.05, zero embed, proj zeroed by its
                                     constructor and re-initialised by PGOLF_INIT_STYLE=ortho_mup */
         add_param(m, cap, "bigram.scale", 0, 1, 1, GROUP_SCALAR, INIT_CONST, 0.05f, DT_F32);
         add_param(m, cap, "bigram.embed.weight", 2, m->nb, m->db, GROUP_TOKEN, INIT_ZERO, 0, DT_BF16);
         if (m->db != d) {
             linear_init(cfg, m, "bigram.proj", d, m->db, INIT_ZERO, 0, &in, &ia);
-            m->params[add_param(m, cap, "bigram.proj.weight", 2, d, m->db, side_grp, in, ia, DT_F32)].linear = 1;
+            m->i_bg_proj = add_param(m, cap, "bigram.proj.weight", 2, d, m->db, side_grp, in, ia, DT_F32);
+            m->params[m->i_bg_proj].linear = 1;
         }
     }
     if (m->smear == 1) add_param(m, cap, "smeargate.gate", 1, d, 1, GROUP_SCALAR, INIT_CONST, 3.0f, DT_F32);
@@ -286,7 +289,8 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
         add_param(m, cap, "ve_shared.embed.weight", 2, m->V, m->ve_dim, GROUP_TOKEN, INIT_NORMAL, 0.01f, DT_BF16);
         if (m->ve_dim != kvd) {
             linear_init(cfg, m, "ve_shared.proj", kvd, m->ve_dim, INIT_ZERO, 0, &in, &ia);
-            m->params[add_param(m, cap, "ve_shared.proj.weight", 2, kvd, m->ve_dim, side_grp, in, ia, DT_F32)].linear = 1;
+            m->i_ve_proj = add_param(m, cap, "ve_shared.proj.weight", 2, kvd, m->ve_dim, side_grp, in, ia, DT_F32);
+            m->params[m->i_ve_proj].linear = 1;
         }
         add_param(m, cap, "ve_shared.scale", 0, 1, 1, GROUP_SCALAR, INIT_CONST, 0.1f, DT_F32);
         for (int k = 0; k < m->ve_n; k++) {
@@ -300,16 +304,17 @@ static void build_table(gpt_model *m, const pg_config *cfg) {
 
 static void set_views(gpt_model *m) {
     float *w = m->w;
-    m->tok_emb = w + m->params[m->i_tok_emb].offset;
-    m->lm_head = m->tied ? NULL : w + m->params[m->i_lm_head].offset;
-    m->skip_weights = m->smear_gate = m->bigram_table = m->bigram_proj = m->bigram_scale = NULL;
-    m->ve_embed = m->ve_proj = m->ve_scale = NULL;
-    m->lane_merge = m->pe_w1 = m->pe_w2 = NULL;
     m->blk = xcalloc((size_t)m->L, sizeof(block_params));
     for (int l = 0; l < m->L; l++) {
         m->blk[l].parallel = !m->lanes && l >= m->par_from;
         m->blk[l].lane = m->lanes && l >= m->par_from;
     }
+    if (!w) return; /* a sizing build has no weights to view */
+    m->tok_emb = w + m->params[m->i_tok_emb].offset;
+    m->lm_head = m->tied ? NULL : w + m->params[m->i_lm_head].offset;
+    m->skip_weights = m->smear_gate = m->bigram_table = m->bigram_proj = m->bigram_scale = NULL;
+    m->ve_embed = m->ve_proj = m->ve_scale = NULL;
+    m->lane_merge = m->pe_w1 = m->pe_w2 = NULL;
     for (int i = 0; i < m->n_params; i++) {
         const char *n = m->params[i].name;
         float *p = w + m->params[i].offset;
@@ -363,10 +368,11 @@ static const pg_wc *WB(const gpt_model *m, const float *master) {
 /* corresponding gradient pointer */
 static float *GR(const gpt_model *m, const float *master) { return m->g + (master - m->w); }
 
-/* backend memory of the model: every allocation of gpt_build counted in m->dev_bytes */
+/* backend memory of the model: every allocation of a build counted in m->dev_bytes (a sizing
+ * build only counts: NULL) */
 static void *balloc(gpt_model *m, size_t bytes) {
     m->dev_bytes += bytes;
-    return m->ops->alloc(bytes);
+    return m->sizing ? NULL : m->ops->alloc(bytes);
 }
 static pg_act *aalloc(gpt_model *m, size_t n) { return balloc(m, n * m->ops->act_bytes); }
 static float *falloc(gpt_model *m, size_t n) { return balloc(m, n * sizeof(float)); }
@@ -376,6 +382,10 @@ static float *falloc(gpt_model *m, size_t n) { return balloc(m, n * sizeof(float
  * base*(T/1024)^(rd/(rd-2)), fp32 inv_freq and positions. cos/sin are rounded to bf16 at use. */
 static void build_rope(gpt_model *m, const pg_config *cfg) {
     const int rd = m->rope_dims, half = rd / 2, T = m->T;
+    if (m->sizing) {
+        m->dev_bytes += 2 * (size_t)T * half * sizeof(float);
+        return;
+    }
     const int ntk = cfg->rope_ntk && T > cfg->rope_ntk_ref_len;
     const int bf16_pos = cfg->bf16_rope_table && !ntk;
     double base = cfg->rope_base;
@@ -465,12 +475,85 @@ size_t gpt_param_count_cfg(const pg_config *cfg) {
     return m.n_count;
 }
 
-/* gpt_build and gpt_build_decoder: a decoder holds the parameters, the key/value caches (B*T rows of
- * each pass's a->k, a->v) and one row per sequence of every other forward activation; no gradients,
- * no QAT copies, no backward scratch */
-static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T, int decoder) {
+/* the three builds: a training model (every activation of every pass kept for the backward, plus
+ * gradients and backward scratch), a decoder (the parameters, the key/value caches: B*T rows of
+ * each pass's a->k, a->v, and one row per sequence of every other activation) and an evaluator (full
+ * forwards only: each pass keeps its outputs, the other activations are one set shared by all
+ * passes) */
+typedef enum { BUILD_TRAIN, BUILD_DECODER, BUILD_EVAL } build_kind;
+
+/* pass p of the forward: the layers' passes, then the recurrence passes and PR #187's first encoder
+ * passes, with what its activations hold */
+typedef struct {
+    block_acts *a;
+    int xsa;   /* XSA's output (att_x) */
+    int skip;  /* a decoder layer's skip sum (xin_skip) */
+    int lane;  /* a lane block: the second lane's output (xout2) */
+    int mix2;  /* PR #1289's MLP-lane mix (xm2) */
+    int skip2; /* PR #1289's MLP-lane skip sum (xin_skip2) */
+} pass_info;
+
+static int n_passes(const gpt_model *m) { return m->L + m->recur_n + (m->enc_recur ? m->n_enc : 0); }
+
+static pass_info pass_at(const gpt_model *m, int l) {
+    const int rk = l - m->L, ek = l - m->L - m->recur_n;
+    pass_info p = {0};
+    p.a = rk < 0 ? &m->acts[l] : ek < 0 ? &m->racts[rk] : &m->eacts[ek];
+    const int lay = rk < 0 ? l : ek < 0 ? m->recur_layer[rk] : ek;
+    p.xsa = lay >= m->xsa_from;
+    if (rk >= 0) return p; /* the second passes have no skip input or lanes of their own */
+    const int j = l - m->n_enc;
+    /* PR #1334 adds the skips of the lane blocks after the first to its dead single stream: dropped */
+    const int dropped = m->lanes == 2 && l > m->par_from;
+    p.skip = j >= 0 && j < m->n_skip && !dropped;
+    p.lane = m->blk[l].lane;
+    p.mix2 = p.lane && m->lanes == 1;
+    p.skip2 = p.mix2 && l > m->par_from && p.skip;
+    return p;
+}
+
+/* a pass's activations other than its outputs, for N rows (the caches k, v: NT) */
+static void alloc_pass(gpt_model *m, block_acts *a, const pass_info *p, size_t N, size_t NT) {
+    const size_t d = (size_t)m->d, hd = (size_t)m->H * m->D, kvd = (size_t)m->Hk * m->D, hid = (size_t)m->hidden;
+    a->xm = aalloc(m, N * d);
+    a->n1 = aalloc(m, N * d);
+    a->q_raw = aalloc(m, N * hd);
+    a->k_raw = aalloc(m, N * kvd);
+    a->v = aalloc(m, NT * kvd);
+    a->q = aalloc(m, N * hd);
+    a->k = aalloc(m, NT * kvd);
+    a->att = aalloc(m, N * hd);
+    a->att_x = p->xsa ? aalloc(m, N * hd) : NULL;
+    a->a = aalloc(m, N * d);
+    a->xa = aalloc(m, N * d);
+    a->n2 = aalloc(m, N * d);
+    a->h = aalloc(m, N * hid);
+    a->u = aalloc(m, N * hid);
+    a->m = aalloc(m, N * d);
+    a->xin_skip = p->skip ? aalloc(m, N * d) : NULL;
+    a->xm2 = p->mix2 ? aalloc(m, N * d) : NULL;
+    a->xin_skip2 = p->skip2 ? aalloc(m, N * d) : NULL;
+    a->rstd1 = falloc(m, N);
+    a->rstd_q = falloc(m, N * m->H);
+    a->rstd_k = falloc(m, N * m->Hk);
+    a->lse = falloc(m, N * m->H);
+    a->rstd2 = falloc(m, N);
+}
+
+/* every buffer of a pass's activations (NULL where absent) */
+#define PASS_BUFS(p_)                                                                                                \
+    {(p_)->xm,     (p_)->n1,     (p_)->q_raw, (p_)->k_raw, (p_)->v,        (p_)->q,     (p_)->k,   (p_)->att,        \
+     (p_)->att_x,  (p_)->a,      (p_)->xa,    (p_)->n2,    (p_)->h,        (p_)->u,     (p_)->m,   (p_)->xout,       \
+     (p_)->xin_skip, (p_)->rstd1, (p_)->rstd_q, (p_)->rstd_k, (p_)->lse,   (p_)->rstd2, (p_)->xm2, (p_)->xout2,      \
+     (p_)->xin_skip2}
+
+/* sizing: count the backend bytes without allocating (gpt_build_bytes); with borrowed weights
+ * (weights, or shared_weights when sizing) */
+static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T, build_kind kind,
+                  const gpt_model *weights, int sizing, int shared_weights) {
     memset(m, 0, sizeof(*m));
     m->ops = ops;
+    m->sizing = sizing;
     set_shape(m, cfg);
     /* the model calls only ops that this backend has */
     if (m->pre_enrich && (!ops->gelu_fwd || !ops->gelu_bwd))
@@ -479,29 +562,38 @@ static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, 
         pg_die("PGOLF_PARALLEL_MODE=lanes1289 (PR #1289's lane routing) is not implemented on the %s backend", ops->name);
     m->B = B;
     m->T = T;
-    m->decoder = decoder;
+    m->decoder = kind == BUILD_DECODER;
+    m->eval_only = kind == BUILD_EVAL;
+    const int train = kind == BUILD_TRAIN;
     build_table(m, cfg);
 
-    m->w = falloc(m, m->n_floats);
-    ops->zero(m->w, m->n_floats * sizeof(float));
-    if (!decoder) {
+    if (weights) { /* an evaluator reading another model's weights */
+        PG_CHECK(kind == BUILD_EVAL && weights->ops == ops && weights->n_floats == m->n_floats &&
+                 weights->n_params == m->n_params);
+        m->wsrc = weights;
+        m->w = weights->w;
+        m->wc = weights->wc;
+    } else if (!shared_weights) {
+        m->w = falloc(m, m->n_floats);
+        if (m->w) ops->zero(m->w, m->n_floats * sizeof(float));
+        m->w_owned = 1;
+        if (ops->wc_bytes == sizeof(float) && !strcmp(ops->name, "cpu")) m->wc = (pg_wc *)m->w;
+        else {
+            m->wc = balloc(m, m->n_floats * ops->wc_bytes);
+            m->wc_owned = 1;
+        }
+    }
+    if (train) {
         m->g = falloc(m, m->n_floats);
-        ops->zero(m->g, m->n_floats * sizeof(float));
+        if (m->g) ops->zero(m->g, m->n_floats * sizeof(float));
+        if (m->qat_mode || (m->late_thr > 0 && m->late_active)) m->wq = balloc(m, m->n_floats * ops->wc_bytes);
     }
-    if (ops->wc_bytes == sizeof(float) && !strcmp(ops->name, "cpu")) {
-        m->wc = (pg_wc *)m->w;
-        m->wc_owned = 0;
-    } else {
-        m->wc = balloc(m, m->n_floats * ops->wc_bytes);
-        m->wc_owned = 1;
-    }
-    if (!decoder && (m->qat_mode || (m->late_thr > 0 && m->late_active))) m->wq = balloc(m, m->n_floats * ops->wc_bytes);
     set_views(m);
     build_rope(m, cfg);
 
     /* N: rows of the per-token activations; the caches a->k, a->v always have B*T */
-    const size_t N = decoder ? (size_t)B : (size_t)B * T, NT = (size_t)B * T, d = (size_t)m->d,
-                 hd = (size_t)m->H * m->D, kvd = (size_t)m->Hk * m->D, hid = (size_t)m->hidden;
+    const size_t N = m->decoder ? (size_t)B : (size_t)B * T, NT = (size_t)B * T, d = (size_t)m->d,
+                 kvd = (size_t)m->Hk * m->D, hid = (size_t)m->hidden, hd = (size_t)m->H * m->D;
     m->idx = balloc(m, N * sizeof(int32_t));
     m->tgt = balloc(m, N * sizeof(int32_t));
     m->emb = aalloc(m, N * d);
@@ -513,21 +605,23 @@ static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, 
     m->losses = falloc(m, N);
     m->losses_host = xmalloc(N * sizeof(float));
     m->emb_mid = m->smear ? aalloc(m, N * d) : NULL;
-    m->dec_smear = m->smear ? aalloc(m, (size_t)B * 4 * d) : NULL;
-    m->dec_kv = aalloc(m, (size_t)B * 2 * m->Hk * m->D);
+    if (!m->eval_only) {
+        m->dec_smear = m->smear ? aalloc(m, (size_t)B * 4 * d) : NULL;
+        m->dec_kv = aalloc(m, (size_t)B * 2 * kvd);
+    }
     m->dec_prev = xmalloc((size_t)B * sizeof(int32_t));
     if (m->bigram) {
         m->bidx = balloc(m, N * sizeof(int32_t));
         m->bidx_host = xmalloc(N * sizeof(int32_t));
         m->bg_e = aalloc(m, N * (size_t)m->db);
-        m->bg_p = m->bigram_proj ? aalloc(m, N * d) : NULL;
-        m->s_bg = !decoder ? aalloc(m, N * (size_t)m->db) : NULL;
+        m->bg_p = m->i_bg_proj >= 0 ? aalloc(m, N * d) : NULL;
+        m->s_bg = train ? aalloc(m, N * (size_t)m->db) : NULL;
     }
     if (m->ve_dim) {
         m->ve_e = aalloc(m, N * (size_t)m->ve_dim);
-        m->ve_p = m->ve_proj ? aalloc(m, N * kvd) : NULL;
+        m->ve_p = m->i_ve_proj >= 0 ? aalloc(m, N * kvd) : NULL;
         m->ve = aalloc(m, N * kvd);
-        if (!decoder) {
+        if (train) {
             m->s_dve = aalloc(m, N * kvd);
             m->s_dvp = aalloc(m, N * kvd);
             m->s_dvee = aalloc(m, N * (size_t)m->ve_dim);
@@ -537,47 +631,30 @@ static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, 
     m->racts = xcalloc((size_t)(m->recur_n ? m->recur_n : 1), sizeof(block_acts));
     m->rec_out = xcalloc((size_t)(m->recur_n ? m->recur_n : 1), sizeof(pg_act *));
     for (int k = 0; k < m->recur_n; k++) m->rec_out[k] = aalloc(m, N * d);
-    m->s_rec = m->recur_n && !decoder ? aalloc(m, N * d) : NULL;
+    m->s_rec = m->recur_n && train ? aalloc(m, N * d) : NULL;
     m->eacts = xcalloc((size_t)(m->enc_recur && m->n_enc ? m->n_enc : 1), sizeof(block_acts));
-    const int n_eacts = m->enc_recur ? m->n_enc : 0;
-    for (int l = 0; l < m->L + m->recur_n + n_eacts; l++) {
-        /* the layers' passes, then the recurrence passes and PR #187's first encoder passes (no skip
-         * input of their own) */
-        const int rk = l - m->L, ek = l - m->L - m->recur_n;
-        block_acts *a = rk < 0 ? &m->acts[l] : ek < 0 ? &m->racts[rk] : &m->eacts[ek];
-        const int lay = rk < 0 ? l : ek < 0 ? m->recur_layer[rk] : ek;
-        a->xm = aalloc(m, N * d);
-        a->n1 = aalloc(m, N * d);
-        a->q_raw = aalloc(m, N * hd);
-        a->k_raw = aalloc(m, N * kvd);
-        a->v = aalloc(m, NT * kvd);
-        a->q = aalloc(m, N * hd);
-        a->k = aalloc(m, NT * kvd);
-        a->att = aalloc(m, N * hd);
-        a->att_x = lay >= m->xsa_from ? aalloc(m, N * hd) : NULL;
-        a->a = aalloc(m, N * d);
-        a->xa = aalloc(m, N * d);
-        a->n2 = aalloc(m, N * d);
-        a->h = aalloc(m, N * hid);
-        a->u = aalloc(m, N * hid);
-        a->m = aalloc(m, N * d);
-        a->xout = aalloc(m, N * d);
-        int j = l - m->n_enc;
-        /* PR #1334 adds the skips of the lane blocks after the first to its dead single stream: dropped */
-        const int dropped = rk < 0 && m->lanes == 2 && l > m->par_from;
-        a->xin_skip = (rk < 0 && j >= 0 && j < m->n_skip && !dropped) ? aalloc(m, N * d) : NULL;
-        if (rk < 0 && m->blk[l].lane) { /* a lane block: the second lane's output (and PR #1289's MLP mix, skip sum) */
-            a->xout2 = aalloc(m, N * d);
-            if (m->lanes == 1) {
-                a->xm2 = aalloc(m, N * d);
-                if (l > m->par_from && a->xin_skip) a->xin_skip2 = aalloc(m, N * d);
-            }
+    if (m->eval_only) { /* the shared set holds every buffer that any pass has */
+        pass_info any = {.xsa = m->xsa_from < m->L};
+        for (int l = 0; l < n_passes(m); l++) {
+            pass_info p = pass_at(m, l);
+            any.skip |= p.skip, any.mix2 |= p.mix2, any.skip2 |= p.skip2;
         }
-        a->rstd1 = falloc(m, N);
-        a->rstd_q = falloc(m, N * m->H);
-        a->rstd_k = falloc(m, N * m->Hk);
-        a->lse = falloc(m, N * m->H);
-        a->rstd2 = falloc(m, N);
+        alloc_pass(m, &m->shared_acts, &any, N, NT);
+    }
+    for (int l = 0; l < n_passes(m); l++) {
+        pass_info p = pass_at(m, l);
+        block_acts *a = p.a;
+        if (m->eval_only) { /* the shared buffers; a pass's own only what it lacks (NULL) */
+            *a = m->shared_acts;
+            if (!p.xsa) a->att_x = NULL;
+            if (!p.skip) a->xin_skip = NULL;
+            if (!p.mix2) a->xm2 = NULL;
+            if (!p.skip2) a->xin_skip2 = NULL;
+        } else
+            alloc_pass(m, a, &p, N, NT);
+        /* the outputs, read by later passes (the next layer, the skips, the recurrence blends, the lanes) */
+        a->xout = aalloc(m, N * d);
+        a->xout2 = p.lane ? aalloc(m, N * d) : NULL;
     }
     if (m->enc_recur) {
         m->er_x = aalloc(m, N * d);
@@ -588,17 +665,17 @@ static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, 
         m->pe_h = aalloc(m, N * pe);
         m->pe_g = aalloc(m, N * pe);
         m->pe_out = aalloc(m, N * d);
-        m->s_pe = !decoder ? aalloc(m, N * pe) : NULL;
+        m->s_pe = train ? aalloc(m, N * pe) : NULL;
     }
     if (m->lanes) {
         m->lane_out = aalloc(m, N * d);
-        if (!decoder) {
+        if (train) {
             m->dx2 = aalloc(m, N * d);
             m->s_d3 = aalloc(m, N * d);
         }
     }
     m->dskip = xcalloc((size_t)(m->n_skip ? m->n_skip : 1), sizeof(pg_act *));
-    if (decoder) return;
+    if (!train) return;
     m->dx = aalloc(m, N * d);
     m->dx0 = aalloc(m, N * d);
     for (int j = 0; j < m->n_skip; j++) m->dskip[j] = aalloc(m, N * d);
@@ -614,16 +691,31 @@ static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, 
     m->s_dkr = aalloc(m, N * kvd);
 }
 
-void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T) { build(m, cfg, ops, B, T, 0); }
+void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T) {
+    build(m, cfg, ops, B, T, BUILD_TRAIN, NULL, 0, 0);
+}
 
 void gpt_build_decoder(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int nb, int T) {
-    build(m, cfg, ops, nb, T, 1);
+    build(m, cfg, ops, nb, T, BUILD_DECODER, NULL, 0, 0);
+}
+
+void gpt_build_eval(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T, const gpt_model *weights) {
+    build(m, cfg, ops, B, T, BUILD_EVAL, weights, 0, 0);
+}
+
+size_t gpt_build_bytes(const pg_config *cfg, const pg_ops *ops, int B, int T, gpt_form form) {
+    gpt_model m;
+    build(&m, cfg, ops, B, T, form == GPT_TRAINING ? BUILD_TRAIN : form == GPT_DECODER ? BUILD_DECODER : BUILD_EVAL,
+          NULL, 1, form == GPT_EVALUATOR_SHARED);
+    const size_t bytes = m.dev_bytes;
+    gpt_free(&m);
+    return bytes;
 }
 
 void gpt_free(gpt_model *m) {
     const pg_ops *o = m->ops;
     if (!o) return;
-    o->free(m->w);
+    if (m->w_owned) o->free(m->w);
     o->free(m->g);
     if (m->wc_owned) o->free(m->wc);
     o->free(m->wq);
@@ -647,12 +739,18 @@ void gpt_free(gpt_model *m) {
     o->free(m->bg_p);
     o->free(m->s_bg);
     free(m->bidx_host);
-    const int n_eacts = m->enc_recur ? m->n_enc : 0;
-    for (int l = 0; l < m->L + m->recur_n + n_eacts; l++) {
-        block_acts *a = l < m->L ? &m->acts[l] : l < m->L + m->recur_n ? &m->racts[l - m->L] : &m->eacts[l - m->L - m->recur_n];
-        void *ps[] = {a->xm, a->n1, a->q_raw, a->k_raw, a->v, a->q, a->k, a->att, a->att_x, a->a, a->xa, a->n2, a->h,
-                      a->u, a->m, a->xout, a->xin_skip, a->rstd1, a->rstd_q, a->rstd_k, a->lse, a->rstd2,
-                      a->xm2, a->xout2, a->xin_skip2};
+    for (int l = 0; l < n_passes(m); l++) {
+        block_acts *a = pass_at(m, l).a;
+        if (m->eval_only) { /* a pass's own buffers: its outputs */
+            o->free(a->xout);
+            o->free(a->xout2);
+            continue;
+        }
+        void *ps[] = PASS_BUFS(a);
+        for (size_t k = 0; k < sizeof(ps) / sizeof(ps[0]); k++) o->free(ps[k]);
+    }
+    if (m->eval_only) {
+        void *ps[] = PASS_BUFS(&m->shared_acts);
         for (size_t k = 0; k < sizeof(ps) / sizeof(ps[0]); k++) o->free(ps[k]);
     }
     for (int j = 0; j < m->n_skip; j++) o->free(m->dskip[j]);
@@ -1158,7 +1256,8 @@ static void trunk_fwd(gpt_model *m, int N, int B_run) {
 double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, int B_run, float grad_scale,
                             float *per_token_loss) {
     const pg_ops *o = m->ops;
-    PG_CHECK(B_run >= 1 && B_run <= m->B && !m->decoder);
+    PG_CHECK(B_run >= 1 && B_run <= m->B && !m->decoder && (grad_scale == 0.0f || !m->eval_only));
+    if (m->wsrc) m->recur_on = m->wsrc->recur_on; /* an evaluator follows its weights' model */
     const int N = B_run * m->T, d = m->d;
     o->to_device(m->idx, x, (size_t)N * sizeof(int32_t));
     o->to_device(m->tgt, y, (size_t)N * sizeof(int32_t));
@@ -1237,7 +1336,7 @@ double gpt_forward_backward(gpt_model *m, const int32_t *x, const int32_t *y, in
 /* ---- incremental decoding ---- */
 
 void gpt_decode_reset(gpt_model *m, int nb) {
-    PG_CHECK(nb >= 1 && nb <= m->B);
+    PG_CHECK(nb >= 1 && nb <= m->B && !m->eval_only);
     m->dec_nb = nb;
     m->dec_pos = 0;
     for (int b = 0; b < nb; b++) m->dec_prev[b] = 0;

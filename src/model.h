@@ -57,7 +57,8 @@ typedef struct {
     float *rstd1, *rstd_q, *rstd_k, *lse, *rstd2;
 } block_acts;
 
-typedef struct {
+typedef struct gpt_model gpt_model;
+struct gpt_model {
     const pg_ops *ops;
     /* shape */
     int V, d, L, H, Hk, D, hidden, n_enc, n_dec, n_skip, tied, rope_dims;
@@ -102,6 +103,9 @@ typedef struct {
     long recur_start;
     int B, T; /* activation capacity: B sequences of T tokens */
     int decoder;      /* built by gpt_build_decoder: decoding only */
+    int eval_only;    /* built by gpt_build_eval: full forwards without a backward */
+    const gpt_model *wsrc; /* an evaluator's weights' owner (NULL: its own) */
+    int sizing;       /* a gpt_build_bytes build: counts its backend memory, allocates none */
     size_t dev_bytes; /* backend memory allocated by the build */
 
     /* parameter table */
@@ -110,6 +114,7 @@ typedef struct {
     size_t n_floats; /* arena size in floats (tensors padded to 128-float boundaries) */
     size_t n_count;  /* number of parameters */
     float *w;        /* fp32 masters */
+    int w_owned;     /* allocated by this build (not an evaluator's borrowed weights) */
     float *g;        /* fp32 gradients */
     pg_wc *wc;       /* compute copy (== w on CPU) */
     int wc_owned;
@@ -117,7 +122,7 @@ typedef struct {
     float *tok_emb, *skip_weights, *lm_head;
     float *smear_gate, *bigram_table, *bigram_proj, *bigram_scale; /* NULL when the feature is off */
     block_params *blk;
-    int i_tok_emb, i_lm_head;
+    int i_tok_emb, i_lm_head, i_bg_proj, i_ve_proj; /* their indices in params (-1: absent) */
 
     /* rope tables (T, rope_dims/2) fp32, backend memory */
     float *rope_cos, *rope_sin;
@@ -130,6 +135,7 @@ typedef struct {
     pg_act *bg_e, *bg_p; /* (N, db) gathered bigram rows, (N, d) their projection */
     float *rstd0, *rstdf, *losses;
     block_acts *acts;
+    block_acts shared_acts; /* an evaluator's activations shared by every pass (all but the outputs) */
     /* backward scratch */
     pg_act *ve_e, *ve_p, *ve; /* (N, ve_dim), (N, Hk*D), (N, Hk*D) */
     pg_act *s_dve, *s_dvp, *s_dvee;
@@ -157,7 +163,7 @@ typedef struct {
      * trainer starts their sum across ranks there (optim_grads_begin) */
     void (*grads_ready)(void *ctx, int layer);
     void *grads_ctx;
-} gpt_model;
+};
 
 /* Build the parameter table and allocate parameters and activations for B sequences of T. */
 void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T);
@@ -166,6 +172,20 @@ void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int
  * no gradients and no full forward (gpt_forward_backward refuses it). The same logits as a
  * gpt_build model decoding the same tokens, bit for bit. */
 void gpt_build_decoder(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int nb, int T);
+/* A model for full forwards without a backward (validation, sliding windows, `pgolf eval`) of up to
+ * B sequences of T: each pass keeps only its outputs (what later passes read: the next layer, the
+ * U-Net skips, the recurrence blends, the lanes); its other activations are one set shared by every
+ * pass, and there are no gradients, QAT copies, backward scratch or decoding state. The same
+ * per-token losses and logits as a gpt_build model, bit for bit. With `weights` (a model of the same
+ * configuration and backend) it has no parameters of its own: it reads that model's masters and
+ * compute copies, so it sees each update, average and reload at once, and its forwards follow that
+ * model's depth-recurrence switch (recur_on); weights must outlive it. gpt_forward_backward runs it
+ * with grad_scale 0 only; it cannot decode. */
+void gpt_build_eval(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T, const gpt_model *weights);
+/* The backend bytes (dev_bytes) of a build of that form for B sequences of T, counted without
+ * allocating anything: GPT_EVALUATOR_SHARED is gpt_build_eval with borrowed weights. */
+typedef enum { GPT_TRAINING, GPT_DECODER, GPT_EVALUATOR, GPT_EVALUATOR_SHARED } gpt_form;
+size_t gpt_build_bytes(const pg_config *cfg, const pg_ops *ops, int B, int T, gpt_form form);
 void gpt_free(gpt_model *m);
 size_t gpt_param_count(const gpt_model *m);
 /* Training FLOPs per token for MFU: 6 * model_params (every weight's multiply-adds, forward and

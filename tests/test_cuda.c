@@ -21,6 +21,7 @@
 #include "../src/model.h"
 #include "../src/ops.h"
 #include "../src/optim.h"
+#include "model_forms.h"
 #include "ref_common.h"
 #include "test.h"
 
@@ -700,6 +701,79 @@ static void decode_case(t_state *t__, const char *const kv[][2], int nkv, int nb
     T_ASSERT(worst_cpu < 0.25 && worst_cpu <= 2 * worst_fc + 0.02,
              "GPU decoder vs CPU decoder (%d sequences): max |log p diff| %.3g (the GPU forward's own distance from "
              "the CPU: %.3g)", nb, worst_cpu, worst_fc);
+}
+
+/* the evaluator build on the GPU (validation's, sliding windows' and `pgolf eval`'s model) against
+ * the GPU training build, for every model form (tests/model_forms.h): the same kernels on the same
+ * shapes reading the same weights, so the same mean and per-token losses and logits bit for bit,
+ * with its own copy of the weights and with the training model's (gpt_build_eval's borrowed masters
+ * and bf16 compute copies). The training model first runs a training forward and backward on other
+ * tokens (its QAT copies, its activations). test_model.c checks the same on the CPU. */
+static double gpu_eval_forward(gpt_model *m, const int32_t *x, const int32_t *y, int nb, float *loss, float *logits) {
+    double mean = gpt_forward_backward(m, x, y, nb, 0.0f, loss);
+    m->ops->act_to_f32(logits, m->logits, (size_t)nb * m->T * m->V);
+    return mean;
+}
+
+TEST(cuda_eval_build_matches_training) {
+    NEED_GPU();
+    NEED_OP(attn_fwd);
+    NEED_OP(attn_bwd);
+    const int nb = 3;
+    for (int ci = 0; ci < N_MODEL_FORMS && !t__->failed; ci++) {
+        const char *name = MODEL_FORMS[ci].name;
+        char err[512];
+        pg_config c;
+        T_ASSERT(model_form_config(&c, &MODEL_FORMS[ci], err, sizeof(err)) == 0, "form %s: %s", name, err);
+        const int T = (int)c.train_seq_len, V = (int)c.vocab_size;
+        const size_t N = (size_t)nb * T;
+        gpt_model h, mt, me, mw; /* h: the weights, on the host */
+        gpt_build_decoder(&h, &c, C_, 1, T);
+        randomize_weights(&h, 141 + (uint64_t)ci);
+        gpt_build(&mt, &c, G_, nb + 1, T);
+        gpt_build_eval(&me, &c, G_, nb + 1, T, NULL);
+        gpt_build_eval(&mw, &c, G_, nb + 1, T, &mt);
+        G_->to_device(mt.w, h.w, h.n_floats * sizeof(float));
+        G_->to_device(me.w, h.w, h.n_floats * sizeof(float));
+        gpt_sync_weights(&mt);
+        gpt_sync_weights(&me);
+        mt.recur_on = me.recur_on = mt.recur_n > 0; /* mw follows mt's */
+        int32_t *x = xmalloc(N * sizeof(int32_t)), *y = xmalloc(N * sizeof(int32_t)), *x2 = xmalloc(N * sizeof(int32_t));
+        for (size_t i = 0; i < N; i++) {
+            x[i] = (int32_t)((i * 37 + 11 + ci) % (size_t)V);
+            y[i] = (int32_t)((i * 53 + 7) % (size_t)V);
+            x2[i] = (int32_t)((i * 29 + 3) % (size_t)V);
+        }
+        gpt_forward_backward(&mt, x2, y, nb, 1.0f, NULL);
+        float *loss[3], *logits[3];
+        double mean[3];
+        gpt_model *ms[3] = {&mt, &me, &mw};
+        for (int k = 0; k < 3; k++) {
+            loss[k] = xmalloc(N * sizeof(float));
+            logits[k] = xmalloc(N * V * sizeof(float));
+            mean[k] = gpu_eval_forward(ms[k], x, y, nb, loss[k], logits[k]);
+        }
+        int same = isfinite(mean[0]);
+        for (int k = 1; k < 3; k++)
+            same &= mean[k] == mean[0] && !memcmp(loss[k], loss[0], N * sizeof(float)) &&
+                    !memcmp(logits[k], logits[0], N * V * sizeof(float));
+        const size_t full = mt.dev_bytes, ev = me.dev_bytes;
+        for (int k = 0; k < 3; k++) {
+            free(loss[k]);
+            free(logits[k]);
+        }
+        free(x);
+        free(y);
+        free(x2);
+        gpt_free(&mw);
+        gpt_free(&me);
+        gpt_free(&mt);
+        gpt_free(&h);
+        config_free(&c);
+        T_ASSERT(same, "form %s: the GPU evaluator's losses or logits differ from the GPU training model's (means "
+                 "%.9g %.9g %.9g)", name, mean[0], mean[1], mean[2]);
+        T_ASSERT(ev < full, "form %s: the GPU evaluator holds %zu bytes, the training model %zu", name, ev, full);
+    }
 }
 
 TEST(cuda_decode_matches_forward_and_cpu) {

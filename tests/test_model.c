@@ -7,6 +7,8 @@
 #include "../src/common.h"
 #include "../src/config.h"
 #include "../src/model.h"
+#include "model_forms.h"
+#include "ref_common.h"
 #include "test.h"
 
 static void tiny_config(pg_config *c) {
@@ -109,6 +111,159 @@ TEST(model_forward_deterministic) {
     T_CLOSE(a, log(32.0), 0, 0.05, "initial loss vs ln V");
     gpt_free(&m);
     config_free(&c);
+}
+
+/* per-token losses and logits of a forward (grad_scale 0) over nb sequences of x, y; returns the mean loss */
+static double eval_forward(gpt_model *m, const int32_t *x, const int32_t *y, int nb, float *loss, float *logits) {
+    double mean = gpt_forward_backward(m, x, y, nb, 0.0f, loss);
+    memcpy(logits, m->logits, (size_t)nb * m->T * m->V * sizeof(float));
+    return mean;
+}
+
+/* the evaluator build (gpt_build_eval: validation's, sliding windows' and `pgolf eval`'s model)
+ * against the training build, for every model form: the same mean and per-token losses and logits,
+ * bit for bit, with its own copy of the weights and with the training model's. The training model
+ * first runs a training forward and backward on other tokens (its QAT copies, its activations). The
+ * evaluator's passes share every buffer but their outputs, its memory is below the training
+ * model's, and one that borrows the weights holds exactly the weight arena less. */
+TEST(model_eval_build_matches_training) {
+    const int nb = 3;
+    for (int ci = 0; ci < N_MODEL_FORMS && !t__->failed; ci++) {
+        const char *name = MODEL_FORMS[ci].name;
+        char err[512];
+        pg_config c;
+        T_ASSERT(model_form_config(&c, &MODEL_FORMS[ci], err, sizeof(err)) == 0, "form %s: %s", name, err);
+        const int T = (int)c.train_seq_len, V = (int)c.vocab_size;
+        const size_t N = (size_t)nb * T;
+        gpt_model mt, me, mw;
+        gpt_build(&mt, &c, &pg_cpu_ops, nb + 1, T);
+        gpt_build_eval(&me, &c, &pg_cpu_ops, nb + 1, T, NULL);
+        gpt_build_eval(&mw, &c, &pg_cpu_ops, nb + 1, T, &mt);
+        randomize_weights(&mt, 41 + (uint64_t)ci);
+        memcpy(me.w, mt.w, mt.n_floats * sizeof(float));
+        gpt_sync_weights(&me);
+        mt.recur_on = me.recur_on = mt.recur_n > 0; /* mw follows mt's */
+        int32_t *x = xmalloc(N * sizeof(int32_t)), *y = xmalloc(N * sizeof(int32_t)), *x2 = xmalloc(N * sizeof(int32_t));
+        rng_s = 3 + (uint64_t)ci;
+        random_tokens(x, N, V);
+        random_tokens(y, N, V);
+        random_tokens(x2, N, V);
+        gpt_forward_backward(&mt, x2, y, nb, 1.0f, NULL);
+        float *loss[3], *logits[3];
+        double mean[3];
+        gpt_model *ms[3] = {&mt, &me, &mw};
+        for (int k = 0; k < 3; k++) {
+            loss[k] = xmalloc(N * sizeof(float));
+            logits[k] = xmalloc(N * V * sizeof(float));
+            mean[k] = eval_forward(ms[k], x, y, nb, loss[k], logits[k]);
+        }
+        int same = 1;
+        for (int k = 1; k < 3; k++)
+            same &= mean[k] == mean[0] && !memcmp(loss[k], loss[0], N * sizeof(float)) &&
+                    !memcmp(logits[k], logits[0], N * V * sizeof(float));
+        /* the passes: the layers', the recurrence passes, PR #187's first encoder passes */
+        block_acts *pass[64];
+        int np = 0;
+        for (int l = 0; l < me.L; l++) pass[np++] = &me.acts[l];
+        for (int k = 0; k < me.recur_n; k++) pass[np++] = &me.racts[k];
+        for (int k = 0; me.enc_recur && k < me.n_enc; k++) pass[np++] = &me.eacts[k];
+        int shared = 1, own = 1;
+        for (int i = 0; i < np; i++) {
+            shared &= pass[i]->h == me.shared_acts.h && pass[i]->q == me.shared_acts.q &&
+                      pass[i]->k == me.shared_acts.k && pass[i]->xm == me.shared_acts.xm;
+            own &= pass[i]->xout != NULL && me.shared_acts.xout == NULL;
+            for (int j = 0; j < i; j++) own &= pass[i]->xout != pass[j]->xout;
+        }
+        const size_t full = mt.dev_bytes, ev = me.dev_bytes, borrowed = mw.dev_bytes;
+        const size_t arena = mt.n_floats * sizeof(float);
+        for (int k = 0; k < 3; k++) {
+            free(loss[k]);
+            free(logits[k]);
+        }
+        free(x);
+        free(y);
+        free(x2);
+        gpt_free(&mw);
+        gpt_free(&me);
+        gpt_free(&mt);
+        config_free(&c);
+        T_ASSERT(same, "form %s: the evaluator's losses or logits differ from the training model's", name);
+        T_ASSERT(shared, "form %s: the passes do not share the evaluator's activations", name);
+        T_ASSERT(own, "form %s: the passes' outputs are not their own", name);
+        T_ASSERT(ev < full, "form %s: the evaluator holds %zu bytes, the training model %zu", name, ev, full);
+        T_ASSERT(ev - borrowed == arena, "form %s: borrowing the weights saves %zu bytes, the arena is %zu", name,
+                 ev - borrowed, arena);
+    }
+}
+
+/* gpt_build_bytes: each form's count equals the backend memory its real build allocates, for every
+ * model form; sizing a build far beyond this machine's memory allocates nothing */
+TEST(model_build_bytes_counts_each_form) {
+    for (int ci = 0; ci < N_MODEL_FORMS && !t__->failed; ci++) {
+        const char *name = MODEL_FORMS[ci].name;
+        char err[512];
+        pg_config c;
+        T_ASSERT(model_form_config(&c, &MODEL_FORMS[ci], err, sizeof(err)) == 0, "form %s: %s", name, err);
+        const int T = (int)c.train_seq_len, B = 3;
+        gpt_model mt, md, me, mw;
+        gpt_build(&mt, &c, &pg_cpu_ops, B, T);
+        gpt_build_decoder(&md, &c, &pg_cpu_ops, B, T);
+        gpt_build_eval(&me, &c, &pg_cpu_ops, B, T, NULL);
+        gpt_build_eval(&mw, &c, &pg_cpu_ops, B, T, &mt);
+        const size_t real[4] = {mt.dev_bytes, md.dev_bytes, me.dev_bytes, mw.dev_bytes};
+        const gpt_form forms[4] = {GPT_TRAINING, GPT_DECODER, GPT_EVALUATOR, GPT_EVALUATOR_SHARED};
+        size_t counted[4];
+        for (int k = 0; k < 4; k++) counted[k] = gpt_build_bytes(&c, &pg_cpu_ops, B, T, forms[k]);
+        gpt_free(&mw);
+        gpt_free(&me);
+        gpt_free(&md);
+        gpt_free(&mt);
+        const size_t peak = pg_cpu_ops.peak_bytes();
+        const size_t huge = gpt_build_bytes(&c, &pg_cpu_ops, 1 << 20, T, GPT_TRAINING);
+        const size_t peak_after = pg_cpu_ops.peak_bytes();
+        config_free(&c);
+        for (int k = 0; k < 4; k++)
+            T_ASSERT(counted[k] == real[k], "form %s: build %d counts %zu bytes, allocates %zu", name, k, counted[k],
+                     real[k]);
+        T_ASSERT(huge > ((size_t)1 << 36) && peak_after == peak,
+                 "form %s: sizing %zu bytes moved the backend's peak from %zu to %zu", name, huge, peak, peak_after);
+    }
+}
+
+/* an evaluator on another model's weights sees that model's updates and follows its depth-recurrence
+ * switch; both change the losses, so an evaluator with a stale copy or its own switch fails */
+TEST(model_eval_build_follows_its_weights) {
+    char err[512];
+    pg_config c;
+    T_ASSERT(model_form_config(&c, &MODEL_FORMS[3], err, sizeof(err)) == 0, "%s", err); /* PR #1392's form */
+    const int T = (int)c.train_seq_len, V = (int)c.vocab_size, nb = 2;
+    const size_t N = (size_t)nb * T;
+    gpt_model mt, mw;
+    gpt_build(&mt, &c, &pg_cpu_ops, nb, T);
+    gpt_build_eval(&mw, &c, &pg_cpu_ops, nb, T, &mt);
+    T_ASSERT(mt.recur_n > 0, "the form has depth recurrence");
+    int32_t *x = xmalloc(N * sizeof(int32_t)), *y = xmalloc(N * sizeof(int32_t));
+    rng_s = 17;
+    random_tokens(x, N, V);
+    random_tokens(y, N, V);
+    double lt[3], lw[3];
+    randomize_weights(&mt, 5);
+    mt.recur_on = 0;
+    lt[0] = gpt_forward_backward(&mt, x, y, nb, 0.0f, NULL);
+    lw[0] = gpt_forward_backward(&mw, x, y, nb, 0.0f, NULL);
+    mt.recur_on = 1; /* gpt_step_begin at RECUR_START_STEP, or the final model */
+    lt[1] = gpt_forward_backward(&mt, x, y, nb, 0.0f, NULL);
+    lw[1] = gpt_forward_backward(&mw, x, y, nb, 0.0f, NULL);
+    randomize_weights(&mt, 6); /* an optimizer step, an average or a reload */
+    lt[2] = gpt_forward_backward(&mt, x, y, nb, 0.0f, NULL);
+    lw[2] = gpt_forward_backward(&mw, x, y, nb, 0.0f, NULL);
+    gpt_free(&mw);
+    gpt_free(&mt);
+    free(x);
+    free(y);
+    config_free(&c);
+    for (int k = 0; k < 3; k++) T_ASSERT(lw[k] == lt[k], "stage %d: evaluator %.9g, model %.9g", k, lw[k], lt[k]);
+    T_ASSERT(lt[1] != lt[0] && lt[2] != lt[1], "the stages change the loss (%.9g %.9g %.9g)", lt[0], lt[1], lt[2]);
 }
 
 /* WORLD_SIZE: train_gpt.py's grad_accum_steps = 8 / WORLD_SIZE for divisors of 8; beyond 8 ranks a

@@ -11,77 +11,13 @@
 #include "../src/config.h"
 #include "../src/model.h"
 #include "../src/sample.h"
+#include "model_forms.h"
 #include "ref_common.h"
 #include "test.h"
 
 #ifndef SAMPLE_TOL
 #define SAMPLE_TOL 1e-4
 #endif
-
-/* shape shared by every case: d 64, T 32 */
-static const kv BASE[] = {{"MODEL_DIM", "64"}, {"TRAIN_SEQ_LEN", "32"}, {"MLP_MULT", "2"}};
-
-typedef struct {
-    const char *name;
-    kv kv[16];
-} sample_case;
-
-/* together: tied and untied heads, softcap, resid_mix, q/k norm + q_gain (every case), GQA and
- * MHA, partial RoPE, NTK base, fp32 and bf16 RoPE tables, XSA (some and all layers), LN scale,
- * relu2 and leaky_relu2, SmearGate pre and post, both bigram tables (with and without projection),
- * value embeddings (with and without projection), parallel residuals (PR #1392's sum, PR #1289's
- * and PR #1334's lanes), depth recurrence (one and two recurring layers, the first layer too),
- * PR #187's pre-enrichment and encoder recurrence, U-Net skips with even and odd layer counts. */
-static const sample_case CASES[] = {
-    {"baseline", {{"VOCAB_SIZE", "96"}, {"NUM_LAYERS", "4"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}}},
-    {"pr65_untied",
-     {{"VOCAB_SIZE", "128"}, {"NUM_LAYERS", "3"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "4"}, {"TIE_EMBEDDINGS", "0"},
-      {"PGOLF_SMEAR_MODE", "pre"}, {"BIGRAM_HASH_BUCKETS", "61"}, {"BIGRAM_HASH_DIM", "24"}, {"LOGIT_SOFTCAP", "7"},
-      {"PGOLF_BF16_ROPE_TABLE", "0"}}},
-    {"pr315",
-     {{"VOCAB_SIZE", "100"}, {"NUM_LAYERS", "4"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"PGOLF_SMEAR_MODE", "post"},
-      {"BIGRAM_VOCAB_SIZE", "53"}, {"BIGRAM_DIM", "32"}, {"XSA_LAST_N", "2"}, {"ROPE_DIMS", "8"}, {"LN_SCALE", "1"},
-      {"PGOLF_ROPE_NTK", "1"}, {"PGOLF_ROPE_NTK_REF_LEN", "16"}}},
-    {"pr1392",
-     {{"VOCAB_SIZE", "80"}, {"NUM_LAYERS", "4"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"PGOLF_SMEAR_MODE", "post"},
-      {"PGOLF_MLP_ACTIVATION", "leaky_relu2"}, {"VE_ENABLED", "1"}, {"VE_DIM", "16"}, {"VE_LAYERS", "1,3"},
-      {"PARALLEL_START_LAYER", "2"}, {"RECUR_LAYERS", "0,1"}, {"XSA_LAST_N", "4"}, {"ROPE_DIMS", "4"}, {"LN_SCALE", "1"}}},
-    {"odd_layers",
-     {{"VOCAB_SIZE", "64"}, {"NUM_LAYERS", "3"}, {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "1"}, {"TIE_EMBEDDINGS", "0"},
-      {"BIGRAM_VOCAB_SIZE", "40"}, {"BIGRAM_DIM", "64"}, {"VE_ENABLED", "1"}, {"VE_DIM", "32"}, {"VE_LAYERS", "0,2"},
-      {"RECUR_LAYERS", "0"}, {"PARALLEL_START_LAYER", "0"}, {"XSA_LAST_N", "1"}, {"PGOLF_MLP_ACTIVATION", "leaky_relu2"},
-      {"PGOLF_LEAKY_RELU_SLOPE", "0.3"}, {"PGOLF_SMEAR_MODE", "pre"}}},
-    {"pr187",
-     {{"VOCAB_SIZE", "96"}, {"NUM_LAYERS", "4"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"PGOLF_PRE_ENRICH", "96"},
-      {"ENCODER_RECURRENCE", "1"}, {"PGOLF_SMEAR_MODE", "pre"}, {"BIGRAM_HASH_BUCKETS", "89"}, {"BIGRAM_HASH_DIM", "16"},
-      {"XSA_LAST_N", "3"}, {"PGOLF_OPT_PARTITION", "pr187"}}},
-    {"pr187_post_odd",
-     {{"VOCAB_SIZE", "72"}, {"NUM_LAYERS", "3"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "1"}, {"PGOLF_PRE_ENRICH", "40"},
-      {"ENCODER_RECURRENCE", "1"}, {"PGOLF_SMEAR_MODE", "post"}, {"LN_SCALE", "1"}, {"VE_ENABLED", "1"}, {"VE_DIM", "16"},
-      {"VE_LAYERS", "0,1"}, {"TIE_EMBEDDINGS", "0"}}},
-    {"lanes1289",
-     {{"VOCAB_SIZE", "90"}, {"NUM_LAYERS", "4"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"PARALLEL_START_LAYER", "2"},
-      {"PGOLF_PARALLEL_MODE", "lanes1289"}, {"VE_ENABLED", "1"}, {"VE_DIM", "16"}, {"VE_LAYERS", "2,3"}, {"XSA_LAST_N", "2"},
-      {"PGOLF_MLP_ACTIVATION", "leaky_relu2"}, {"PGOLF_SMEAR_MODE", "post"}}},
-    {"lanes1334",
-     {{"VOCAB_SIZE", "70"}, {"NUM_LAYERS", "5"}, {"NUM_HEADS", "2"}, {"NUM_KV_HEADS", "2"}, {"PARALLEL_START_LAYER", "2"},
-      {"PGOLF_PARALLEL_MODE", "lanes1334"}, {"LN_SCALE", "1"}, {"ROPE_DIMS", "16"}, {"XSA_LAST_N", "1"}}},
-    /* STE QAT: a training forward (decoder_vs_forward runs one first) reads fake-quantised weights;
-     * decoding, like the evaluation forward, must read the weights themselves */
-    {"qat_after_training",
-     {{"VOCAB_SIZE", "64"}, {"NUM_LAYERS", "2"}, {"NUM_HEADS", "4"}, {"NUM_KV_HEADS", "2"}, {"PGOLF_QAT_MODE", "rowmax"},
-      {"PGOLF_SMEAR_MODE", "pre"}, {"BIGRAM_HASH_BUCKETS", "31"}, {"BIGRAM_HASH_DIM", "16"}}},
-};
-#define N_CASES (int)(sizeof(CASES) / sizeof(CASES[0]))
-
-static int case_config(pg_config *c, const sample_case *sc, char *err, size_t n) {
-    config_defaults(c);
-    for (size_t i = 0; i < sizeof(BASE) / sizeof(BASE[0]); i++)
-        if (config_set(c, BASE[i].k, BASE[i].v, "test", err, n) != 0) return -1;
-    for (int i = 0; i < 16 && sc->kv[i].k; i++)
-        if (config_set(c, sc->kv[i].k, sc->kv[i].v, "test", err, n) != 0) return -1;
-    return config_validate(c, err, n);
-}
 
 /* log p(y) from softcapped logits (V) */
 static double log_prob(const float *logits, int V, int32_t y) {
@@ -95,10 +31,10 @@ static double log_prob(const float *logits, int V, int32_t y) {
  * failure (msg in err). nb sequences are decoded together, in a model of nb + 1 sequences (the
  * forward runs nb). Between the forward and the decoding a training forward and backward run on other
  * tokens, so the decoder starts from the activations and QAT state a training step leaves. */
-static int decoder_vs_forward(const sample_case *sc, uint64_t seed, int recur_on, int nb, double *worst_out, char *err,
+static int decoder_vs_forward(const model_form *sc, uint64_t seed, int recur_on, int nb, double *worst_out, char *err,
                               size_t n) {
     pg_config c;
-    if (case_config(&c, sc, err, n) != 0) return -1;
+    if (model_form_config(&c, sc, err, n) != 0) return -1;
     const int T = (int)c.train_seq_len, V = (int)c.vocab_size;
     const size_t N = (size_t)nb * T;
     gpt_model m;
@@ -141,9 +77,9 @@ static void run_case(t_state *t__, int ci, int nb) {
     char err[512];
     const int recur = 1;
     double worst;
-    T_ASSERT(decoder_vs_forward(&CASES[ci], 11 + (uint64_t)ci, recur, nb, &worst, err, sizeof(err)) == 0,
-             "case %s: config: %s", CASES[ci].name, err);
-    T_ASSERT(worst < SAMPLE_TOL, "case %s: max |log p diff| %.3g over %d positions of %d sequences", CASES[ci].name,
+    T_ASSERT(decoder_vs_forward(&MODEL_FORMS[ci], 11 + (uint64_t)ci, recur, nb, &worst, err, sizeof(err)) == 0,
+             "case %s: config: %s", MODEL_FORMS[ci].name, err);
+    T_ASSERT(worst < SAMPLE_TOL, "case %s: max |log p diff| %.3g over %d positions of %d sequences", MODEL_FORMS[ci].name,
              worst, 32, nb);
 }
 
@@ -161,14 +97,14 @@ TEST(sample_decoder_qat_after_training) { run_case(t__, 9, 1); }
 /* three sequences decoded together (each with its own caches, previous token and SmearGate input),
  * every model form */
 TEST(sample_decoder_batched) {
-    for (int ci = 0; ci < N_CASES && !t__->failed; ci++) run_case(t__, ci, 3);
+    for (int ci = 0; ci < N_MODEL_FORMS && !t__->failed; ci++) run_case(t__, ci, 3);
 }
 
 /* recurrence switched off in the model: the decoder follows the model's flag */
 TEST(sample_decoder_recur_off) {
     char err[512];
     double worst;
-    T_ASSERT(decoder_vs_forward(&CASES[3], 5, 0, 2, &worst, err, sizeof(err)) == 0, "config: %s", err);
+    T_ASSERT(decoder_vs_forward(&MODEL_FORMS[3], 5, 0, 2, &worst, err, sizeof(err)) == 0, "config: %s", err);
     T_ASSERT(worst < SAMPLE_TOL, "max |log p diff| %.3g", worst);
 }
 
@@ -177,15 +113,15 @@ TEST(sample_decoder_recur_off) {
  * sequences; its memory grows with T only by its key/value caches (and the RoPE tables) */
 TEST(sample_decoder_build) {
     const int nb = 3;
-    for (int ci = 0; ci < N_CASES && !t__->failed; ci++) {
+    for (int ci = 0; ci < N_MODEL_FORMS && !t__->failed; ci++) {
         char err[512];
         pg_config c;
-        T_ASSERT(case_config(&c, &CASES[ci], err, sizeof(err)) == 0, "case %s: %s", CASES[ci].name, err);
+        T_ASSERT(model_form_config(&c, &MODEL_FORMS[ci], err, sizeof(err)) == 0, "case %s: %s", MODEL_FORMS[ci].name, err);
         const int T = (int)c.train_seq_len, V = (int)c.vocab_size;
         gpt_model mt, md;
         gpt_build(&mt, &c, &pg_cpu_ops, nb + 1, T);
         gpt_build_decoder(&md, &c, &pg_cpu_ops, nb, T);
-        T_ASSERT(md.n_floats == mt.n_floats, "case %s: parameter arenas differ", CASES[ci].name);
+        T_ASSERT(md.n_floats == mt.n_floats, "case %s: parameter arenas differ", MODEL_FORMS[ci].name);
         randomize_weights(&mt, 31 + (uint64_t)ci);
         memcpy(md.w, mt.w, mt.n_floats * sizeof(float));
         gpt_sync_weights(&md);
@@ -205,7 +141,7 @@ TEST(sample_decoder_build) {
         }
         /* a second decoder of twice the length: the difference is exactly its longer caches and tables */
         pg_config c2;
-        T_ASSERT(case_config(&c2, &CASES[ci], err, sizeof(err)) == 0, "%s", err);
+        T_ASSERT(model_form_config(&c2, &MODEL_FORMS[ci], err, sizeof(err)) == 0, "%s", err);
         gpt_model m2;
         gpt_build_decoder(&m2, &c2, &pg_cpu_ops, nb, 2 * T);
         const int passes = md.L + md.recur_n + (md.enc_recur ? md.n_enc : 0);
@@ -220,10 +156,10 @@ TEST(sample_decoder_build) {
         config_free(&c);
         config_free(&c2);
         T_ASSERT(same, "case %s: the decoder build's logits differ from the training model's at position %d",
-                 CASES[ci].name, at);
+                 MODEL_FORMS[ci].name, at);
         T_ASSERT(grow == caches + rope, "case %s: doubling T adds %zu bytes, the caches and RoPE tables %zu",
-                 CASES[ci].name, grow, caches + rope);
-        T_ASSERT(dec < full, "case %s: the decoder holds %zu bytes, the training model %zu", CASES[ci].name, dec, full);
+                 MODEL_FORMS[ci].name, grow, caches + rope);
+        T_ASSERT(dec < full, "case %s: the decoder holds %zu bytes, the training model %zu", MODEL_FORMS[ci].name, dec, full);
     }
 }
 
@@ -233,7 +169,7 @@ TEST(sample_decoder_build) {
 TEST(sample_decoder_detects_mismatch) {
     char err[512];
     pg_config c;
-    T_ASSERT(case_config(&c, &CASES[3], err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(model_form_config(&c, &MODEL_FORMS[3], err, sizeof(err)) == 0, "%s", err);
     const int T = 32, V = (int)c.vocab_size;
     gpt_model m;
     gpt_build(&m, &c, &pg_cpu_ops, 1, T);
@@ -263,7 +199,7 @@ TEST(sample_decoder_detects_mismatch) {
 TEST(sample_decoder_reset) {
     char err[512];
     pg_config c;
-    T_ASSERT(case_config(&c, &CASES[2], err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(model_form_config(&c, &MODEL_FORMS[2], err, sizeof(err)) == 0, "%s", err);
     const int V = (int)c.vocab_size;
     gpt_model m;
     gpt_build(&m, &c, &pg_cpu_ops, 1, 32);
@@ -413,7 +349,7 @@ TEST(sample_pick_topp_distribution) {
 TEST(sample_greedy_generation_deterministic) {
     char err[512];
     pg_config c;
-    T_ASSERT(case_config(&c, &CASES[3], err, sizeof(err)) == 0, "%s", err);
+    T_ASSERT(model_form_config(&c, &MODEL_FORMS[3], err, sizeof(err)) == 0, "%s", err);
     const int V = (int)c.vocab_size;
     gpt_model ms[2];
     for (int k = 0; k < 2; k++) {
