@@ -125,7 +125,7 @@ int cmd_eval(int argc, char **argv) {
     if (val_tokens_load(val_pat, (int)cfg.vocab_size, T, &val, &val_total, &usable, err, sizeof(err)) != 0) pg_die("%s", err);
     const pg_ops *ops = backend_select(cfg.backend);
     gpt_model model;
-    gpt_build(&model, &cfg, ops, B_val, T);
+    gpt_build_eval(&model, &cfg, ops, B_val, T, NULL); /* scoring only: no gradients, one set of activations */
     if (gpt_from_statedict(&model, &sd, path, err, sizeof(err)) != 0) pg_die("%s", err);
     model.recur_on = model.recur_n > 0; /* the records evaluate with depth recurrence on (PR #1392) */
     sd_free(&sd);

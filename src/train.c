@@ -82,8 +82,8 @@ static void on_stop_signal(int sig) { g_stop_signal = sig; }
  * more than one sample (PR #315), else the raw weights. best (PR #1311 §2.6): the raw weights, then
  * the EMA, then the SWA mean are scored by the standard eval, each kept only if its val_bpb is
  * lower than the best so far; the record's log lines. Averages are cast to each parameter's
- * state-dict dtype as they are loaded. */
-static void select_export_weights(const pg_config *cfg, gpt_model *m, const weight_avg *avg, long steps,
+ * state-dict dtype as they are loaded into m; ev (an evaluator of m's weights) scores them. */
+static void select_export_weights(const pg_config *cfg, gpt_model *m, gpt_model *ev, const weight_avg *avg, long steps,
                                   const uint16_t *val, size_t usable, int T, int B_val, int rank, int world,
                                   const bpb_luts *luts) {
     const char *mode = cfg->export_weights;
@@ -112,14 +112,14 @@ static void select_export_weights(const pg_config *cfg, gpt_model *m, const weig
     ops->to_host(keep, m->w, bytes);
     eval_result er;
     double t = pg_now();
-    eval_val(m, val, usable, T, B_val, rank, world, luts, &er, NULL);
+    eval_val(ev, val, usable, T, B_val, rank, world, luts, &er, NULL);
     log_line(1, "raw_model val_loss:%.4f val_bpb:%.4f t:%.0fms", er.val_loss, er.val_bpb, 1000.0 * (pg_now() - t));
     double best = er.val_bpb;
     const char *src = "raw";
     if (have_ema) {
         gpt_load_averaged(m, avg->ema, 1);
         t = pg_now();
-        eval_val(m, val, usable, T, B_val, rank, world, luts, &er, NULL);
+        eval_val(ev, val, usable, T, B_val, rank, world, luts, &er, NULL);
         log_line(1, "post_ema val_loss:%.4f val_bpb:%.4f t:%.0fms", er.val_loss, er.val_bpb, 1000.0 * (pg_now() - t));
         if (er.val_bpb < best) {
             best = er.val_bpb;
@@ -135,7 +135,7 @@ static void select_export_weights(const pg_config *cfg, gpt_model *m, const weig
     if (have_swa) {
         gpt_load_averaged(m, avg->swa, avg->swa_count);
         t = pg_now();
-        eval_val(m, val, usable, T, B_val, rank, world, luts, &er, NULL);
+        eval_val(ev, val, usable, T, B_val, rank, world, luts, &er, NULL);
         log_line(1, "post_swa val_loss:%.4f val_bpb:%.4f (n=%d) t:%.0fms", er.val_loss, er.val_bpb, avg->swa_count,
                  1000.0 * (pg_now() - t));
         if (er.val_bpb < best) {
@@ -274,8 +274,19 @@ int cmd_train(int argc, char **argv) {
     dist_check_config(&cfg);
 
     /* model + optimizer */
-    gpt_model model;
-    gpt_build(&model, &cfg, ops, B_train > B_val ? B_train : B_val, T);
+    /* a validation batch larger than the training micro-batch goes to an evaluator of the same
+     * weights when that takes less memory than a training build of the larger batch (it keeps one
+     * set of activations and no gradients); otherwise the model scores itself. Same scores either way. */
+    const int B_model = B_train > B_val ? B_train : B_val;
+    const int use_ev = B_val > B_train && gpt_build_bytes(&cfg, ops, B_train, T, GPT_TRAINING) +
+                                                  gpt_build_bytes(&cfg, ops, B_val, T, GPT_EVALUATOR_SHARED) <
+                                              gpt_build_bytes(&cfg, ops, B_model, T, GPT_TRAINING);
+    gpt_model model, eval_model, *ev = &model;
+    gpt_build(&model, &cfg, ops, use_ev ? B_train : B_model, T);
+    if (use_ev) {
+        gpt_build_eval(&eval_model, &cfg, ops, B_val, T, &model);
+        ev = &eval_model;
+    }
     if (cfg.init_from[0]) {
         statedict sd;
         if (safetensors_read_records(cfg.init_from, &sd, err, sizeof(err)) != 0) pg_die("INIT_FROM: %s", err);
@@ -383,7 +394,7 @@ int cmd_train(int argc, char **argv) {
         if (do_val) {
             ops->sync();
             training_ms += 1000.0 * (pg_now() - t0);
-            eval_val(&model, val, usable, T, B_val, rank, world, &luts, &er, NULL);
+            eval_val(ev, val, usable, T, B_val, rank, world, &luts, &er, NULL);
             log_line(1, "step:%ld/%lld val_loss:%.4f val_bpb:%.4f train_time:%.0fms step_avg:%.2fms", step,
                      (long long)cfg.iterations, er.val_loss, er.val_bpb, training_ms,
                      training_ms / (double)(step > 1 ? step : 1));
@@ -462,7 +473,7 @@ int cmd_train(int argc, char **argv) {
         model.recur_on = 1;
         log_line(1, "depth_recurrence:enabled for the final model");
     }
-    select_export_weights(&cfg, &model, &avg, step, val, usable, T, B_val, rank, world, &luts);
+    select_export_weights(&cfg, &model, ev, &avg, step, val, usable, T, B_val, rank, world, &luts);
     wavg_free(&avg);
 
     /* serialization + roundtrip validation */
@@ -471,7 +482,7 @@ int cmd_train(int argc, char **argv) {
     dist_bcast_host(&rc, sizeof(rc), 0);
     if (rc == 0) weights_from_rank0(&model); /* every rank scores the reloaded weights */
     if (rc == 0) {
-        eval_val(&model, val, usable, T, B_val, rank, world, &luts, &er, NULL);
+        eval_val(ev, val, usable, T, B_val, rank, world, &luts, &er, NULL);
         log_line(1, "final_%s_roundtrip val_loss:%.4f val_bpb:%.4f eval_time:%.0fms", ex.label_short, er.val_loss,
                  er.val_bpb, 1000.0 * (pg_now() - ex.t_eval_start));
         log_line(1, "final_%s_roundtrip_exact val_loss:%.8f val_bpb:%.8f", ex.label_short, er.val_loss, er.val_bpb);
@@ -479,7 +490,7 @@ int cmd_train(int argc, char **argv) {
             const sw_style st = (sw_style)sw_style_parse(cfg.sw_style);
             const int s = (int)cfg.eval_stride;
             double ts = pg_now();
-            eval_sliding(&model, val, usable, s, (int)cfg.sw_eval_batch, st, cfg.eval_temperature, rank, world, &luts, &er);
+            eval_sliding(ev, val, usable, s, (int)cfg.sw_eval_batch, st, cfg.eval_temperature, rank, world, &luts, &er);
             double ms = 1000.0 * (pg_now() - ts);
             quant_scheme qs = QS_INT8_BASELINE;
             quant_scheme_parse(cfg.quant_scheme, &qs, err, sizeof(err)); /* validated by the export */
@@ -502,7 +513,7 @@ int cmd_train(int argc, char **argv) {
             if ((qs == QS_INT6_PR315 || qs == QS_INT6_PR453) && s != 64 && 64 <= T) {
                 eval_result e64;
                 ts = pg_now();
-                eval_sliding(&model, val, usable, 64, (int)cfg.sw_eval_batch, st, cfg.eval_temperature, rank, world,
+                eval_sliding(ev, val, usable, 64, (int)cfg.sw_eval_batch, st, cfg.eval_temperature, rank, world,
                              &luts, &e64);
                 log_line(1, "final_%s_sliding_window_s64 val_loss:%.4f val_bpb:%.4f stride:64 eval_time:%.0fms",
                          ex.label_short, e64.val_loss, e64.val_bpb, 1000.0 * (pg_now() - ts));
@@ -515,6 +526,7 @@ int cmd_train(int argc, char **argv) {
         }
     }
     optim_free(&opt);
+    if (ev != &model) gpt_free(ev);
     gpt_free(&model);
     bpb_luts_free(&luts);
     free(val);
