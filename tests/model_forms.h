@@ -5,6 +5,10 @@
 #ifndef PGOLF_TEST_MODEL_FORMS_H
 #define PGOLF_TEST_MODEL_FORMS_H
 
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "../src/config.h"
 #include "ref_common.h"
 
@@ -64,13 +68,36 @@ static const model_form MODEL_FORMS[] = {
 };
 #define N_MODEL_FORMS (int)(sizeof(MODEL_FORMS) / sizeof(MODEL_FORMS[0]))
 
-static int model_form_config(pg_config *c, const model_form *sc, char *err, size_t n) {
+static inline int model_form_config(pg_config *c, const model_form *sc, char *err, size_t n) {
     config_defaults(c);
     for (size_t i = 0; i < sizeof(BASE) / sizeof(BASE[0]); i++)
         if (config_set(c, BASE[i].k, BASE[i].v, "test", err, n) != 0) return -1;
     for (int i = 0; i < 16 && sc->kv[i].k; i++)
         if (config_set(c, sc->kv[i].k, sc->kv[i].v, "test", err, n) != 0) return -1;
     return config_validate(c, err, n);
+}
+
+/* the same forward (grad_scale 0) of nb sequences of x, y on n models (of one shape, any backends'
+ * logits read back as fp32): 1 when the first model's mean loss is finite and every model's mean,
+ * per-token losses and logits equal the first's bit for bit; means[k] gets model k's mean */
+static inline int same_forwards(gpt_model *const *ms, int n, const int32_t *x, const int32_t *y, int nb, double *means) {
+    const size_t N = (size_t)nb * ms[0]->T, NV = N * (size_t)ms[0]->V;
+    float *loss0 = xmalloc(N * sizeof(float)), *logits0 = xmalloc(NV * sizeof(float));
+    float *loss = xmalloc(N * sizeof(float)), *logits = xmalloc(NV * sizeof(float));
+    int same = 1;
+    for (int k = 0; k < n; k++) {
+        means[k] = gpt_forward_backward(ms[k], x, y, nb, 0.0f, k ? loss : loss0);
+        ms[k]->ops->act_to_f32(k ? logits : logits0, ms[k]->logits, NV);
+        if (k == 0) same = isfinite(means[0]);
+        else
+            same &= means[k] == means[0] && !memcmp(loss, loss0, N * sizeof(float)) &&
+                    !memcmp(logits, logits0, NV * sizeof(float));
+    }
+    free(loss0);
+    free(logits0);
+    free(loss);
+    free(logits);
+    return same;
 }
 
 #endif

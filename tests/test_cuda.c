@@ -709,12 +709,6 @@ static void decode_case(t_state *t__, const char *const kv[][2], int nkv, int nb
  * with its own copy of the weights and with the training model's (gpt_build_eval's borrowed masters
  * and bf16 compute copies). The training model first runs a training forward and backward on other
  * tokens (its QAT copies, its activations). test_model.c checks the same on the CPU. */
-static double gpu_eval_forward(gpt_model *m, const int32_t *x, const int32_t *y, int nb, float *loss, float *logits) {
-    double mean = gpt_forward_backward(m, x, y, nb, 0.0f, loss);
-    m->ops->act_to_f32(logits, m->logits, (size_t)nb * m->T * m->V);
-    return mean;
-}
-
 TEST(cuda_eval_build_matches_training) {
     NEED_GPU();
     NEED_OP(attn_fwd);
@@ -745,23 +739,10 @@ TEST(cuda_eval_build_matches_training) {
             x2[i] = (int32_t)((i * 29 + 3) % (size_t)V);
         }
         gpt_forward_backward(&mt, x2, y, nb, 1.0f, NULL);
-        float *loss[3], *logits[3];
         double mean[3];
         gpt_model *ms[3] = {&mt, &me, &mw};
-        for (int k = 0; k < 3; k++) {
-            loss[k] = xmalloc(N * sizeof(float));
-            logits[k] = xmalloc(N * V * sizeof(float));
-            mean[k] = gpu_eval_forward(ms[k], x, y, nb, loss[k], logits[k]);
-        }
-        int same = isfinite(mean[0]);
-        for (int k = 1; k < 3; k++)
-            same &= mean[k] == mean[0] && !memcmp(loss[k], loss[0], N * sizeof(float)) &&
-                    !memcmp(logits[k], logits[0], N * V * sizeof(float));
+        const int same = same_forwards(ms, 3, x, y, nb, mean);
         const size_t full = mt.dev_bytes, ev = me.dev_bytes;
-        for (int k = 0; k < 3; k++) {
-            free(loss[k]);
-            free(logits[k]);
-        }
         free(x);
         free(y);
         free(x2);

@@ -113,13 +113,6 @@ TEST(model_forward_deterministic) {
     config_free(&c);
 }
 
-/* per-token losses and logits of a forward (grad_scale 0) over nb sequences of x, y; returns the mean loss */
-static double eval_forward(gpt_model *m, const int32_t *x, const int32_t *y, int nb, float *loss, float *logits) {
-    double mean = gpt_forward_backward(m, x, y, nb, 0.0f, loss);
-    memcpy(logits, m->logits, (size_t)nb * m->T * m->V * sizeof(float));
-    return mean;
-}
-
 /* the evaluator build (gpt_build_eval: validation's, sliding windows' and `pgolf eval`'s model)
  * against the training build, for every model form: the same mean and per-token losses and logits,
  * bit for bit, with its own copy of the weights and with the training model's. The training model
@@ -149,18 +142,9 @@ TEST(model_eval_build_matches_training) {
         random_tokens(y, N, V);
         random_tokens(x2, N, V);
         gpt_forward_backward(&mt, x2, y, nb, 1.0f, NULL);
-        float *loss[3], *logits[3];
         double mean[3];
         gpt_model *ms[3] = {&mt, &me, &mw};
-        for (int k = 0; k < 3; k++) {
-            loss[k] = xmalloc(N * sizeof(float));
-            logits[k] = xmalloc(N * V * sizeof(float));
-            mean[k] = eval_forward(ms[k], x, y, nb, loss[k], logits[k]);
-        }
-        int same = 1;
-        for (int k = 1; k < 3; k++)
-            same &= mean[k] == mean[0] && !memcmp(loss[k], loss[0], N * sizeof(float)) &&
-                    !memcmp(logits[k], logits[0], N * V * sizeof(float));
+        const int same = same_forwards(ms, 3, x, y, nb, mean);
         /* the passes: the layers', the recurrence passes, PR #187's first encoder passes */
         block_acts *pass[64];
         int np = 0;
@@ -176,10 +160,6 @@ TEST(model_eval_build_matches_training) {
         }
         const size_t full = mt.dev_bytes, ev = me.dev_bytes, borrowed = mw.dev_bytes;
         const size_t arena = mt.n_floats * sizeof(float);
-        for (int k = 0; k < 3; k++) {
-            free(loss[k]);
-            free(logits[k]);
-        }
         free(x);
         free(y);
         free(x2);
