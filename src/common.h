@@ -38,6 +38,8 @@ void *xmalloc_aligned(size_t n);
 
 /* Monotonic wall clock in seconds. */
 double pg_now(void);
+/* This process's peak resident memory in MiB. */
+size_t pg_peak_rss_mib(void);
 
 /* Read a whole file. Returns 0 or -1 with "<path>: <reason>" in err. */
 int pg_read_file(const char *path, uint8_t **data, size_t *len, char *err, size_t errlen);

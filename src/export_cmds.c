@@ -86,7 +86,9 @@ static void eval_usage(void) {
            "(a shape they change is reported as a tensor mismatch). Prints, as `pgolf train` does:\n"
            "  final_<label>_roundtrip val_loss:... val_bpb:... eval_time:...ms\n"
            "  final_<label>_roundtrip_exact val_loss:... val_bpb:...\n"
-           "with <label> the artifact's (int8_zlib, int6, ...) or `raw` for a safetensors file.\n");
+           "with <label> the artifact's (int8_zlib, int6, ...) or `raw` for a safetensors file, and ends\n"
+           "with train's `peak memory allocated: ... MiB reserved: ... MiB` (the model is a forwards-only\n"
+           "build: one set of activations shared by the layers, no gradients).\n");
 }
 
 int cmd_eval(int argc, char **argv) {
@@ -157,6 +159,7 @@ int cmd_eval(int argc, char **argv) {
             printf("final_%s_sliding_window_exact val_loss:%.8f val_bpb:%.8f\n", li.label_short, er.val_loss, er.val_bpb);
         }
     }
+    printf("peak memory allocated: %zu MiB reserved: %zu MiB\n", ops->peak_bytes() >> 20, pg_peak_rss_mib());
     gpt_free(&model);
     bpb_luts_free(&luts);
     free(val);

@@ -180,12 +180,6 @@ static double step_gradients(gpt_model *m, optimizer *o, const pg_config *c, bat
     return loss;
 }
 
-static size_t peak_rss_mib(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (size_t)ru.ru_maxrss / 1024;
-}
-
 /* step, tokens/s, MFU (GPU: gpt_train_flops_per_token against the device's bf16 peak), elapsed, ETA
  * (to the wallclock cap, or to the last step at the mean step time), peak memory; at most 5 times a
  * second, only when stdout is a terminal. */
@@ -209,7 +203,7 @@ static void progress_show(const pg_config *c, const pg_ops *ops, long step, doub
     fmt_dur(el, sizeof(el), train_ms / 1000.0);
     fmt_dur(et, sizeof(et), eta);
     size_t mem = ops->peak_bytes() >> 20;
-    if (mem == 0) mem = peak_rss_mib();
+    if (mem == 0) mem = pg_peak_rss_mib();
     char mfu[32] = "";
     if (peak_flops > 0) /* all ranks' tokens over all ranks' peak */
         snprintf(mfu, sizeof(mfu), " | MFU %.1f%%", 100.0 * tokens_per_step / step_s * flops_per_token / (peak_flops * dist_world()));
@@ -464,7 +458,7 @@ int cmd_train(int argc, char **argv) {
         }
     }
     size_t peak_dev = ops->peak_bytes() >> 20;
-    log_line(1, "peak memory allocated: %zu MiB reserved: %zu MiB", peak_dev, peak_rss_mib());
+    log_line(1, "peak memory allocated: %zu MiB reserved: %zu MiB", peak_dev, pg_peak_rss_mib());
     loader_close(&loader);
     free(xb);
     free(yb);

@@ -160,11 +160,18 @@ done
 
 # eval: artifact and dequantised safetensors give the same numbers
 if [ ! -f "$TOK" ] || [ ! -f "$TMP/val/fineweb_val_000000.bin" ]; then
-  echo "SKIP eval_artifact (skipped: ../shared/data absent)"
+  echo "SKIP eval_artifact (skipped: ../shared/data absent)"; echo "SKIP eval_memory_line (skipped: ../shared/data absent)"
 else
-  e1=$(DATA_PATH="$TMP/val" TOKENIZER_PATH="$TOK" "$PG" eval "$A" 2>&1 | sed -n 's/^final_int8_zlib_roundtrip_exact //p')
+  DATA_PATH="$TMP/val" TOKENIZER_PATH="$TOK" "$PG" eval "$A" > "$TMP/eval1.out" 2>&1
+  e1=$(sed -n 's/^final_int8_zlib_roundtrip_exact //p' "$TMP/eval1.out")
   e2=$(DATA_PATH="$TMP/val" TOKENIZER_PATH="$TOK" "$PG" eval --artifact "$TMP/deq.safetensors" 2>&1 | sed -n 's/^final_raw_roundtrip_exact //p')
   if [ -n "$e1" ] && [ "$e1" = "$e2" ]; then echo "ok eval_artifact"; else echo "FAIL eval_artifact: '$e1' vs '$e2'"; fi
+  # and ends with train's memory line (the evaluator build's backend memory, the process's peak)
+  if tail -n 1 "$TMP/eval1.out" | grep -Eq '^peak memory allocated: [0-9]+ MiB reserved: [1-9][0-9]* MiB$'; then
+    echo "ok eval_memory_line"
+  else
+    echo "FAIL eval_memory_line: last line '$(tail -n 1 "$TMP/eval1.out")'"
+  fi
   # the dequantised safetensors loaded by the PyTorch reference model give the same loss
   if ! "$PY" -c 'import torch' 2>/dev/null; then
     echo "SKIP export_reference_loads_same_loss (skipped: python3-torch absent)"
