@@ -382,15 +382,15 @@ static float *falloc(gpt_model *m, size_t n) { return balloc(m, n * sizeof(float
  * base*(T/1024)^(rd/(rd-2)), fp32 inv_freq and positions. cos/sin are rounded to bf16 at use. */
 static void build_rope(gpt_model *m, const pg_config *cfg) {
     const int rd = m->rope_dims, half = rd / 2, T = m->T;
-    if (m->sizing) {
-        m->dev_bytes += 2 * (size_t)T * half * sizeof(float);
-        return;
-    }
+    const size_t bytes = (size_t)T * half * sizeof(float);
+    m->rope_cos = balloc(m, bytes);
+    m->rope_sin = balloc(m, bytes);
+    if (m->sizing) return; /* counted, nothing to fill */
     const int ntk = cfg->rope_ntk && T > cfg->rope_ntk_ref_len;
     const int bf16_pos = cfg->bf16_rope_table && !ntk;
     double base = cfg->rope_base;
     if (ntk) base *= pow((double)T / (double)cfg->rope_ntk_ref_len, (double)rd / (double)(rd - 2));
-    float *c = xmalloc((size_t)T * half * sizeof(float)), *s = xmalloc((size_t)T * half * sizeof(float));
+    float *c = xmalloc(bytes), *s = xmalloc(bytes);
     for (int j = 0; j < half; j++) {
         /* inv_freq = 1 / base^(2j/rope_dims), in fp32 as torch computes it */
         float ex = (float)(2 * j) / (float)rd;
@@ -405,9 +405,6 @@ static void build_rope(gpt_model *m, const pg_config *cfg) {
             s[(size_t)t * half + j] = sv;
         }
     }
-    size_t bytes = (size_t)T * half * sizeof(float);
-    m->rope_cos = balloc(m, bytes);
-    m->rope_sin = balloc(m, bytes);
     m->ops->to_device(m->rope_cos, c, bytes);
     m->ops->to_device(m->rope_sin, s, bytes);
     free(c);
@@ -634,10 +631,10 @@ static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, 
     m->s_rec = m->recur_n && train ? aalloc(m, N * d) : NULL;
     m->eacts = xcalloc((size_t)(m->enc_recur && m->n_enc ? m->n_enc : 1), sizeof(block_acts));
     if (m->eval_only) { /* the shared set holds every buffer that any pass has */
-        pass_info any = {.xsa = m->xsa_from < m->L};
+        pass_info any = {0};
         for (int l = 0; l < n_passes(m); l++) {
             pass_info p = pass_at(m, l);
-            any.skip |= p.skip, any.mix2 |= p.mix2, any.skip2 |= p.skip2;
+            any.xsa |= p.xsa, any.skip |= p.skip, any.mix2 |= p.mix2, any.skip2 |= p.skip2;
         }
         alloc_pass(m, &m->shared_acts, &any, N, NT);
     }
