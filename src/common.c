@@ -32,6 +32,7 @@ void pg_die(const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
+    pg_atomic_cleanup();
     if (pg_die_exit) pg_die_exit(1);
     exit(1);
 }
@@ -120,15 +121,61 @@ int pg_read_file(const char *path, uint8_t **data, size_t *len, char *err, size_
     return 0;
 }
 
+/* The temporaries of the atomic writes in progress, for pg_die and for SIGINT/SIGTERM: each is
+ * published before its file is created and withdrawn before it is renamed or freed. */
+#define PG_ATOMIC_SLOTS 64
+static char *volatile g_atomic_tmp[PG_ATOMIC_SLOTS];
+
+void pg_atomic_cleanup(void) {
+    for (int i = 0; i < PG_ATOMIC_SLOTS; i++) {
+        char *t = g_atomic_tmp[i];
+        if (t) unlink(t);
+    }
+}
+
+static void atomic_on_signal(int sig) {
+    pg_atomic_cleanup();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* SIGINT/SIGTERM remove the temporaries, unless the program handles the signal itself (train
+ * finishes its step and writes a checkpoint) or ignores it: only a default disposition is replaced,
+ * checked at every open. */
+static void atomic_catch_signals(void) {
+    const int sigs[2] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+        struct sigaction cur;
+        if (sigaction(sigs[i], NULL, &cur) != 0 || cur.sa_handler != SIG_DFL || (cur.sa_flags & SA_SIGINFO)) continue;
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = atomic_on_signal;
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+static void atomic_publish(char *tmp) {
+    for (int i = 0; i < PG_ATOMIC_SLOTS; i++)
+        if (!g_atomic_tmp[i] && __sync_bool_compare_and_swap(&g_atomic_tmp[i], NULL, tmp)) return;
+}
+
+static void atomic_withdraw(const char *tmp) {
+    for (int i = 0; i < PG_ATOMIC_SLOTS; i++)
+        if (g_atomic_tmp[i] == tmp) g_atomic_tmp[i] = NULL;
+}
+
 int pg_atomic_open(pg_atomic_file *af, const char *path, char *err, size_t errlen) {
     memset(af, 0, sizeof(*af));
     size_t n = strlen(path) + 32;
     af->path = xstrdup(path);
     af->tmp = xmalloc(n);
     snprintf(af->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    atomic_catch_signals();
+    atomic_publish(af->tmp);
     af->f = fopen(af->tmp, "wb");
     if (!af->f) {
         int e = errno;
+        atomic_withdraw(af->tmp);
         free(af->path);
         free(af->tmp);
         memset(af, 0, sizeof(*af));
@@ -143,10 +190,14 @@ int pg_atomic_commit(pg_atomic_file *af, char *err, size_t errlen) {
     if (!bad && fsync(fileno(af->f)) != 0) bad = 1, e = errno;
     if (fclose(af->f) != 0 && !bad) bad = 1, e = errno;
     af->f = NULL;
-    if (!bad && rename(af->tmp, af->path) != 0) bad = 1, e = errno;
+    if (!bad) {
+        atomic_withdraw(af->tmp); /* a signal now leaves either the old file or the complete new one */
+        if (rename(af->tmp, af->path) != 0) bad = 1, e = errno;
+    }
     int rc = 0;
     if (bad) {
         unlink(af->tmp);
+        atomic_withdraw(af->tmp);
         rc = pg_err(err, errlen, "%s: write failed: %s", af->path, strerror(e));
     }
     free(af->path);
@@ -157,7 +208,7 @@ int pg_atomic_commit(pg_atomic_file *af, char *err, size_t errlen) {
 
 void pg_atomic_abort(pg_atomic_file *af) {
     if (af->f) fclose(af->f);
-    if (af->tmp) unlink(af->tmp);
+    if (af->tmp) unlink(af->tmp), atomic_withdraw(af->tmp);
     free(af->path);
     free(af->tmp);
     memset(af, 0, sizeof(*af));

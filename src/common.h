@@ -47,7 +47,8 @@ int pg_read_file(const char *path, uint8_t **data, size_t *len, char *err, size_
  * at path and the temporary is removed. */
 int pg_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
 /* Atomic writer for streamed output: open returns a FILE* on "<path>.tmp.<pid>"; commit fsyncs and
- * renames; abort removes the temporary. */
+ * renames; abort removes the temporary. pg_die, SIGINT and SIGTERM remove the temporaries of writes in
+ * progress too (the signals only where the program left their default action). */
 typedef struct {
     FILE *f;
     char *path;
@@ -56,6 +57,7 @@ typedef struct {
 int pg_atomic_open(pg_atomic_file *af, const char *path, char *err, size_t errlen);
 int pg_atomic_commit(pg_atomic_file *af, char *err, size_t errlen);
 void pg_atomic_abort(pg_atomic_file *af);
+void pg_atomic_cleanup(void); /* remove every temporary in progress (async-signal-safe) */
 
 /* Create a directory and its parents (like mkdir -p). Returns 0 or -1 with err. */
 int pg_mkdirs(const char *path, char *err, size_t errlen);

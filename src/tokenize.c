@@ -618,13 +618,25 @@ static void rec_process(const tk_job *job, const tk_rec *r, tk_res *res) {
 /* ------------------------------------------------------------------------------------------ */
 /* shard writer */
 
-/* temporary files, for the signal handler */
+/* temporary files, for the signal handler. Only the main thread creates, renames and removes them,
+ * so the handler does its work there: a signal that lands on the reader or an OpenMP worker is passed
+ * on to the main thread (pthread_kill is async-signal-safe), where it also waits out a commit. */
 static char **volatile g_tmp;
 static volatile sig_atomic_t g_ntmp;
+static const char *volatile g_probe;   /* the writability probe, while it exists */
+static const char *volatile g_new_dir; /* the output directory when this run created it */
+static pthread_t g_main;
+static struct sigaction g_old_int, g_old_term;
 
 static void on_signal(int sig) {
+    if (!pthread_equal(pthread_self(), g_main)) {
+        pthread_kill(g_main, sig);
+        return;
+    }
     char **t = g_tmp;
     for (sig_atomic_t i = 0; t && i < g_ntmp; i++) unlink(t[i]);
+    if (g_probe) unlink(g_probe);
+    if (g_new_dir) rmdir(g_new_dir); /* only succeeds if it is empty */
     signal(sig, SIG_DFL);
     raise(sig);
 }
@@ -676,16 +688,17 @@ static int writer_open(tk_writer *w, char *err, size_t errlen) {
     snprintf(tmp, L + 32, "%s.tmp.%ld", fin, (long)getpid());
     w->fin[w->n] = fin;
     w->tmp[w->n] = tmp;
+    g_ntmp = w->n + 1; /* published before the file exists: a signal in between must still remove it */
     w->f = fopen(tmp, "wb");
     if (!w->f) {
         int e = errno;
+        g_ntmp = w->n;
         pg_err(err, errlen, "%s: cannot write: %s", fin, strerror(e));
         free(fin);
         free(tmp);
         return -1;
     }
     w->n++;
-    g_ntmp = w->n;
     w->idx[w->split]++;
     uint8_t hdr[SHARD_HEADER_INTS * 4];
     memset(hdr, 0, sizeof(hdr));
@@ -737,7 +750,7 @@ static int shard_name(const char *s) {
 }
 
 /* Remove the old shards the new set does not replace, then rename the new ones into place. */
-static int writer_commit(tk_writer *w, char *err, size_t errlen) {
+static int writer_commit_now(tk_writer *w, char *err, size_t errlen) {
     DIR *d = opendir(w->dir);
     if (!d) return pg_err(err, errlen, "%s: cannot list: %s", w->dir, strerror(errno));
     struct dirent *e;
@@ -770,6 +783,35 @@ static int writer_commit(tk_writer *w, char *err, size_t errlen) {
         close(fd);
     }
     return 0;
+}
+
+/* The commit runs with SIGINT/SIGTERM held back on the main thread (and on_signal sends every such
+ * signal there): one that lands in it takes effect once the directory holds the complete new set,
+ * never a mix of old and new shards. */
+static int writer_commit(tk_writer *w, char *err, size_t errlen) {
+    sigset_t stop, old;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, &old);
+    int rc = writer_commit_now(w, err, errlen);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+static void signals_catch(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    g_main = pthread_self();
+    sigaction(SIGINT, &sa, &g_old_int);
+    sigaction(SIGTERM, &sa, &g_old_term);
+}
+
+static void signals_restore(void) {
+    sigaction(SIGINT, &g_old_int, NULL);
+    sigaction(SIGTERM, &g_old_term, NULL);
+    g_probe = g_new_dir = NULL;
 }
 
 static void writer_free(tk_writer *w) {
@@ -900,10 +942,14 @@ int tokenize_run(const tk_options *o, tk_encode_fn enc, void *ctx, int bos_id, i
         free(formats);
         return pg_err(err, errlen, "stdin ('-') given more than once");
     }
-    /* output directory: create it (remember to remove it again on failure) and check it is writable */
+    /* output directory: create it (remember to remove it again on failure) and check it is writable.
+     * From here on SIGINT/SIGTERM remove whatever this run has made. */
+    signals_catch();
     struct stat sd;
     int created = stat(o->out_dir, &sd) != 0;
+    if (created) g_new_dir = o->out_dir;
     if (pg_mkdirs(o->out_dir, err, errlen)) {
+        signals_restore();
         free(formats);
         return -1;
     }
@@ -911,12 +957,15 @@ int tokenize_run(const tk_options *o, tk_encode_fn enc, void *ctx, int bos_id, i
         size_t L = strlen(o->out_dir) + 64;
         char *probe = xmalloc(L);
         snprintf(probe, L, "%s/.pgolf_tokenize_probe.%ld", o->out_dir, (long)getpid());
+        g_probe = probe;
         int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0644);
         int e = errno;
         if (fd >= 0) close(fd), unlink(probe);
+        g_probe = NULL;
         free(probe);
         if (fd < 0) {
             if (created) rmdir(o->out_dir);
+            signals_restore();
             free(formats);
             return pg_err(err, errlen, "%s: cannot write in the output directory: %s", o->out_dir, strerror(e));
         }
@@ -927,11 +976,6 @@ int tokenize_run(const tk_options *o, tk_encode_fn enc, void *ctx, int bos_id, i
     w.dir = o->out_dir;
     w.shard_tokens = o->shard_tokens;
     w.buf = xmalloc(2 * 65536);
-    struct sigaction sa, old_int, old_term;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, &old_int);
-    sigaction(SIGTERM, &sa, &old_term);
 
     tk_reader rd;
     memset(&rd, 0, sizeof(rd));
@@ -1027,8 +1071,7 @@ int tokenize_run(const tk_options *o, tk_encode_fn enc, void *ctx, int bos_id, i
         writer_abort(&w);
         if (created) rmdir(o->out_dir); /* only succeeds if it is empty */
     }
-    sigaction(SIGINT, &old_int, NULL);
-    sigaction(SIGTERM, &old_term, NULL);
+    signals_restore();
     st->files_val = w.idx[0];
     st->files_train = w.idx[1];
     writer_free(&w);

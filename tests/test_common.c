@@ -1,7 +1,11 @@
 /* test_common.c: tests of common.c (half/bfloat16 conversions, atomic writes), json.c and the
  * safetensors reader/writer. */
+#include <dirent.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "../src/common.h"
 #include "../src/json.h"
@@ -89,4 +93,77 @@ TEST(atomic_write_leaves_no_partial_file) {
     T_ASSERT(strstr(err, "cannot write"), "message: %s", err);
     struct stat st;
     T_ASSERT(stat(path, &st) != 0, "file exists");
+}
+
+/* A child process starts an atomic write of dir/out.bin and is then interrupted: by a signal before
+ * or after the commit, or by pg_die. Returns the child's wait status; *names gets the files left. */
+enum { MID_SIGTERM, MID_SIGINT, MID_DIE, AFTER_COMMIT_SIGTERM, OWN_HANDLER_SIGTERM };
+static volatile sig_atomic_t g_seen;
+static void seen_signal(int sig) { g_seen = sig; }
+
+static int interrupted_write(int how, const char *dir, char *names, size_t len) {
+    char path[700];
+    snprintf(path, sizeof(path), "%s/out.bin", dir);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen("/dev/null", "w", stderr)) _exit(98);
+        signal(SIGINT, SIG_DFL); /* whatever the test process had, the child starts from the defaults */
+        signal(SIGTERM, SIG_DFL);
+        if (how == OWN_HANDLER_SIGTERM) signal(SIGTERM, seen_signal);
+        pg_atomic_file af;
+        char err[512];
+        if (pg_atomic_open(&af, path, err, sizeof(err)) != 0) _exit(97);
+        if (fwrite("partial", 1, 7, af.f) != 7 || fflush(af.f) != 0) _exit(96);
+        if (how == MID_SIGTERM || how == OWN_HANDLER_SIGTERM) raise(SIGTERM);
+        if (how == MID_SIGINT) raise(SIGINT);
+        if (how == MID_DIE) pg_die("%s: something failed", path);
+        if (pg_atomic_commit(&af, err, sizeof(err)) != 0) _exit(95);
+        if (how == AFTER_COMMIT_SIGTERM) raise(SIGTERM);
+        _exit(how == OWN_HANDLER_SIGTERM && g_seen == SIGTERM ? 0 : 94);
+    }
+    int st = -1;
+    if (pid > 0) waitpid(pid, &st, 0);
+    names[0] = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') snprintf(names + strlen(names), len - strlen(names), "%s ", e->d_name);
+    if (d) closedir(d);
+    return st;
+}
+
+TEST(atomic_write_interrupted_leaves_no_temporary) {
+    static const struct {
+        int how;
+        const char *what;
+        int sig;   /* the child ends by this signal, or 0: exits with code */
+        int code;
+        int file;  /* out.bin complete afterwards */
+    } cases[] = {
+        {MID_SIGTERM, "SIGTERM during the write", SIGTERM, 0, 0},
+        {MID_SIGINT, "SIGINT during the write", SIGINT, 0, 0},
+        {MID_DIE, "pg_die during the write", 0, 1, 0},
+        {AFTER_COMMIT_SIGTERM, "SIGTERM after the commit", SIGTERM, 0, 1},
+        {OWN_HANDLER_SIGTERM, "SIGTERM the program handles itself", 0, 0, 1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char dir[600], names[1024];
+        snprintf(dir, sizeof(dir), "%s/interrupted%zu", t_tmpdir(), i);
+        T_ASSERT(mkdir(dir, 0755) == 0, "mkdir %s", dir);
+        int st = interrupted_write(cases[i].how, dir, names, sizeof(names));
+        if (cases[i].sig)
+            T_ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == cases[i].sig, "%s: wait status %d", cases[i].what, st);
+        else
+            T_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == cases[i].code, "%s: wait status %d", cases[i].what, st);
+        const char *want = cases[i].file ? "out.bin " : "";
+        T_ASSERT(!strcmp(names, want), "%s: left '%s', expected '%s'", cases[i].what, names, want);
+        if (cases[i].file) {
+            char path[700];
+            snprintf(path, sizeof(path), "%s/out.bin", dir);
+            struct stat sb;
+            T_ASSERT(stat(path, &sb) == 0 && sb.st_size == 7, "%s: out.bin is not the complete file", cases[i].what);
+        }
+    }
 }

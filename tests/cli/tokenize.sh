@@ -33,7 +33,7 @@ expect_error tokenize/bad_option "unknown option '--bogus'" "$PG" tokenize --bog
 NAMES="exporter_ref shard_layout compression_stdin threads several_inputs text_format format_options
   max_docs val_split_edges edge_cases malformed_json missing_text invalid_utf8 skip_bad fix_utf8
   text_utf8_line empty_docs skip_empty whitespace_lines few_docs no_docs error_writes_nothing
-  stale_removed corrupt_compressed sigterm_writes_nothing progress_summary"
+  stale_removed corrupt_compressed sigterm_writes_nothing sigterm_any_moment progress_summary"
 if [ ! -e "$M" ] || [ ! -e "$CORPUS" ]; then
   for n in $NAMES; do echo "SKIP tokenize/$n (skipped: ../shared/data absent)"; done; exit 0
 fi
@@ -365,6 +365,33 @@ kill -TERM $pid; exec 3>&-; wait $pid; rc=$?
 left=$(ls -A "$TMP/sig" 2>/dev/null | tr '\n' ' ')
 if [ "$saw" -gt 0 ] && [ $rc -eq 143 ] && [ -z "$left" ]; then echo "ok tokenize/sigterm_writes_nothing"
 else echo "FAIL tokenize/sigterm_writes_nothing: temporary shards seen $saw, exit $rc, left: $left"; fi
+
+# ---- SIGTERM at 150 moments spread over a whole run (opening a shard, writing, renaming the set into
+# place): the directory is gone or ends with the complete set, never a temporary or a partial set.
+# (A signal between creating a temporary shard and registering it once left that shard behind.)
+rm -rf "$TMP/all"
+tok --quiet --out "$TMP/all" --val-docs 10 --shard-tokens 2000 "$D/many.jsonl" > /dev/null
+n_all=$(ls -A "$TMP/all" | wc -l)
+why=""; killed=0
+for i in $(seq 0 149); do
+  rm -rf "$TMP/sigm"
+  "$PG" tokenize --tokenizer "$M" --quiet --out "$TMP/sigm" --val-docs 10 --shard-tokens 2000 "$D/many.jsonl" > /dev/null 2>&1 &
+  pid=$!
+  sleep "$(printf '0.%03d' $((i * 2)))"
+  kill -TERM $pid 2>/dev/null; wait $pid; rc=$?
+  n=$(ls -A "$TMP/sigm" 2>/dev/null | wc -l)
+  [ $rc -eq 143 ] && [ "$n" -eq 0 ] && [ -e "$TMP/sigm" ] && why="$why at ${i}: killed, the new directory left;"
+  t=$(ls -A "$TMP/sigm" 2>/dev/null | grep -c '\.tmp\.')
+  case $rc in
+    # a signal during the final rename is held back until the whole set is in place
+    143) killed=$((killed + 1)); { [ "$n" -eq 0 ] || { [ "$n" -eq "$n_all" ] && [ "$t" -eq 0 ]; }; } ||
+           why="$why at ${i}: killed, $n files left ($t temporary);" ;;
+    0) [ "$n" -eq "$n_all" ] && [ "$t" -eq 0 ] || why="$why at ${i}: exit 0 with $n of $n_all files ($t temporary);" ;;
+    *) why="$why at ${i}: exit $rc;" ;;
+  esac
+done
+[ "$killed" -gt 0 ] || why="$why no run was killed before it finished;"
+if [ -z "$why" ]; then echo "ok tokenize/sigterm_any_moment"; else echo "FAIL tokenize/sigterm_any_moment:$why"; fi
 
 # ---- progress line (stderr) and summary (stdout) ----
 rm -rf "$TMP/o"
