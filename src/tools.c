@@ -182,11 +182,16 @@ static void yr_add(yrange *y, double v) {
     if (v > y->hi) y->hi = v;
 }
 
-/* The y range, with room above the data for a legend of nkeys lines in a plot area about area_px
- * high, so that the (opaque) legend never hides a curve; a legend too tall for that goes outside. */
+/* The legend of nkeys lines sits inside a plot area about area_px high, above the data, unless that
+ * would take more than 45% of the height: then it goes outside, to the right. */
+static double key_fraction(int nkeys, double area_px) { return (nkeys * 18.0 + 16.0) / area_px; }
+static int key_outside(int nkeys, double area_px) { return key_fraction(nkeys, area_px) > 0.45; }
+
+/* The y range, with room above the data for the legend, so that the (opaque) legend never hides a
+ * curve. */
 static void sb_yrange(sbuf *b, const yrange *lo, const yrange *hi, int nkeys, double area_px) {
-    double f = (nkeys * 18.0 + 16.0) / area_px;
-    if (f > 0.45) sb_printf(b, "set key outside right top\n");
+    double f = key_fraction(nkeys, area_px);
+    if (key_outside(nkeys, area_px)) sb_printf(b, "set key outside right top\n");
     else sb_printf(b, "set key inside top right\n");
     if (!lo->set || !hi->set) {
         sb_printf(b, "set yrange [*:*]\n");
@@ -195,8 +200,80 @@ static void sb_yrange(sbuf *b, const yrange *lo, const yrange *hi, int nkeys, do
     double a = lo->lo, z = hi->hi;
     double span = z - a;
     if (!(span > 0)) span = fabs(a) > 0 ? 0.05 * fabs(a) : 1;
-    double top = z + 0.04 * span + (f <= 0.45 ? span * f / (1 - f) : 0);
+    double top = z + 0.04 * span + (!key_outside(nkeys, area_px) ? span * f / (1 - f) : 0);
     sb_printf(b, "set yrange [%.6g:%.6g]\n", a - 0.03 * span, top);
+}
+
+/* s in at most max characters (UTF-8 aware): longer keeps its start and end around "..." */
+static char *ellipsize(const char *s, int max) {
+    int nc = 0;
+    for (const char *c = s; *c; c++) nc += ((unsigned char)*c & 0xC0) != 0x80;
+    if (nc <= max || max < 5) return xstrdup(s);
+    int head = (max - 3 + 1) / 2, tail = (max - 3) / 2, k = 0;
+    const char *h = s, *t = NULL;
+    for (const char *c = s;; c++) {
+        int lead = !*c || ((unsigned char)*c & 0xC0) != 0x80;
+        if (lead && k == head) h = c;
+        if (lead && k == nc - tail) {
+            t = c;
+            break;
+        }
+        if (!*c) break;
+        k += lead && *c;
+    }
+    size_t hn = (size_t)(h - s), tn = t ? strlen(t) : 0;
+    char *r = xmalloc(hn + 3 + tn + 1);
+    memcpy(r, s, hn);
+    memcpy(r + hn, "...", 3);
+    memcpy(r + hn + 3, t ? t : "", tn);
+    r[hn + 3 + tn] = 0;
+    return r;
+}
+
+static int name_sep(char c) { return c == '_' || c == '-' || c == '.' || c == '/' || c == ' '; }
+
+/* Legend labels that fit their panel (max characters). Only when one does not: the start and end
+ * that every run's name shares (cut at '_', '-', '.', '/' or ' ') leave the labels and are returned
+ * as "start*end" for the title; what is still too long keeps its start and end around "...". */
+static char *fit_labels(int n, char **lab, int max) {
+    int too_long = 0;
+    for (int i = 0; i < n; i++) {
+        char *e = ellipsize(lab[i], max);
+        too_long |= strcmp(e, lab[i]) != 0;
+        free(e);
+    }
+    if (!too_long) return NULL;
+    char *shared = NULL;
+    if (n > 1) {
+        size_t len0 = strlen(lab[0]), minlen = len0, p = 0, q = 0;
+        for (int i = 1; i < n; i++)
+            if (strlen(lab[i]) < minlen) minlen = strlen(lab[i]);
+        for (int same = 1; same && p < minlen; p += same)
+            for (int i = 1; i < n; i++) same &= lab[i][p] == lab[0][p];
+        while (p > 0 && !name_sep(lab[0][p - 1])) p--;
+        for (int same = 1; same && q < minlen - p; q += same)
+            for (int i = 1; i < n; i++) same &= lab[i][strlen(lab[i]) - 1 - q] == lab[0][len0 - 1 - q];
+        while (q > 0 && !name_sep(lab[0][len0 - q])) q--;
+        for (int i = 0; i < n; i++)
+            if (strlen(lab[i]) <= p + q) q = 0;
+        for (int i = 0; i < n; i++)
+            if (strlen(lab[i]) <= p + q) p = 0;
+        if (p + q > 0) {
+            shared = xmalloc(p + q + 2);
+            snprintf(shared, p + q + 2, "%.*s*%s", (int)p, lab[0], lab[0] + len0 - q);
+            for (int i = 0; i < n; i++) {
+                size_t li = strlen(lab[i]);
+                memmove(lab[i], lab[i] + p, li - p - q);
+                lab[i][li - p - q] = 0;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        char *e = ellipsize(lab[i], max);
+        free(lab[i]);
+        lab[i] = e;
+    }
+    return shared;
 }
 
 int tools_plot(int n, char **paths, const char *png, const char *svg, const char *xmode, char *err, size_t errlen) {
@@ -286,6 +363,15 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
         keys_bpb += runs[i].n_val > 0;
     }
     double area = (double)height / rows - 120; /* plot area of one panel, pixels */
+    /* legend width: about 8.7 px a character (DejaVu Sans 11) for the text and 8 more characters for
+     * the line sample and the box; it must fit a panel's plot area (the panel less about 140 px of
+     * axis margins), where " (final 2.8944)" follows a name in the val_bpb panel. A legend outside
+     * takes at most a third of the panel. */
+    double panel = (double)width / cols;
+    int max_label = (int)((panel - 140) / 8.7) - 8 - (cols == 2 ? 15 : 4);
+    if (key_outside(keys_loss > keys_bpb ? keys_loss : keys_bpb, area)) max_label = (int)(panel / 3 / 8.7) - 8 - 15;
+    if (max_label < 12) max_label = 12;
+    char *shared = n > 1 ? fit_labels(n, lab, max_label) : NULL; /* one run: the name is only the title */
 
     /* one script per output format */
     const char *outs[2] = {png, svg};
@@ -307,10 +393,13 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
                       "set key box opaque samplen 3 spacing 1.1\nset tics nomirror\nset mxtics\n");
         sb_printf(&s, "set multiplot layout %d,%d title ", rows, cols);
         {
-            char t[512];
+            char t[600];
             if (n == 1) snprintf(t, sizeof(t), "%s", lab[0]);
+            else if (shared) snprintf(t, sizeof(t), "%d runs: %.500s", n, shared);
             else snprintf(t, sizeof(t), "%d runs", n);
-            sb_gp_str(&s, t);
+            char *te = ellipsize(t, (int)(width / 10.5));
+            sb_gp_str(&s, te);
+            free(te);
         }
         sb_printf(&s, " font ',13'\n");
         for (int row = 0; row < 2; row++) {
@@ -452,6 +541,7 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
         free(tmpout);
     }
     tmpdir_remove(&td);
+    free(shared);
     free_labels(n, lab);
     for (int i = 0; i < n; i++) runlog_free(&runs[i]);
     free(runs);

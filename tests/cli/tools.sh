@@ -84,7 +84,7 @@ expect_error tools/submit_unfinished_log "no final score line" "$PG" submit --na
 
 # ----------------------------------------------------------------------------------- plot
 if ! command -v "${PGOLF_GNUPLOT:-gnuplot}" > /dev/null 2>&1; then
-  for n in plot_png_svg plot_step_only plot_record_formats; do echo "SKIP tools/$n (skipped: gnuplot absent)"; done
+  for n in plot_png_svg plot_step_only plot_record_formats plot_long_names; do echo "SKIP tools/$n (skipped: gnuplot absent)"; done
 else
   # img_check FILE.png W H [FILE.svg]: PNG signature and IHDR size; the SVG parses as XML
   img_check() {
@@ -115,6 +115,47 @@ PY
   if out=$("$PG" plot -o "$TMP/p.png" "$D/record_format_seed2024.log" "$D/pr1392_format_seed7.log" 2>&1) &&
      msg=$(img_check "$TMP/p.png" 1500 1000 2>&1); then echo "ok tools/plot_record_formats"
   else echo "FAIL tools/plot_record_formats: $out $msg"; fi
+  # long run names: the legend keeps to its panel. Names sharing a long start lose it to the title;
+  # distinct long names keep their start and end around "..."; short names stay as they are. The
+  # gnuplot script is caught by a wrapper that then runs gnuplot.
+  GPW="$TMP/gpwrap"
+  printf '#!/bin/sh\ncp "$1" "%s/caught.gp" && exec "%s" "$1"\n' "$TMP" "$(command -v "${PGOLF_GNUPLOT:-gnuplot}")" > "$GPW"
+  chmod +x "$GPW"
+  rm -rf "$TMP/ln"; mkdir -p "$TMP/ln/shared" "$TMP/ln/distinct"
+  pre=sp1024_9x512_muon_wd0.04_warmdown3500_mlp3x_bigramhash_smeargate_tiny
+  for s in seed1337 seed42 seed7; do cp "$D/tiny_$s.txt" "$TMP/ln/shared/${pre}_$s.txt"; done
+  cp "$D/tiny_seed1337.txt" "$TMP/ln/distinct/a_very_long_experiment_name_with_many_parts_number_one_for_overflow_testing_seed1337.txt"
+  cp "$D/tiny_seed42.txt" "$TMP/ln/distinct/completely_different_long_run_description_for_testing_legend_overflow_seed42.txt"
+  cp "$D/tiny_seed7.txt" "$TMP/ln/distinct/short.txt"
+  why=""
+  for set in shared distinct short; do
+    rm -f "$TMP/caught.gp" "$TMP/p.png"
+    if [ $set = short ]; then files="$P3"; else files=$(ls "$TMP/ln/$set"/*.txt); fi
+    out=$(PGOLF_GNUPLOT="$GPW" "$PG" plot -o "$TMP/p.png" $files 2>&1) || { why="$why $set: $out;"; continue; }
+    r=$("$PY" - "$TMP/caught.gp" $set <<'PY'
+import re, sys
+gp, case = open(sys.argv[1]).read(), sys.argv[2]
+titles = re.findall(r"title '([^']*)'", gp)
+main, keys = titles[0], set(t for t in titles if not re.match(r"(loss|val_bpb) vs ", t))
+keys.discard(main)
+names = set(re.sub(r" \(final [0-9.]+\)$", "", k) for k in keys)
+bpb_keys = [k for k in keys if "(final " in k]
+want = {
+    "shared": ({"seed1337", "seed42", "seed7"}, "3 runs: sp1024_9x512_muon_wd0.04_warmdown3500_mlp3x_bigramhash_smeargate_tiny_*"),
+    "distinct": ({"a_very_long_experiment...rflow_testing_seed1337", "completely_different_l...legend_overflow_seed42", "short"}, "3 runs"),
+    "short": ({"tiny_seed1337", "tiny_seed42", "tiny_seed7"}, "3 runs"),
+}[case]
+problems = []
+if names != want[0]: problems.append("legend names %s, expected %s" % (sorted(names), sorted(want[0])))
+if main != want[1]: problems.append("title %r, expected %r" % (main, want[1]))
+if max(len(k) for k in bpb_keys) > 62: problems.append("a val_bpb legend entry of %d characters" % max(len(k) for k in bpb_keys))
+print("; ".join(problems) or "ok")
+PY
+)
+    [ "$r" = ok ] || why="$why $set: $r;"
+    msg=$(img_check "$TMP/p.png" 1500 1000 2>&1) || why="$why $set: $msg;"
+  done
+  if [ -z "$why" ]; then echo "ok tools/plot_long_names"; else echo "FAIL tools/plot_long_names:$why"; fi
 fi
 # gnuplot missing or failing: one error line, no picture
 rm -f "$TMP/p.png"
