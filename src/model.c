@@ -472,13 +472,6 @@ size_t gpt_param_count_cfg(const pg_config *cfg) {
     return m.n_count;
 }
 
-/* the three builds: a training model (every activation of every pass kept for the backward, plus
- * gradients and backward scratch), a decoder (the parameters, the key/value caches: B*T rows of
- * each pass's a->k, a->v, and one row per sequence of every other activation) and an evaluator (full
- * forwards only: each pass keeps its outputs, the other activations are one set shared by all
- * passes) */
-typedef enum { BUILD_TRAIN, BUILD_DECODER, BUILD_EVAL } build_kind;
-
 /* pass p of the forward: the layers' passes, then the recurrence passes and PR #187's first encoder
  * passes, with what its activations hold */
 typedef struct {
@@ -544,10 +537,14 @@ static void alloc_pass(gpt_model *m, block_acts *a, const pass_info *p, size_t N
      (p_)->xin_skip, (p_)->rstd1, (p_)->rstd_q, (p_)->rstd_k, (p_)->lse,   (p_)->rstd2, (p_)->xm2, (p_)->xout2,      \
      (p_)->xin_skip2}
 
-/* sizing: count the backend bytes without allocating (gpt_build_bytes); with borrowed weights
- * (weights, or shared_weights when sizing) */
-static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T, build_kind kind,
-                  const gpt_model *weights, int sizing, int shared_weights) {
+/* the builds (gpt_form): a training model (every activation of every pass kept for the backward,
+ * plus gradients and backward scratch), a decoder (the parameters, the key/value caches: B*T rows
+ * of each pass's a->k, a->v, and one row per sequence of every other activation) and an evaluator
+ * (full forwards only: each pass keeps its outputs, the other activations are one set shared by all
+ * passes), GPT_EVALUATOR_SHARED reading the weights of `weights` (none when sizing). sizing: count
+ * the backend bytes without allocating (gpt_build_bytes). */
+static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T, gpt_form form,
+                  const gpt_model *weights, int sizing) {
     memset(m, 0, sizeof(*m));
     m->ops = ops;
     m->sizing = sizing;
@@ -559,18 +556,18 @@ static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, 
         pg_die("PGOLF_PARALLEL_MODE=lanes1289 (PR #1289's lane routing) is not implemented on the %s backend", ops->name);
     m->B = B;
     m->T = T;
-    m->decoder = kind == BUILD_DECODER;
-    m->eval_only = kind == BUILD_EVAL;
-    const int train = kind == BUILD_TRAIN;
+    m->decoder = form == GPT_DECODER;
+    m->eval_only = form == GPT_EVALUATOR || form == GPT_EVALUATOR_SHARED;
+    const int train = form == GPT_TRAINING;
     build_table(m, cfg);
 
     if (weights) { /* an evaluator reading another model's weights */
-        PG_CHECK(kind == BUILD_EVAL && weights->ops == ops && weights->n_floats == m->n_floats &&
+        PG_CHECK(form == GPT_EVALUATOR_SHARED && weights->ops == ops && weights->n_floats == m->n_floats &&
                  weights->n_params == m->n_params);
         m->wsrc = weights;
         m->w = weights->w;
         m->wc = weights->wc;
-    } else if (!shared_weights) {
+    } else if (form != GPT_EVALUATOR_SHARED) {
         m->w = falloc(m, m->n_floats);
         if (m->w) ops->zero(m->w, m->n_floats * sizeof(float));
         m->w_owned = 1;
@@ -689,21 +686,20 @@ static void build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, 
 }
 
 void gpt_build(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T) {
-    build(m, cfg, ops, B, T, BUILD_TRAIN, NULL, 0, 0);
+    build(m, cfg, ops, B, T, GPT_TRAINING, NULL, 0);
 }
 
 void gpt_build_decoder(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int nb, int T) {
-    build(m, cfg, ops, nb, T, BUILD_DECODER, NULL, 0, 0);
+    build(m, cfg, ops, nb, T, GPT_DECODER, NULL, 0);
 }
 
 void gpt_build_eval(gpt_model *m, const pg_config *cfg, const pg_ops *ops, int B, int T, const gpt_model *weights) {
-    build(m, cfg, ops, B, T, BUILD_EVAL, weights, 0, 0);
+    build(m, cfg, ops, B, T, weights ? GPT_EVALUATOR_SHARED : GPT_EVALUATOR, weights, 0);
 }
 
 size_t gpt_build_bytes(const pg_config *cfg, const pg_ops *ops, int B, int T, gpt_form form) {
     gpt_model m;
-    build(&m, cfg, ops, B, T, form == GPT_TRAINING ? BUILD_TRAIN : form == GPT_DECODER ? BUILD_DECODER : BUILD_EVAL,
-          NULL, 1, form == GPT_EVALUATOR_SHARED);
+    build(&m, cfg, ops, B, T, form, NULL, 1);
     const size_t bytes = m.dev_bytes;
     gpt_free(&m);
     return bytes;
