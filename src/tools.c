@@ -190,8 +190,9 @@ static int key_outside(int nkeys, double area_px) { return key_fraction(nkeys, a
 /* The y range, with room above the data for the legend, so that the (opaque) legend never hides a
  * curve. */
 static void sb_yrange(sbuf *b, const yrange *lo, const yrange *hi, int nkeys, double area_px) {
-    double f = key_fraction(nkeys, area_px);
-    if (key_outside(nkeys, area_px)) sb_printf(b, "set key outside right top\n");
+    const double f = key_fraction(nkeys, area_px);
+    const int outside = key_outside(nkeys, area_px);
+    if (outside) sb_printf(b, "set key outside right top\n");
     else sb_printf(b, "set key inside top right\n");
     if (!lo->set || !hi->set) {
         sb_printf(b, "set yrange [*:*]\n");
@@ -200,33 +201,31 @@ static void sb_yrange(sbuf *b, const yrange *lo, const yrange *hi, int nkeys, do
     double a = lo->lo, z = hi->hi;
     double span = z - a;
     if (!(span > 0)) span = fabs(a) > 0 ? 0.05 * fabs(a) : 1;
-    double top = z + 0.04 * span + (!key_outside(nkeys, area_px) ? span * f / (1 - f) : 0);
+    double top = z + 0.04 * span + (outside ? 0 : span * f / (1 - f));
     sb_printf(b, "set yrange [%.6g:%.6g]\n", a - 0.03 * span, top);
 }
 
-/* s in at most max characters (UTF-8 aware): longer keeps its start and end around "..." */
+/* UTF-8: the characters of s; where its character k starts */
+static int utf8_chars(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+static const char *utf8_at(const char *s, int k) {
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80 && k-- == 0) break;
+    return s;
+}
+
+/* s in at most max characters: longer keeps its start and end around "..." */
 static char *ellipsize(const char *s, int max) {
-    int nc = 0;
-    for (const char *c = s; *c; c++) nc += ((unsigned char)*c & 0xC0) != 0x80;
+    const int nc = utf8_chars(s);
     if (nc <= max || max < 5) return xstrdup(s);
-    int head = (max - 3 + 1) / 2, tail = (max - 3) / 2, k = 0;
-    const char *h = s, *t = NULL;
-    for (const char *c = s;; c++) {
-        int lead = !*c || ((unsigned char)*c & 0xC0) != 0x80;
-        if (lead && k == head) h = c;
-        if (lead && k == nc - tail) {
-            t = c;
-            break;
-        }
-        if (!*c) break;
-        k += lead && *c;
-    }
-    size_t hn = (size_t)(h - s), tn = t ? strlen(t) : 0;
-    char *r = xmalloc(hn + 3 + tn + 1);
-    memcpy(r, s, hn);
-    memcpy(r + hn, "...", 3);
-    memcpy(r + hn + 3, t ? t : "", tn);
-    r[hn + 3 + tn] = 0;
+    const int head = (max - 2) / 2, tail = (max - 3) / 2;
+    const char *h = utf8_at(s, head), *t = utf8_at(s, nc - tail);
+    const size_t hn = (size_t)(h - s), n = hn + 3 + strlen(t) + 1;
+    char *r = xmalloc(n);
+    snprintf(r, n, "%.*s...%s", (int)hn, s, t);
     return r;
 }
 
@@ -237,11 +236,7 @@ static int name_sep(char c) { return c == '_' || c == '-' || c == '.' || c == '/
  * as "start*end" for the title; what is still too long keeps its start and end around "...". */
 static char *fit_labels(int n, char **lab, int max) {
     int too_long = 0;
-    for (int i = 0; i < n; i++) {
-        char *e = ellipsize(lab[i], max);
-        too_long |= strcmp(e, lab[i]) != 0;
-        free(e);
-    }
+    for (int i = 0; i < n; i++) too_long |= utf8_chars(lab[i]) > max;
     if (!too_long) return NULL;
     char *shared = NULL;
     if (n > 1) {
