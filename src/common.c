@@ -1,15 +1,17 @@
 /* common.c: implementations of the helpers declared in common.h (errors, allocation, clocks,
- * atomic file writes, half/bfloat16 conversions). */
+ * atomic file writes and the cleanup of interrupted commands, half/bfloat16 conversions). */
 #include "common.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,6 +21,7 @@ void (*pg_die_exit)(int code);
 void pg_die(const char *fmt, ...) {
     va_list ap;
     fflush(stdout);
+    pg_cleanup_run(); /* first: a rank other than 0 may be ended by SIGTERM while it waits below */
     if (pg_die_exit && strncmp(pg_die_prefix, "[rank 0/", 8)) {
         /* a rank other than 0 reports after rank 0 had time to: an error that every rank meets (a
          * bad setting, a diverged loss) is then reported once, by rank 0, whose abort ends the rest */
@@ -32,7 +35,6 @@ void pg_die(const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
-    pg_atomic_cleanup();
     if (pg_die_exit) pg_die_exit(1);
     exit(1);
 }
@@ -121,47 +123,132 @@ int pg_read_file(const char *path, uint8_t **data, size_t *len, char *err, size_
     return 0;
 }
 
-/* The temporaries of the atomic writes in progress, for pg_die and for SIGINT/SIGTERM: each is
- * published before its file is created and withdrawn before it is renamed or freed. */
-#define PG_ATOMIC_SLOTS 64
-static char *volatile g_atomic_tmp[PG_ATOMIC_SLOTS];
+/* ---- what a failed or interrupted command removes (see common.h) ----
+ * The registry is a list of 64-slot blocks that is only ever appended to, so that the handler can walk
+ * it at any moment: a slot is claimed with a compare-and-swap (CLAIMED while its kind is written) and
+ * emptied by storing NULL. */
+#define PG_CLEANUP_SLOTS 64
+#define CLAIMED ((const char *)1)
+typedef struct cleanup_block {
+    const char *volatile path[PG_CLEANUP_SLOTS];
+    volatile sig_atomic_t kind[PG_CLEANUP_SLOTS];
+    struct cleanup_block *volatile next;
+} cleanup_block;
+static cleanup_block g_cleanup;
 
-void pg_atomic_cleanup(void) {
-    for (int i = 0; i < PG_ATOMIC_SLOTS; i++) {
-        char *t = g_atomic_tmp[i];
-        if (t) unlink(t);
+/* Remove the files in dir and then dir itself, with system calls only (async-signal-safe). */
+static void remove_flat_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        /* deleting while reading can make the kernel skip an entry: read again until a pass removes nothing */
+        for (int pass = 0, removed = 1; removed && pass < 8; pass++) {
+            removed = 0;
+            lseek(fd, 0, SEEK_SET);
+            char buf[4096] __attribute__((aligned(8)));
+            long n;
+            while ((n = syscall(SYS_getdents64, fd, buf, sizeof(buf))) > 0)
+                for (long off = 0; off < n;) {
+                    /* struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name */
+                    unsigned short reclen;
+                    memcpy(&reclen, buf + off + 16, sizeof(reclen));
+                    const char *name = buf + off + 19;
+                    if (strcmp(name, ".") && strcmp(name, "..") && unlinkat(fd, name, 0) == 0) removed = 1;
+                    off += reclen;
+                }
+        }
+        close(fd);
     }
+    rmdir(dir);
 }
 
-static void atomic_on_signal(int sig) {
-    pg_atomic_cleanup();
+void pg_cleanup_run(void) {
+    for (int kind = PG_LEAVE_FILE; kind <= PG_LEAVE_EMPTY_DIR; kind++)
+        /* empty directories inside one another go in as many rounds as it takes */
+        for (int round = 0, again = 1; again && round < (kind == PG_LEAVE_EMPTY_DIR ? 16 : 1); round++) {
+            again = 0;
+            for (cleanup_block *b = &g_cleanup; b; b = b->next)
+                for (int i = 0; i < PG_CLEANUP_SLOTS; i++) {
+                    const char *p = b->path[i];
+                    if (!p || p == CLAIMED || b->kind[i] != kind) continue;
+                    if (kind == PG_LEAVE_FILE) unlink(p);
+                    else if (kind == PG_LEAVE_SCRATCH_DIR) remove_flat_dir(p);
+                    else if (rmdir(p) == 0) again = 1;
+                }
+        }
+}
+
+/* Only the main thread registers, so the handler does its work there: a signal that lands on another
+ * thread (a reader, an OpenMP worker) is sent on to the main thread, which may be holding it back. */
+static void cleanup_on_signal(int sig) {
+    if (syscall(SYS_gettid) != getpid()) {
+        syscall(SYS_tgkill, getpid(), getpid(), sig);
+        return;
+    }
+    pg_cleanup_run();
     signal(sig, SIG_DFL);
     raise(sig);
 }
 
-/* SIGINT/SIGTERM remove the temporaries, unless the program handles the signal itself (train
- * finishes its step and writes a checkpoint) or ignores it: only a default disposition is replaced,
- * checked at every open. */
-static void atomic_catch_signals(void) {
+/* SIGINT/SIGTERM clean up unless the program handles the signal itself (train finishes its step and
+ * writes a checkpoint) or ignores it: only a default action is replaced, checked at every registration. */
+static void cleanup_catch_signals(void) {
     const int sigs[2] = {SIGINT, SIGTERM};
     for (int i = 0; i < 2; i++) {
         struct sigaction cur;
         if (sigaction(sigs[i], NULL, &cur) != 0 || cur.sa_handler != SIG_DFL || (cur.sa_flags & SA_SIGINFO)) continue;
         struct sigaction sa;
         memset(&sa, 0, sizeof(sa));
-        sa.sa_handler = atomic_on_signal;
+        sa.sa_handler = cleanup_on_signal;
+        sa.sa_flags = SA_RESTART; /* a thread that only passes the signal on resumes its system call */
         sigaction(sigs[i], &sa, NULL);
     }
 }
 
-static void atomic_publish(char *tmp) {
-    for (int i = 0; i < PG_ATOMIC_SLOTS; i++)
-        if (!g_atomic_tmp[i] && __sync_bool_compare_and_swap(&g_atomic_tmp[i], NULL, tmp)) return;
+void pg_cleanup_add(const char *path, pg_leave_kind kind) {
+    cleanup_catch_signals();
+    for (cleanup_block *b = &g_cleanup;; b = b->next) {
+        for (int i = 0; i < PG_CLEANUP_SLOTS; i++)
+            if (!b->path[i] && __sync_bool_compare_and_swap(&b->path[i], NULL, CLAIMED)) {
+                b->kind[i] = (sig_atomic_t)kind;
+                __sync_synchronize();
+                b->path[i] = path;
+                return;
+            }
+        if (!b->next) {
+            cleanup_block *nb = xcalloc(1, sizeof(*nb));
+            if (!__sync_bool_compare_and_swap(&b->next, NULL, nb)) free(nb);
+        }
+    }
 }
 
-static void atomic_withdraw(const char *tmp) {
-    for (int i = 0; i < PG_ATOMIC_SLOTS; i++)
-        if (g_atomic_tmp[i] == tmp) g_atomic_tmp[i] = NULL;
+void pg_cleanup_drop(const char *path) {
+    for (cleanup_block *b = &g_cleanup; b; b = b->next)
+        for (int i = 0; i < PG_CLEANUP_SLOTS; i++)
+            if (b->path[i] == path) {
+                b->path[i] = NULL;
+                return;
+            }
+}
+
+/* Creating and registering happen with SIGINT/SIGTERM held back: a signal in between would leave
+ * the directory, and registering its name first could remove a stranger's directory of that name. */
+int pg_scratch_mkdir(char *path, int unique) {
+    sigset_t stop, old;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, &old);
+    char *made = unique ? mkdtemp(path) : (mkdir(path, 0755) == 0 ? path : NULL);
+    int e = errno;
+    if (made) pg_cleanup_add(path, PG_LEAVE_SCRATCH_DIR);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = e;
+    return made ? 0 : -1;
+}
+
+void pg_scratch_remove(const char *dir) {
+    pg_cleanup_drop(dir);
+    remove_flat_dir(dir);
 }
 
 int pg_atomic_open(pg_atomic_file *af, const char *path, char *err, size_t errlen) {
@@ -170,12 +257,11 @@ int pg_atomic_open(pg_atomic_file *af, const char *path, char *err, size_t errle
     af->path = xstrdup(path);
     af->tmp = xmalloc(n);
     snprintf(af->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    atomic_catch_signals();
-    atomic_publish(af->tmp);
+    pg_cleanup_add(af->tmp, PG_LEAVE_FILE); /* before the file exists: a signal in between must still remove it */
     af->f = fopen(af->tmp, "wb");
     if (!af->f) {
         int e = errno;
-        atomic_withdraw(af->tmp);
+        pg_cleanup_drop(af->tmp);
         free(af->path);
         free(af->tmp);
         memset(af, 0, sizeof(*af));
@@ -191,13 +277,13 @@ int pg_atomic_commit(pg_atomic_file *af, char *err, size_t errlen) {
     if (fclose(af->f) != 0 && !bad) bad = 1, e = errno;
     af->f = NULL;
     if (!bad) {
-        atomic_withdraw(af->tmp); /* a signal now leaves either the old file or the complete new one */
+        pg_cleanup_drop(af->tmp); /* a signal now leaves either the old file or the complete new one */
         if (rename(af->tmp, af->path) != 0) bad = 1, e = errno;
     }
     int rc = 0;
     if (bad) {
         unlink(af->tmp);
-        atomic_withdraw(af->tmp);
+        pg_cleanup_drop(af->tmp);
         rc = pg_err(err, errlen, "%s: write failed: %s", af->path, strerror(e));
     }
     free(af->path);
@@ -208,7 +294,7 @@ int pg_atomic_commit(pg_atomic_file *af, char *err, size_t errlen) {
 
 void pg_atomic_abort(pg_atomic_file *af) {
     if (af->f) fclose(af->f);
-    if (af->tmp) unlink(af->tmp), atomic_withdraw(af->tmp);
+    if (af->tmp) unlink(af->tmp), pg_cleanup_drop(af->tmp);
     free(af->path);
     free(af->tmp);
     memset(af, 0, sizeof(*af));

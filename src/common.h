@@ -47,8 +47,7 @@ int pg_read_file(const char *path, uint8_t **data, size_t *len, char *err, size_
  * at path and the temporary is removed. */
 int pg_write_file_atomic(const char *path, const void *data, size_t len, char *err, size_t errlen);
 /* Atomic writer for streamed output: open returns a FILE* on "<path>.tmp.<pid>"; commit fsyncs and
- * renames; abort removes the temporary. pg_die, SIGINT and SIGTERM remove the temporaries of writes in
- * progress too (the signals only where the program left their default action). */
+ * renames; abort removes the temporary. The temporary is registered for cleanup (below) while it exists. */
 typedef struct {
     FILE *f;
     char *path;
@@ -57,7 +56,22 @@ typedef struct {
 int pg_atomic_open(pg_atomic_file *af, const char *path, char *err, size_t errlen);
 int pg_atomic_commit(pg_atomic_file *af, char *err, size_t errlen);
 void pg_atomic_abort(pg_atomic_file *af);
-void pg_atomic_cleanup(void); /* remove every temporary in progress (async-signal-safe) */
+
+/* What a failed or interrupted command must not leave behind. pg_die, and SIGINT/SIGTERM wherever the
+ * program has left their default action, remove every path registered here: files first, then
+ * scratch directories with the files in them (flat), then directories if they are empty. A path is
+ * registered before its file is created and dropped before it is renamed into place; the pointer is
+ * the key and must stay valid while registered. Files are created on the main thread, where the
+ * handler does its work (a signal that lands on another thread is sent on to it). */
+typedef enum { PG_LEAVE_FILE, PG_LEAVE_SCRATCH_DIR, PG_LEAVE_EMPTY_DIR } pg_leave_kind;
+void pg_cleanup_add(const char *path, pg_leave_kind kind);
+void pg_cleanup_drop(const char *path);
+void pg_cleanup_run(void); /* remove everything registered, now (async-signal-safe) */
+/* Create and register a scratch directory: mkdtemp(path) when unique (path ends in XXXXXX and gets the
+ * name), else mkdir(path). Returns 0, or -1 with errno. pg_scratch_remove drops it and removes it with
+ * its files. */
+int pg_scratch_mkdir(char *path, int unique);
+void pg_scratch_remove(const char *dir);
 
 /* Create a directory and its parents (like mkdir -p). Returns 0 or -1 with err. */
 int pg_mkdirs(const char *path, char *err, size_t errlen);

@@ -618,29 +618,6 @@ static void rec_process(const tk_job *job, const tk_rec *r, tk_res *res) {
 /* ------------------------------------------------------------------------------------------ */
 /* shard writer */
 
-/* temporary files, for the signal handler. Only the main thread creates, renames and removes them,
- * so the handler does its work there: a signal that lands on the reader or an OpenMP worker is passed
- * on to the main thread (pthread_kill is async-signal-safe), where it also waits out a commit. */
-static char **volatile g_tmp;
-static volatile sig_atomic_t g_ntmp;
-static const char *volatile g_probe;   /* the writability probe, while it exists */
-static const char *volatile g_new_dir; /* the output directory when this run created it */
-static pthread_t g_main;
-static struct sigaction g_old_int, g_old_term;
-
-static void on_signal(int sig) {
-    if (!pthread_equal(pthread_self(), g_main)) {
-        pthread_kill(g_main, sig);
-        return;
-    }
-    char **t = g_tmp;
-    for (sig_atomic_t i = 0; t && i < g_ntmp; i++) unlink(t[i]);
-    if (g_probe) unlink(g_probe);
-    if (g_new_dir) rmdir(g_new_dir); /* only succeeds if it is empty */
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
 typedef struct {
     const char *dir;
     char **tmp, **fin;
@@ -672,15 +649,9 @@ static int writer_close(tk_writer *w, char *err, size_t errlen) {
 
 static int writer_open(tk_writer *w, char *err, size_t errlen) {
     if (w->n == w->cap) {
-        int cap = w->cap ? 2 * w->cap : 16;
-        char **nt = xmalloc(cap * sizeof(char *));
-        if (w->n) memcpy(nt, w->tmp, w->n * sizeof(char *));
-        char **old = w->tmp;
-        g_tmp = nt; /* the handler sees a complete array at all times */
-        w->tmp = nt;
-        free(old);
-        w->fin = xrealloc(w->fin, cap * sizeof(char *));
-        w->cap = cap;
+        w->cap = w->cap ? 2 * w->cap : 16;
+        w->tmp = xrealloc(w->tmp, w->cap * sizeof(char *));
+        w->fin = xrealloc(w->fin, w->cap * sizeof(char *));
     }
     size_t L = strlen(w->dir) + 64;
     char *fin = xmalloc(L), *tmp = xmalloc(L + 32);
@@ -688,11 +659,11 @@ static int writer_open(tk_writer *w, char *err, size_t errlen) {
     snprintf(tmp, L + 32, "%s.tmp.%ld", fin, (long)getpid());
     w->fin[w->n] = fin;
     w->tmp[w->n] = tmp;
-    g_ntmp = w->n + 1; /* published before the file exists: a signal in between must still remove it */
+    pg_cleanup_add(tmp, PG_LEAVE_FILE); /* before the file exists: a signal in between must still remove it */
     w->f = fopen(tmp, "wb");
     if (!w->f) {
         int e = errno;
-        g_ntmp = w->n;
+        pg_cleanup_drop(tmp);
         pg_err(err, errlen, "%s: cannot write: %s", fin, strerror(e));
         free(fin);
         free(tmp);
@@ -739,8 +710,7 @@ static int writer_doc(tk_writer *w, int split, int bos, const int32_t *ids, long
 static void writer_abort(tk_writer *w) {
     if (w->f) fclose(w->f);
     w->f = NULL;
-    for (int i = 0; i < w->n; i++) unlink(w->tmp[i]);
-    g_ntmp = 0;
+    for (int i = 0; i < w->n; i++) unlink(w->tmp[i]), pg_cleanup_drop(w->tmp[i]);
 }
 
 static int shard_name(const char *s) {
@@ -773,10 +743,11 @@ static int writer_commit_now(tk_writer *w, char *err, size_t errlen) {
         free(p);
     }
     closedir(d);
-    for (int i = 0; i < w->n; i++)
+    for (int i = 0; i < w->n; i++) {
+        pg_cleanup_drop(w->tmp[i]);
         if (rename(w->tmp[i], w->fin[i]) != 0)
             return pg_err(err, errlen, "%s: cannot rename into place: %s", w->fin[i], strerror(errno));
-    g_ntmp = 0;
+    }
     int fd = open(w->dir, O_RDONLY);
     if (fd >= 0) {
         fsync(fd);
@@ -785,8 +756,8 @@ static int writer_commit_now(tk_writer *w, char *err, size_t errlen) {
     return 0;
 }
 
-/* The commit runs with SIGINT/SIGTERM held back on the main thread (and on_signal sends every such
- * signal there): one that lands in it takes effect once the directory holds the complete new set,
+/* The commit runs with SIGINT/SIGTERM held back on the main thread (and the cleanup handler sends
+ * every such signal there): one that lands in it takes effect once the directory holds the complete new set,
  * never a mix of old and new shards. */
 static int writer_commit(tk_writer *w, char *err, size_t errlen) {
     sigset_t stop, old;
@@ -799,25 +770,8 @@ static int writer_commit(tk_writer *w, char *err, size_t errlen) {
     return rc;
 }
 
-static void signals_catch(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    g_main = pthread_self();
-    sigaction(SIGINT, &sa, &g_old_int);
-    sigaction(SIGTERM, &sa, &g_old_term);
-}
-
-static void signals_restore(void) {
-    sigaction(SIGINT, &g_old_int, NULL);
-    sigaction(SIGTERM, &g_old_term, NULL);
-    g_probe = g_new_dir = NULL;
-}
-
 static void writer_free(tk_writer *w) {
-    for (int i = 0; i < w->n; i++) free(w->tmp[i]), free(w->fin[i]);
-    g_tmp = NULL;
-    g_ntmp = 0;
+    for (int i = 0; i < w->n; i++) pg_cleanup_drop(w->tmp[i]), free(w->tmp[i]), free(w->fin[i]);
     free(w->tmp);
     free(w->fin);
     free(w->buf);
@@ -943,13 +897,12 @@ int tokenize_run(const tk_options *o, tk_encode_fn enc, void *ctx, int bos_id, i
         return pg_err(err, errlen, "stdin ('-') given more than once");
     }
     /* output directory: create it (remember to remove it again on failure) and check it is writable.
-     * From here on SIGINT/SIGTERM remove whatever this run has made. */
-    signals_catch();
+     * From here on pg_die, SIGINT and SIGTERM remove whatever this run has made. */
     struct stat sd;
     int created = stat(o->out_dir, &sd) != 0;
-    if (created) g_new_dir = o->out_dir;
+    if (created) pg_cleanup_add(o->out_dir, PG_LEAVE_EMPTY_DIR);
     if (pg_mkdirs(o->out_dir, err, errlen)) {
-        signals_restore();
+        pg_cleanup_drop(o->out_dir);
         free(formats);
         return -1;
     }
@@ -957,15 +910,15 @@ int tokenize_run(const tk_options *o, tk_encode_fn enc, void *ctx, int bos_id, i
         size_t L = strlen(o->out_dir) + 64;
         char *probe = xmalloc(L);
         snprintf(probe, L, "%s/.pgolf_tokenize_probe.%ld", o->out_dir, (long)getpid());
-        g_probe = probe;
+        pg_cleanup_add(probe, PG_LEAVE_FILE);
         int fd = open(probe, O_WRONLY | O_CREAT | O_EXCL, 0644);
         int e = errno;
         if (fd >= 0) close(fd), unlink(probe);
-        g_probe = NULL;
+        pg_cleanup_drop(probe);
         free(probe);
         if (fd < 0) {
             if (created) rmdir(o->out_dir);
-            signals_restore();
+            pg_cleanup_drop(o->out_dir);
             free(formats);
             return pg_err(err, errlen, "%s: cannot write in the output directory: %s", o->out_dir, strerror(e));
         }
@@ -1071,7 +1024,7 @@ int tokenize_run(const tk_options *o, tk_encode_fn enc, void *ctx, int bos_id, i
         writer_abort(&w);
         if (created) rmdir(o->out_dir); /* only succeeds if it is empty */
     }
-    signals_restore();
+    pg_cleanup_drop(o->out_dir);
     st->files_val = w.idx[0];
     st->files_train = w.idx[1];
     writer_free(&w);

@@ -7,7 +7,6 @@
  * Logs are read by runlog.c (pgolf's own logs and the records' train_gpt.py logs); the statistics
  * are in stats.c. Every output is written atomically: a file through a temporary and a rename, the
  * submission folder built under a temporary name beside its destination and renamed into place. */
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -63,29 +62,6 @@ static void sb_json_str(sbuf *b, const char *s) {
         else sb_printf(b, "%c", c);
     }
     sb_printf(b, "\"");
-}
-
-/* ---- temporary directories (removed again, files first) ---- */
-typedef struct {
-    char *dir;
-} tmpdir;
-
-static void tmpdir_remove(tmpdir *t) {
-    if (!t->dir) return;
-    DIR *d = opendir(t->dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char p[4096];
-            snprintf(p, sizeof(p), "%s/%s", t->dir, e->d_name);
-            unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(t->dir);
-    free(t->dir);
-    t->dir = NULL;
 }
 
 static char *path_join(const char *dir, const char *name) {
@@ -285,13 +261,11 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
 
     const char *tmpbase = getenv("TMPDIR");
     if (!tmpbase || !*tmpbase) tmpbase = "/tmp";
-    tmpdir td = {0};
-    {
-        char *tpl = path_join(tmpbase, "pgolf-plot.XXXXXX");
-        if (!mkdtemp(tpl)) {
-            rc = pg_err(err, errlen, "%s: cannot create a temporary directory: %s", tmpbase, strerror(errno));
-            free(tpl);
-        } else td.dir = tpl;
+    char *scratch = path_join(tmpbase, "pgolf-plot.XXXXXX"); /* gnuplot's data, scripts and pictures */
+    if (pg_scratch_mkdir(scratch, 1) != 0) {
+        rc = pg_err(err, errlen, "%s: cannot create a temporary directory: %s", tmpbase, strerror(errno));
+        free(scratch);
+        scratch = NULL;
     }
 
     /* data files and ranges */
@@ -322,7 +296,7 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
         }
         char name[64];
         snprintf(name, sizeof(name), "run%d_train.dat", i);
-        char *fp = path_join(td.dir, name);
+        char *fp = path_join(scratch, name);
         if (pg_write_file_atomic(fp, d.s ? d.s : "", d.n, err, errlen) != 0) rc = -1;
         free(fp);
         d.n = 0;
@@ -339,7 +313,7 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
             }
         }
         snprintf(name, sizeof(name), "run%d_val.dat", i);
-        fp = path_join(td.dir, name);
+        fp = path_join(scratch, name);
         if (rc == 0 && pg_write_file_atomic(fp, d.s, d.n, err, errlen) != 0) rc = -1;
         free(fp);
         free(d.s);
@@ -373,7 +347,7 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
     for (int f = 0; f < 2 && rc == 0; f++) {
         if (!outs[f]) continue;
         sbuf s = {0};
-        char *tmpout = path_join(td.dir, f == 0 ? "out.png" : "out.svg");
+        char *tmpout = path_join(scratch, f == 0 ? "out.png" : "out.svg");
         if (f == 0)
             sb_printf(&s, "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
                           "  set terminal pngcairo size %d,%d noenhanced font 'DejaVu Sans,11' linewidth 1.3\n"
@@ -418,7 +392,7 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
                 if (runs[i].n_train) {
                     char nm[64];
                     snprintf(nm, sizeof(nm), "run%d_train.dat", i);
-                    char *fp = path_join(td.dir, nm);
+                    char *fp = path_join(scratch, nm);
                     sb_printf(&s, "%s", first ? "" : ", \\\n     ");
                     sb_gp_str(&s, fp);
                     char t[600];
@@ -431,7 +405,7 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
                 if (runs[i].n_val) {
                     char nm[64];
                     snprintf(nm, sizeof(nm), "run%d_val.dat", i);
-                    char *fp = path_join(td.dir, nm);
+                    char *fp = path_join(scratch, nm);
                     sb_printf(&s, "%s", first ? "" : ", \\\n     ");
                     sb_gp_str(&s, fp);
                     char t[600];
@@ -457,7 +431,7 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
                     if (!runs[i].n_val) continue;
                     char nm[64];
                     snprintf(nm, sizeof(nm), "run%d_val.dat", i);
-                    char *fp = path_join(td.dir, nm);
+                    char *fp = path_join(scratch, nm);
                     sb_printf(&s, "%s", first ? "" : ", \\\n     ");
                     sb_gp_str(&s, fp);
                     char t[700];
@@ -475,14 +449,14 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
             }
         }
         sb_printf(&s, "unset multiplot\nset output\n");
-        char *sp = path_join(td.dir, f == 0 ? "plot_png.gp" : "plot_svg.gp");
+        char *sp = path_join(scratch, f == 0 ? "plot_png.gp" : "plot_svg.gp");
         if (pg_write_file_atomic(sp, s.s, s.n, err, errlen) != 0) rc = -1;
         free(s.s);
         /* run gnuplot */
         if (rc == 0) {
             const char *gp = getenv("PGOLF_GNUPLOT");
             if (!gp || !*gp) gp = "gnuplot";
-            char *logp = path_join(td.dir, "gnuplot.err");
+            char *logp = path_join(scratch, "gnuplot.err");
             fflush(NULL);
             pid_t pid = fork();
             if (pid < 0) rc = pg_err(err, errlen, "cannot start gnuplot: %s", strerror(errno));
@@ -535,7 +509,7 @@ int tools_plot(int n, char **paths, const char *png, const char *svg, const char
         }
         free(tmpout);
     }
-    tmpdir_remove(&td);
+    if (scratch) pg_scratch_remove(scratch), free(scratch);
     free(shared);
     free_labels(n, lab);
     for (int i = 0; i < n; i++) runlog_free(&runs[i]);
@@ -868,25 +842,12 @@ static double *parse_scores(const char *s, size_t *n) {
     return v;
 }
 
-/* remove what a half-built submission left and die */
-static tmpdir g_submit_tmp;
-static void submit_fail(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-static void submit_fail(const char *fmt, ...) {
-    char msg[PG_ERRLEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    tmpdir_remove(&g_submit_tmp);
-    pg_die("submit: %s", msg);
-}
-
 static void put_file(const char *dir, const char *name, const void *data, size_t len) {
     char err[PG_ERRLEN];
     char *p = path_join(dir, name);
     if (pg_write_file_atomic(p, data, len, err, sizeof(err)) != 0) {
         free(p);
-        submit_fail("%s", err);
+        pg_die("submit: %s", err); /* which removes the half-built folder */
     }
     free(p);
 }
@@ -1043,25 +1004,20 @@ int cmd_submit(int argc, char **argv) {
     char *final_dir = path_join(out, dirname);
     struct stat st;
     if (lstat(final_dir, &st) == 0) pg_die("submit: %s already exists (remove it or choose another --name/--date)", final_dir);
+    char *tdir;
     {
         char tmpname[300];
         snprintf(tmpname, sizeof(tmpname), ".%s.tmp.%ld", dirname, (long)getpid());
-        char *tp = path_join(out, tmpname);
-        if (mkdir(tp, 0755) != 0) {
-            int e = errno;
-            free(tp);
-            pg_die("submit: cannot create a folder in %s: %s", out, strerror(e));
-        }
-        g_submit_tmp.dir = tp;
+        tdir = path_join(out, tmpname);
+        if (pg_scratch_mkdir(tdir, 0) != 0) pg_die("submit: cannot create a folder in %s: %s", out, strerror(errno));
     }
-    const char *tdir = g_submit_tmp.dir;
 
     /* the logs, as train_seed<SEED>.log */
     char **copied = xcalloc((size_t)n, sizeof(char *));
     for (int i = 0; i < n; i++) {
         uint8_t *data;
         size_t len;
-        if (pg_read_file(logs[i], &data, &len, err, sizeof(err)) != 0) submit_fail("%s", err);
+        if (pg_read_file(logs[i], &data, &len, err, sizeof(err)) != 0) pg_die("submit: %s", err);
         char nm[64];
         snprintf(nm, sizeof(nm), "train_seed%lld.log", runs[i].seed);
         put_file(tdir, nm, data, len);
@@ -1199,9 +1155,9 @@ int cmd_submit(int argc, char **argv) {
     free(m.s);
 
     /* into place */
-    if (rename(tdir, final_dir) != 0) submit_fail("cannot rename %s to %s: %s", tdir, final_dir, strerror(errno));
-    free(g_submit_tmp.dir);
-    g_submit_tmp.dir = NULL;
+    if (rename(tdir, final_dir) != 0) pg_die("submit: cannot rename %s to %s: %s", tdir, final_dir, strerror(errno));
+    pg_cleanup_drop(tdir); /* only now: until the rename a signal removes the half-built folder */
+    free(tdir);
     printf("submit: wrote %s (%d seed%s, val_bpb %.8f", final_dir, n, n > 1 ? "s" : "", mean_bpb);
     if (n > 1) printf(" ± %.8f", std_bpb);
     printf(", %lld bytes)\n", total);

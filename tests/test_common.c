@@ -1,8 +1,10 @@
 /* test_common.c: tests of common.c (half/bfloat16 conversions, atomic writes), json.c and the
  * safetensors reader/writer. */
 #include <dirent.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -165,5 +167,120 @@ TEST(atomic_write_interrupted_leaves_no_temporary) {
             struct stat sb;
             T_ASSERT(stat(path, &sb) == 0 && sb.st_size == 7, "%s: out.bin is not the complete file", cases[i].what);
         }
+    }
+}
+
+/* What pg_die and SIGTERM clean up beyond atomic writes: a scratch directory with its files (more
+ * than one getdents buffer of long names), registered files beyond the first block of slots, and
+ * registered directories that are empty (also when the outer one was registered first). A registered
+ * directory that is not empty, and whatever was dropped, stay. The child's work: */
+enum { LEAVE_SIGTERM, LEAVE_DIE, LEAVE_REMOVED_THEN_SIGTERM, LEAVE_SIGNAL_ON_THREAD };
+static void *term_this_thread(void *arg) {
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_UNBLOCK, &stop, NULL); /* the mask came from the main thread */
+    pthread_kill(pthread_self(), SIGTERM); /* the handler sends it on to the main thread, which holds it back */
+    *(int *)arg = 1;                       /* so this thread goes on */
+    return NULL;
+}
+
+static void leave_nothing_child(int how, const char *dir) {
+    static char scratch[700], e1[700], e2[700], keep[700], files[100][760], late[700];
+    char p[900];
+    snprintf(scratch, sizeof(scratch), "%s/scratch.XXXXXX", dir);
+    if (pg_scratch_mkdir(scratch, 1) != 0) _exit(90);
+    for (int i = 0; i < 300; i++) {
+        snprintf(p, sizeof(p), "%s/file_with_a_rather_long_name_so_that_the_entries_fill_buffers_%03d", scratch, i);
+        FILE *f = fopen(p, "w");
+        if (!f || fputs("x", f) < 0 || fclose(f) != 0) _exit(91);
+    }
+    for (int i = 0; i < 100; i++) {
+        snprintf(files[i], sizeof(files[i]), "%s/tmp%03d", dir, i);
+        pg_cleanup_add(files[i], PG_LEAVE_FILE);
+        FILE *f = fopen(files[i], "w");
+        if (!f || fclose(f) != 0) _exit(92);
+    }
+    snprintf(e1, sizeof(e1), "%s/e1", dir);
+    snprintf(e2, sizeof(e2), "%s/e1/e2", dir);
+    snprintf(keep, sizeof(keep), "%s/keep", dir);
+    pg_cleanup_add(e1, PG_LEAVE_EMPTY_DIR);
+    pg_cleanup_add(e2, PG_LEAVE_EMPTY_DIR);
+    pg_cleanup_add(keep, PG_LEAVE_EMPTY_DIR);
+    snprintf(p, sizeof(p), "%s/keep/x", dir);
+    FILE *f;
+    if (mkdir(e1, 0755) || mkdir(e2, 0755) || mkdir(keep, 0755) || !(f = fopen(p, "w")) || fclose(f)) _exit(93);
+    pg_cleanup_drop(files[7]); /* tmp007 stays */
+    if (how == LEAVE_SIGTERM) raise(SIGTERM);
+    if (how == LEAVE_DIE) pg_die("something failed");
+    if (how == LEAVE_REMOVED_THEN_SIGTERM) {
+        /* removed and dropped: a directory made again under that name is not the command's to remove */
+        pg_scratch_remove(scratch);
+        if (mkdir(scratch, 0755) != 0) _exit(94);
+        raise(SIGTERM);
+    }
+    if (how == LEAVE_SIGNAL_ON_THREAD) {
+        sigset_t stop;
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &stop, NULL);
+        int survived = 0;
+        pthread_t th;
+        if (pthread_create(&th, NULL, term_this_thread, &survived) != 0 || pthread_join(th, NULL) != 0) _exit(95);
+        /* a file made after the signal arrived is still removed: the main thread does the work */
+        snprintf(late, sizeof(late), "%s/late", dir);
+        pg_cleanup_add(late, PG_LEAVE_FILE);
+        if (!survived || !(f = fopen(late, "w")) || fclose(f)) _exit(96);
+        snprintf(p, sizeof(p), "%s/survived", dir);
+        if (!(f = fopen(p, "w")) || fclose(f)) _exit(97);
+        pthread_sigmask(SIG_UNBLOCK, &stop, NULL);
+    }
+    _exit(98);
+}
+
+TEST(cleanup_removes_scratch_dirs_files_and_empty_dirs) {
+    static const struct {
+        int how;
+        const char *what;
+        int sig, code;
+        const char *left; /* the names left in dir, sorted ("scratch*" for a scratch directory) */
+    } cases[] = {
+        {LEAVE_SIGTERM, "SIGTERM", SIGTERM, 0, "keep tmp007"},
+        {LEAVE_DIE, "pg_die", 0, 1, "keep tmp007"},
+        {LEAVE_REMOVED_THEN_SIGTERM, "SIGTERM after pg_scratch_remove", SIGTERM, 0, "keep scratch* tmp007"},
+        {LEAVE_SIGNAL_ON_THREAD, "SIGTERM on another thread", SIGTERM, 0, "keep survived tmp007"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char dir[600];
+        snprintf(dir, sizeof(dir), "%s/leave%zu", t_tmpdir(), i);
+        T_ASSERT(mkdir(dir, 0755) == 0, "mkdir %s", dir);
+        fflush(stdout);
+        fflush(stderr);
+        pid_t pid = fork();
+        if (pid == 0) {
+            if (!freopen("/dev/null", "w", stderr)) _exit(99);
+            signal(SIGINT, SIG_DFL);
+            signal(SIGTERM, SIG_DFL);
+            leave_nothing_child(cases[i].how, dir);
+        }
+        int st = -1;
+        T_ASSERT(pid > 0 && waitpid(pid, &st, 0) == pid, "fork");
+        if (cases[i].sig)
+            T_ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == cases[i].sig, "%s: wait status %d", cases[i].what, st);
+        else
+            T_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == cases[i].code, "%s: wait status %d", cases[i].what, st);
+        struct dirent **ents;
+        int n = scandir(dir, &ents, NULL, alphasort);
+        T_ASSERT(n >= 0, "scandir %s", dir);
+        char names[512] = "";
+        for (int k = 0; k < n; k++) {
+            const char *nm = ents[k]->d_name;
+            if (nm[0] != '.')
+                snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", names[0] ? " " : "",
+                         strncmp(nm, "scratch.", 8) ? nm : "scratch*");
+            free(ents[k]);
+        }
+        free(ents);
+        T_ASSERT(!strcmp(names, cases[i].left), "%s: left '%s', expected '%s'", cases[i].what, names, cases[i].left);
     }
 }

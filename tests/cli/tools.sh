@@ -162,6 +162,14 @@ rm -f "$TMP/p.png"
 PGOLF_GNUPLOT=/nonexistent/gnuplot expect_error tools/plot_no_gnuplot "gnuplot-nox" "$PG" plot -o "$TMP/p.png" "$D/tiny_seed42.txt"
 PGOLF_GNUPLOT=false expect_error tools/plot_gnuplot_fails "gnuplot failed" "$PG" plot -o "$TMP/p.png" "$D/tiny_seed42.txt"
 [ -e "$TMP/p.png" ] && echo "FAIL tools/plot_gnuplot_fails/no_output" || echo "ok tools/plot_gnuplot_fails/no_output"
+# SIGTERM while gnuplot runs (a stand-in that sends it): pgolf ends by the signal and leaves neither its
+# scratch folder nor a picture
+rm -rf "$TMP/plottmp" "$TMP/p.png"; mkdir -p "$TMP/plottmp"
+printf '#!/bin/sh\nkill -TERM $PPID\nsleep 1\n' > "$TMP/gpterm"; chmod +x "$TMP/gpterm"
+(TMPDIR="$TMP/plottmp" PGOLF_GNUPLOT="$TMP/gpterm" "$PG" plot -o "$TMP/p.png" "$D/tiny_seed42.txt" >/dev/null 2>&1; exit $?) 2>/dev/null
+rc=$?; left="$(ls -A "$TMP/plottmp")$(ls -A "$TMP" | grep '^p\.png')"
+if [ "$rc" = 143 ] && [ -z "$left" ]; then echo "ok tools/plot_sigterm_leaves_nothing"
+else echo "FAIL tools/plot_sigterm_leaves_nothing: exit $rc, left '$left'"; fi
 expect_error tools/plot_bad_x "--x must be" "$PG" plot --x steps "$D/tiny_seed42.txt"
 expect_error tools/plot_no_log "no log given" "$PG" plot -o "$TMP/p.png"
 
