@@ -2,6 +2,7 @@
  * atomic file writes and the cleanup of interrupted commands, half/bfloat16 conversions). */
 #include "common.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -251,12 +252,50 @@ void pg_scratch_remove(const char *dir) {
     remove_flat_dir(dir);
 }
 
+/* A temporary "<base>.tmp.<pid>" that a process left when it was killed outright (kill -9, out of
+ * memory): returns the length of <base> when name is one and that process no longer runs, else 0. */
+size_t pg_dead_temporary(const char *name) {
+    const char *t = strstr(name, ".tmp.");
+    if (!t || t == name) return 0;
+    for (const char *n; (n = strstr(t + 1, ".tmp."));) t = n; /* the last one */
+    const char *d = t + 5;
+    if (!*d || strlen(d) > 9 || strspn(d, "0123456789") != strlen(d)) return 0;
+    long pid = strtol(d, NULL, 10);
+    if (pid <= 0 || pid == (long)getpid()) return 0;
+    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) return 0; /* alive (or not ours to judge) */
+    return (size_t)(t - name);
+}
+
+void pg_remove_dead_temporary(const char *dir, const char *name) {
+    char *p = xmalloc(strlen(dir) + strlen(name) + 2);
+    sprintf(p, "%s/%s", dir, name);
+    if (unlink(p) == 0)
+        fprintf(stderr, "pgolf: removed %s, left by process %s, which no longer runs\n", p, strrchr(name, '.') + 1);
+    free(p);
+}
+
+/* Remove the dead processes' temporaries of path, with a note: they can be as large as a checkpoint. */
+static void remove_dead_temporaries(const char *path) {
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t bl = strlen(base);
+    char *dir = slash ? xstrdup(path) : xstrdup(".");
+    if (slash) dir[slash - path + (slash == path)] = 0;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (!strncmp(e->d_name, base, bl) && pg_dead_temporary(e->d_name) == bl) pg_remove_dead_temporary(dir, e->d_name);
+    if (d) closedir(d);
+    free(dir);
+}
+
 int pg_atomic_open(pg_atomic_file *af, const char *path, char *err, size_t errlen) {
     memset(af, 0, sizeof(*af));
     size_t n = strlen(path) + 32;
     af->path = xstrdup(path);
     af->tmp = xmalloc(n);
     snprintf(af->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    remove_dead_temporaries(path);
     pg_cleanup_add(af->tmp, PG_LEAVE_FILE); /* before the file exists: a signal in between must still remove it */
     af->f = fopen(af->tmp, "wb");
     if (!af->f) {

@@ -54,6 +54,11 @@ typedef struct {
     char *tmp;
 } pg_atomic_file;
 int pg_atomic_open(pg_atomic_file *af, const char *path, char *err, size_t errlen);
+/* A temporary "<base>.tmp.<pid>" whose process no longer runs (killed by kill -9 or for memory) is
+ * left behind; pg_atomic_open removes those of its path, with a note on stderr. This returns the
+ * length of <base> when name is such a temporary, else 0. */
+size_t pg_dead_temporary(const char *name);
+void pg_remove_dead_temporary(const char *dir, const char *name); /* unlink dir/name, with the note */
 int pg_atomic_commit(pg_atomic_file *af, char *err, size_t errlen);
 void pg_atomic_abort(pg_atomic_file *af);
 

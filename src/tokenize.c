@@ -726,6 +726,13 @@ static int writer_commit_now(tk_writer *w, char *err, size_t errlen) {
     struct dirent *e;
     size_t dl = strlen(w->dir);
     while ((e = readdir(d))) {
+        size_t bl = pg_dead_temporary(e->d_name); /* a shard temporary of a run killed outright */
+        if (bl) {
+            char base[256];
+            snprintf(base, sizeof(base), "%.*s", (int)bl, e->d_name);
+            if (shard_name(base)) pg_remove_dead_temporary(w->dir, e->d_name);
+            continue;
+        }
         if (!shard_name(e->d_name)) continue;
         int keep = 0;
         for (int i = 0; i < w->n && !keep; i++) keep = !strcmp(w->fin[i] + dl + 1, e->d_name);

@@ -1,6 +1,7 @@
 /* test_common.c: tests of common.c (half/bfloat16 conversions, atomic writes), json.c and the
  * safetensors reader/writer. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -167,6 +168,48 @@ TEST(atomic_write_interrupted_leaves_no_temporary) {
             struct stat sb;
             T_ASSERT(stat(path, &sb) == 0 && sb.st_size == 7, "%s: out.bin is not the complete file", cases[i].what);
         }
+    }
+}
+
+/* A temporary of a process killed outright (its pid no longer runs) is removed by the next atomic
+ * write of the same path; a live process's, another path's and names that only look alike stay. */
+TEST(atomic_write_removes_dead_processes_temporaries) {
+    char dir[300], p[1024];
+    snprintf(dir, sizeof(dir), "%s/dead_tmp", t_tmpdir());
+    T_ASSERT(mkdir(dir, 0755) == 0, "mkdir %s", dir);
+    pid_t dead = fork();
+    if (dead == 0) _exit(0);
+    T_ASSERT(dead > 0 && waitpid(dead, NULL, 0) == dead, "fork");
+    char names[8][80];
+    snprintf(names[0], 80, "out.bin.tmp.%ld", (long)dead);         /* removed */
+    snprintf(names[1], 80, "out.bin.tmp.%ld", (long)getppid());    /* alive */
+    snprintf(names[2], 80, "out.bin.tmp.12ab");                    /* not a pid */
+    snprintf(names[3], 80, "other.bin.tmp.%ld", (long)dead);       /* another path */
+    snprintf(names[4], 80, "out.bin.tmp.tmp.%ld", (long)dead);     /* of "out.bin.tmp" */
+    snprintf(names[5], 80, "xout.bin.tmp.%ld", (long)dead);        /* of "xout.bin" */
+    for (int i = 0; i < 6; i++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+        FILE *f = fopen(p, "w");
+        T_ASSERT(f && fclose(f) == 0, "create %s", names[i]);
+    }
+    T_ASSERT(pg_dead_temporary(names[0]) == 7 && pg_dead_temporary(names[1]) == 0 && pg_dead_temporary(names[2]) == 0 &&
+                 pg_dead_temporary(names[4]) == 11 && pg_dead_temporary("out.bin") == 0 &&
+                 pg_dead_temporary(".tmp.1") == 0,
+             "pg_dead_temporary");
+    char err[512];
+    snprintf(p, sizeof(p), "%s/out.bin", dir);
+    fflush(stderr);
+    int saved = dup(2), nul = open("/dev/null", O_WRONLY);
+    dup2(nul, 2); /* the note */
+    int rc = pg_write_file_atomic(p, "abc", 3, err, sizeof(err));
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved), close(nul);
+    T_ASSERT(rc == 0, "%s", err);
+    for (int i = 0; i < 6; i++) {
+        snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+        struct stat sb;
+        T_ASSERT((stat(p, &sb) == 0) == (i != 0), "%s: %s", names[i], i ? "removed" : "kept");
     }
 }
 

@@ -320,14 +320,23 @@ for args in "$D/many_bad.jsonl" "--val-docs 100000 $D/many.jsonl" "$D/utf8.jsonl
 done
 if [ -z "$why" ]; then echo "ok tokenize/error_writes_nothing"; else echo "FAIL tokenize/error_writes_nothing:$why"; fi
 
-# success over an older, larger set: only the new shards remain (other files are kept)
+# success over an older, larger set: only the new shards remain (other files are kept). A shard
+# temporary of a run killed outright (its process gone) is removed with a note; one of a live
+# process, and other files' temporaries, are kept.
 rm -rf "$TMP/st"; tok --out "$TMP/st" --val-docs 1000 --shard-tokens 3000 "$D/many.jsonl" > /dev/null 2>&1
 echo keep > "$TMP/st/notes.txt"; echo keep > "$TMP/st/fineweb_train_notes.txt"
+sh -c 'exit 0' & dead=$!; wait $dead
+echo x > "$TMP/st/fineweb_train_000099.bin.tmp.$dead"; echo x > "$TMP/st/notes.txt.tmp.$dead"
+echo x > "$TMP/st/fineweb_val_000000.bin.tmp.$$"
 n_before=$(ls "$TMP/st" | grep -c '^fineweb_.*\.bin$')
-tok --out "$TMP/st" --val-docs 1000 --shard-tokens 30000 "$D/many.jsonl" > /dev/null 2>&1
-rm "$TMP/st/notes.txt" "$TMP/st/fineweb_train_notes.txt" 2>/dev/null && kept=1 || kept=0
-if why=$(same_dir "$TMP/st" "$TMP/ref_many") && [ $kept = 1 ] && [ "$n_before" -gt 40 ]; then echo "ok tokenize/stale_removed"
-else echo "FAIL tokenize/stale_removed: $why (other files kept: $kept, shards before: $n_before)"; fi
+tok --out "$TMP/st" --val-docs 1000 --shard-tokens 30000 "$D/many.jsonl" > /dev/null 2> "$TMP/st.err"
+rm "$TMP/st/notes.txt" "$TMP/st/fineweb_train_notes.txt" "$TMP/st/notes.txt.tmp.$dead" \
+  "$TMP/st/fineweb_val_000000.bin.tmp.$$" 2>/dev/null && kept=1 || kept=0
+grep -q "removed $TMP/st/fineweb_train_000099.bin.tmp.$dead, left by process $dead, which no longer runs" "$TMP/st.err" \
+  && noted=1 || noted=0
+if why=$(same_dir "$TMP/st" "$TMP/ref_many") && [ $kept = 1 ] && [ $noted = 1 ] && [ "$n_before" -gt 40 ]; then
+  echo "ok tokenize/stale_removed"
+else echo "FAIL tokenize/stale_removed: $why (other files kept: $kept, noted: $noted, shards before: $n_before)"; fi
 
 # ---- truncated or corrupt compressed input ----
 # Without flags: one error line naming the file (corruption inside a gzip member may first show as a
