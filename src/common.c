@@ -373,6 +373,38 @@ int pg_mkdirs(const char *path, char *err, size_t errlen) {
     return 0;
 }
 
+int pg_mkdirs_undoable(const char *path, pg_made_dirs *made, char *err, size_t errlen) {
+    memset(made, 0, sizeof(*made));
+    size_t n = strlen(path);
+    for (size_t i = 1; i <= n; i++)
+        if (path[i] == '/' || path[i] == 0) {
+            char *p = xmalloc(i + 1);
+            memcpy(p, path, i);
+            p[i] = 0;
+            struct stat st;
+            if (stat(p, &st) == 0) {
+                free(p);
+                continue;
+            }
+            made->dirs = xrealloc(made->dirs, (size_t)(made->n + 1) * sizeof(char *));
+            made->dirs[made->n++] = p;
+            pg_cleanup_add(p, PG_LEAVE_EMPTY_DIR);
+        }
+    if (pg_mkdirs(path, err, errlen) == 0) return 0;
+    pg_made_dirs_end(made, 0);
+    return -1;
+}
+
+void pg_made_dirs_end(pg_made_dirs *made, int keep) {
+    for (int i = made->n - 1; i >= 0; i--) {
+        pg_cleanup_drop(made->dirs[i]);
+        if (!keep) rmdir(made->dirs[i]); /* only if empty */
+        free(made->dirs[i]);
+    }
+    free(made->dirs);
+    memset(made, 0, sizeof(*made));
+}
+
 static inline uint32_t f32_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);

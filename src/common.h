@@ -80,6 +80,15 @@ void pg_scratch_remove(const char *dir);
 
 /* Create a directory and its parents (like mkdir -p). Returns 0 or -1 with err. */
 int pg_mkdirs(const char *path, char *err, size_t errlen);
+/* pg_mkdirs that registers each directory it creates for cleanup (PG_LEAVE_EMPTY_DIR), so that a
+ * failed or interrupted command leaves none of them behind. pg_made_dirs_end drops them and, unless
+ * keep, removes those that are empty. On failure nothing is left registered. */
+typedef struct {
+    char **dirs; /* outermost first */
+    int n;
+} pg_made_dirs;
+int pg_mkdirs_undoable(const char *path, pg_made_dirs *made, char *err, size_t errlen);
+void pg_made_dirs_end(pg_made_dirs *made, int keep);
 
 /* Little-endian loads/stores (explicit, independent of host order). */
 static inline uint32_t pg_rd_u32(const uint8_t *p) {

@@ -905,11 +905,8 @@ int tokenize_run(const tk_options *o, tk_encode_fn enc, void *ctx, int bos_id, i
     }
     /* output directory: create it (remember to remove it again on failure) and check it is writable.
      * From here on pg_die, SIGINT and SIGTERM remove whatever this run has made. */
-    struct stat sd;
-    int created = stat(o->out_dir, &sd) != 0;
-    if (created) pg_cleanup_add(o->out_dir, PG_LEAVE_EMPTY_DIR);
-    if (pg_mkdirs(o->out_dir, err, errlen)) {
-        pg_cleanup_drop(o->out_dir);
+    pg_made_dirs made;
+    if (pg_mkdirs_undoable(o->out_dir, &made, err, errlen)) {
         free(formats);
         return -1;
     }
@@ -924,8 +921,7 @@ int tokenize_run(const tk_options *o, tk_encode_fn enc, void *ctx, int bos_id, i
         pg_cleanup_drop(probe);
         free(probe);
         if (fd < 0) {
-            if (created) rmdir(o->out_dir);
-            pg_cleanup_drop(o->out_dir);
+            pg_made_dirs_end(&made, 0);
             free(formats);
             return pg_err(err, errlen, "%s: cannot write in the output directory: %s", o->out_dir, strerror(e));
         }
@@ -1029,9 +1025,8 @@ int tokenize_run(const tk_options *o, tk_encode_fn enc, void *ctx, int bos_id, i
     if (rc == 0) rc = writer_commit(&w, err, errlen);
     if (rc != 0) {
         writer_abort(&w);
-        if (created) rmdir(o->out_dir); /* only succeeds if it is empty */
     }
-    pg_cleanup_drop(o->out_dir);
+    pg_made_dirs_end(&made, rc == 0); /* after a failure, the directories this run created, if empty */
     st->files_val = w.idx[0];
     st->files_train = w.idx[1];
     writer_free(&w);

@@ -306,12 +306,12 @@ if [ -z "$why" ]; then echo "ok tokenize/no_docs"; else echo "FAIL tokenize/no_d
 
 # ---- nothing written on error; stale shards removed on success ----
 # a failure after several shards were written (bad line at the very end of a multi-batch input):
-# a new directory is not left behind; an existing one keeps its old shards and gets no temporary file
+# new directories (here three levels) are not left behind; an existing one keeps its old shards and gets no temporary file
 cp "$D/many.jsonl" "$D/many_bad.jsonl"; echo '{"text": broken}' >> "$D/many_bad.jsonl"
 why=""
-tok --out "$TMP/new" --val-docs 10 --shard-tokens 5000 "$D/many_bad.jsonl" > /dev/null 2> "$TMP/nw.err" && why="$why exit 0;"
+tok --out "$TMP/new/a/b" --val-docs 10 --shard-tokens 5000 "$D/many_bad.jsonl" > /dev/null 2> "$TMP/nw.err" && why="$why exit 0;"
 grep -q "many_bad.jsonl:$((n_many + 1)): invalid JSON" "$TMP/nw.err" || why="$why error: $(cat "$TMP/nw.err");"
-[ -e "$TMP/new" ] && why="$why the new output directory was left: $(ls "$TMP/new" | head -3 | tr '\n' ' ');"
+[ -e "$TMP/new" ] && why="$why the new output directories were left: $(find "$TMP/new" | head -3 | tr '\n' ' ');"
 mkdir -p "$TMP/old"; cp "$TMP/fw/"* "$TMP/old/"; echo keep > "$TMP/old/notes.txt"
 (cd "$TMP/old" && ls -A | sort && md5sum *) > "$TMP/old.sum"
 for args in "$D/many_bad.jsonl" "--val-docs 100000 $D/many.jsonl" "$D/utf8.jsonl" "$D/many.jsonl.xz $D/json.jsonl"; do
@@ -376,7 +376,8 @@ if [ "$saw" -gt 0 ] && [ $rc -eq 143 ] && [ -z "$left" ]; then echo "ok tokenize
 else echo "FAIL tokenize/sigterm_writes_nothing: temporary shards seen $saw, exit $rc, left: $left"; fi
 
 # ---- SIGTERM at 150 moments spread over a whole run (opening a shard, writing, renaming the set into
-# place): the directory is gone or ends with the complete set, never a temporary or a partial set.
+# place): the two new directories are gone or the inner one holds the complete set, never a temporary
+# or a partial set.
 # (A signal between creating a temporary shard and registering it once left that shard behind.)
 rm -rf "$TMP/all"
 tok --quiet --out "$TMP/all" --val-docs 10 --shard-tokens 2000 "$D/many.jsonl" > /dev/null
@@ -384,13 +385,13 @@ n_all=$(ls -A "$TMP/all" | wc -l)
 why=""; killed=0
 for i in $(seq 0 149); do
   rm -rf "$TMP/sigm"
-  "$PG" tokenize --tokenizer "$M" --quiet --out "$TMP/sigm" --val-docs 10 --shard-tokens 2000 "$D/many.jsonl" > /dev/null 2>&1 &
+  "$PG" tokenize --tokenizer "$M" --quiet --out "$TMP/sigm/out" --val-docs 10 --shard-tokens 2000 "$D/many.jsonl" > /dev/null 2>&1 &
   pid=$!
   sleep "$(printf '0.%03d' $((i * 2)))"
   kill -TERM $pid 2>/dev/null; wait $pid; rc=$?
-  n=$(ls -A "$TMP/sigm" 2>/dev/null | wc -l)
-  [ $rc -eq 143 ] && [ "$n" -eq 0 ] && [ -e "$TMP/sigm" ] && why="$why at ${i}: killed, the new directory left;"
-  t=$(ls -A "$TMP/sigm" 2>/dev/null | grep -c '\.tmp\.')
+  n=$(ls -A "$TMP/sigm/out" 2>/dev/null | wc -l)
+  [ $rc -eq 143 ] && [ "$n" -eq 0 ] && [ -e "$TMP/sigm" ] && why="$why at ${i}: killed, a new directory left;"
+  t=$(ls -A "$TMP/sigm/out" 2>/dev/null | grep -c '\.tmp\.')
   case $rc in
     # a signal during the final rename is held back until the whole set is in place
     143) killed=$((killed + 1)); { [ "$n" -eq 0 ] || { [ "$n" -eq "$n_all" ] && [ "$t" -eq 0 ]; }; } ||
