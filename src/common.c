@@ -231,19 +231,28 @@ void pg_cleanup_drop(const char *path) {
             }
 }
 
-/* Creating and registering happen with SIGINT/SIGTERM held back: a signal in between would leave
- * the directory, and registering its name first could remove a stranger's directory of that name. */
-int pg_scratch_mkdir(char *path, int unique) {
-    sigset_t stop, old;
+void pg_signals_hold(sigset_t *old) {
+    sigset_t stop;
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop, &old);
-    char *made = unique ? mkdtemp(path) : (mkdir(path, 0755) == 0 ? path : NULL);
+    pthread_sigmask(SIG_BLOCK, &stop, old);
+}
+
+void pg_signals_release(const sigset_t *old) {
     int e = errno;
-    if (made) pg_cleanup_add(path, PG_LEAVE_SCRATCH_DIR);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_sigmask(SIG_SETMASK, old, NULL);
     errno = e;
+}
+
+/* Creating and registering happen with SIGINT/SIGTERM held back: a signal in between would leave
+ * the directory, and registering its name first could remove a stranger's directory of that name. */
+int pg_scratch_mkdir(char *path, int unique) {
+    sigset_t old;
+    pg_signals_hold(&old);
+    char *made = unique ? mkdtemp(path) : (mkdir(path, 0755) == 0 ? path : NULL);
+    if (made) pg_cleanup_add(path, PG_LEAVE_SCRATCH_DIR);
+    pg_signals_release(&old);
     return made ? 0 : -1;
 }
 
@@ -350,16 +359,27 @@ int pg_write_file_atomic(const char *path, const void *data, size_t len, char *e
     return pg_atomic_commit(&af, err, errlen);
 }
 
-int pg_mkdirs(const char *path, char *err, size_t errlen) {
+/* Each directory a registering call creates is made and registered with the signals held back (as a
+ * scratch directory is), so that only directories this process made are ever removed. */
+static int mkdirs(const char *path, pg_made_dirs *made, char *err, size_t errlen) {
     char *p = xstrdup(path);
     size_t n = strlen(p);
     for (size_t i = 1; i <= n; i++) {
         if (p[i] == '/' || p[i] == 0) {
             char c = p[i];
             p[i] = 0;
-            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+            sigset_t old;
+            if (made) pg_signals_hold(&old);
+            int rc = mkdir(p, 0777);
+            if (rc == 0 && made) {
+                made->dirs = xrealloc(made->dirs, (size_t)(made->n + 1) * sizeof(char *));
+                made->dirs[made->n] = xstrdup(p);
+                pg_cleanup_add(made->dirs[made->n++], PG_LEAVE_EMPTY_DIR);
+            }
+            if (made) pg_signals_release(&old);
+            if (rc != 0 && errno != EEXIST) {
                 int e = errno;
-                int rc = pg_err(err, errlen, "%s: cannot create directory: %s", p, strerror(e));
+                rc = pg_err(err, errlen, "%s: cannot create directory: %s", p, strerror(e));
                 free(p);
                 return rc;
             }
@@ -373,24 +393,11 @@ int pg_mkdirs(const char *path, char *err, size_t errlen) {
     return 0;
 }
 
+int pg_mkdirs(const char *path, char *err, size_t errlen) { return mkdirs(path, NULL, err, errlen); }
+
 int pg_mkdirs_undoable(const char *path, pg_made_dirs *made, char *err, size_t errlen) {
     memset(made, 0, sizeof(*made));
-    size_t n = strlen(path);
-    for (size_t i = 1; i <= n; i++)
-        if (path[i] == '/' || path[i] == 0) {
-            char *p = xmalloc(i + 1);
-            memcpy(p, path, i);
-            p[i] = 0;
-            struct stat st;
-            if (stat(p, &st) == 0) {
-                free(p);
-                continue;
-            }
-            made->dirs = xrealloc(made->dirs, (size_t)(made->n + 1) * sizeof(char *));
-            made->dirs[made->n++] = p;
-            pg_cleanup_add(p, PG_LEAVE_EMPTY_DIR);
-        }
-    if (pg_mkdirs(path, err, errlen) == 0) return 0;
+    if (mkdirs(path, made, err, errlen) == 0) return 0;
     pg_made_dirs_end(made, 0);
     return -1;
 }

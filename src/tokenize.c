@@ -13,7 +13,6 @@
 #include <lzma.h>
 #include <omp.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -767,13 +766,10 @@ static int writer_commit_now(tk_writer *w, char *err, size_t errlen) {
  * every such signal there): one that lands in it takes effect once the directory holds the complete new set,
  * never a mix of old and new shards. */
 static int writer_commit(tk_writer *w, char *err, size_t errlen) {
-    sigset_t stop, old;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop, &old);
+    sigset_t old;
+    pg_signals_hold(&old);
     int rc = writer_commit_now(w, err, errlen);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pg_signals_release(&old);
     return rc;
 }
 
