@@ -164,8 +164,9 @@ static void remove_flat_dir(const char *dir) {
 
 void pg_cleanup_run(void) {
     for (int kind = PG_LEAVE_FILE; kind <= PG_LEAVE_EMPTY_DIR; kind++)
-        /* empty directories inside one another go in as many rounds as it takes */
-        for (int round = 0, again = 1; again && round < (kind == PG_LEAVE_EMPTY_DIR ? 16 : 1); round++) {
+        /* empty directories inside one another go in as many rounds as it takes: a round repeats only
+         * after an rmdir succeeded, which cannot succeed twice */
+        for (int again = 1; again;) {
             again = 0;
             for (cleanup_block *b = &g_cleanup; b; b = b->next)
                 for (int i = 0; i < PG_CLEANUP_SLOTS; i++) {

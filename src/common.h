@@ -77,11 +77,11 @@ void pg_cleanup_run(void); /* remove everything registered, now (async-signal-sa
  * name), else mkdir(path). Returns 0, or -1 with errno. pg_scratch_remove drops it and removes it with
  * its files. */
 int pg_scratch_mkdir(char *path, int unique);
+void pg_scratch_remove(const char *dir);
 /* Hold SIGINT/SIGTERM back on this thread (for a step that must complete once begun) and release them
  * (errno is kept); one that arrived in between then takes effect. */
 void pg_signals_hold(sigset_t *old);
 void pg_signals_release(const sigset_t *old);
-void pg_scratch_remove(const char *dir);
 
 /* Create a directory and its parents (like mkdir -p). Returns 0 or -1 with err. */
 int pg_mkdirs(const char *path, char *err, size_t errlen);
